@@ -1,0 +1,1 @@
+//! Group coordinator (filled in by the group work).
