@@ -8,6 +8,18 @@
 //! - [`partition`] — a partition replica: log + producer state + fetch wake-ups.
 //! - [`group`]     — classic consumer group coordinator and committed offsets.
 //! - [`log`]       — segments, offset/time indexes, recovery, retention, compaction.
+//! - [`offsets_log`] — `__consumer_offsets` partitions as the coordinator's durable store.
+//! - [`producer_ids`] — producer id blocks for InitProducerId.
+//! - [`server`]    — wiring: shared broker state, `run`, background tasks, shutdown.
 //! - [`cli`]       — the admin CLI carried by the `kairos` binary.
-pub mod log;
+pub mod cli;
+pub mod config;
 pub mod group;
+pub mod log;
+pub mod metadata;
+pub mod net;
+pub mod offsets_log;
+pub mod partition;
+pub mod producer_ids;
+pub mod protocol;
+pub mod server;

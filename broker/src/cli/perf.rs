@@ -1,0 +1,389 @@
+//! `kairos perf produce|consume|e2e`: the knobs and output columns of Kafka's
+//! `kafka-producer-perf-test` and `kafka-consumer-perf-test`, over librdkafka.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::Conn;
+
+#[derive(Subcommand)]
+pub enum PerfCmd {
+    /// Like kafka-producer-perf-test.
+    Produce(ProduceArgs),
+    /// Like kafka-consumer-perf-test.
+    Consume(ConsumeArgs),
+    /// Produce-to-consume latency at a fixed rate (payload carries the send time).
+    E2e(E2eArgs),
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    topic: String,
+    #[arg(long = "num-records")]
+    num_records: u64,
+    #[arg(long = "record-size")]
+    record_size: usize,
+    /// Records per second; -1 for as fast as possible.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    throughput: i64,
+    /// librdkafka producer properties key=value (e.g. acks=1 linger.ms=5 batch.size=1048576).
+    #[arg(long = "producer-props", num_args = 1..)]
+    producer_props: Vec<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[arg(long)]
+    topic: String,
+    /// Number of records to consume.
+    #[arg(long)]
+    messages: u64,
+    /// Give up after this long without progress (ms).
+    #[arg(long = "timeout", default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[arg(long = "consumer-props", num_args = 1..)]
+    consumer_props: Vec<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct E2eArgs {
+    #[arg(long)]
+    topic: String,
+    #[arg(long = "num-records", default_value_t = 50_000)]
+    num_records: u64,
+    #[arg(long = "record-size", default_value_t = 100)]
+    record_size: usize,
+    /// Records per second.
+    #[arg(long, default_value_t = 10_000)]
+    throughput: u64,
+    #[arg(long = "producer-props", num_args = 1..)]
+    producer_props: Vec<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+pub fn run(cmd: PerfCmd) -> Result<(), String> {
+    match cmd {
+        PerfCmd::Produce(a) => produce(a),
+        PerfCmd::Consume(a) => consume(a),
+        PerfCmd::E2e(a) => e2e(a),
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    // Microseconds, 1 µs to 10 min, 3 significant digits.
+    match Histogram::new_with_bounds(1, 600_000_000, 3) {
+        Ok(h) => h,
+        Err(e) => unreachable!("constant histogram bounds are valid: {e}"),
+    }
+}
+
+struct Stats {
+    latency_us: Histogram<u64>,
+    acked: u64,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+struct PerfContext {
+    start: Instant,
+    stats: Mutex<Stats>,
+}
+
+impl ClientContext for PerfContext {}
+
+impl ProducerContext for PerfContext {
+    /// Microseconds since `start` when the record was handed to the client.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
+        let now = self.start.elapsed().as_micros() as u64;
+        let mut s = self.stats.lock();
+        match result {
+            Ok(_) => {
+                s.acked += 1;
+                let _ = s
+                    .latency_us
+                    .record(now.saturating_sub(sent_at_us as u64).max(1));
+            }
+            Err((e, _)) => {
+                s.errors += 1;
+                s.last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn apply_props(cfg: &mut rdkafka::ClientConfig, props: &[String]) -> Result<(), String> {
+    for p in props {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("{p:?}: expected key=value"))?;
+        cfg.set(k, v);
+    }
+    Ok(())
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn produce(a: ProduceArgs) -> Result<(), String> {
+    let mut cfg = a.conn.config()?;
+    cfg.set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    apply_props(&mut cfg, &a.producer_props)?;
+    let ctx = PerfContext {
+        start: Instant::now(),
+        stats: Mutex::new(Stats {
+            latency_us: hist(),
+            acked: 0,
+            errors: 0,
+            last_error: None,
+        }),
+    };
+    let producer: BaseProducer<PerfContext> = cfg
+        .create_with_context(ctx)
+        .map_err(|e| format!("cannot create producer: {e}"))?;
+    let payload: Vec<u8> = (0..a.record_size).map(|i| b'A' + (i % 26) as u8).collect();
+    let start = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_acked = 0u64;
+    for i in 0..a.num_records {
+        if a.throughput > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / a.throughput as f64);
+            let now = Instant::now();
+            if due > now {
+                producer.poll(due - now);
+            }
+        }
+        let sent_at = producer.context().start.elapsed().as_micros() as usize;
+        let mut rec: BaseRecord<'_, (), [u8], usize> =
+            BaseRecord::with_opaque_to(&a.topic, sent_at).payload(&payload[..]);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    producer.poll(Duration::from_millis(1));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(format!("produce failed: {e}")),
+            }
+        }
+        if i % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+            if window_start.elapsed() >= Duration::from_secs(5) {
+                let s = producer.context().stats.lock();
+                let n = s.acked - window_acked;
+                let secs = window_start.elapsed().as_secs_f64();
+                eprintln!(
+                    "{n} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency.",
+                    n as f64 / secs,
+                    n as f64 * a.record_size as f64 / secs / 1048576.0,
+                    ms(s.latency_us.mean() as u64),
+                    ms(s.latency_us.max())
+                );
+                window_acked = s.acked;
+                window_start = Instant::now();
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| format!("flush failed: {e}"))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let s = producer.context().stats.lock();
+    if s.errors > 0 {
+        return Err(format!(
+            "{} of {} records failed; last error: {}",
+            s.errors,
+            a.num_records,
+            s.last_error.clone().unwrap_or_default()
+        ));
+    }
+    let h = &s.latency_us;
+    println!(
+        "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
+        s.acked,
+        s.acked as f64 / elapsed,
+        s.acked as f64 * a.record_size as f64 / elapsed / 1048576.0,
+        h.mean() / 1000.0,
+        ms(h.max()),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.95)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+    );
+    Ok(())
+}
+
+fn consume(a: ConsumeArgs) -> Result<(), String> {
+    let mut cfg = a.conn.config()?;
+    cfg.set("group.id", format!("perf-consumer-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "1048576");
+    apply_props(&mut cfg, &a.consumer_props)?;
+    let consumer: BaseConsumer = cfg
+        .create()
+        .map_err(|e| format!("cannot create consumer: {e}"))?;
+    let md = consumer
+        .fetch_metadata(Some(&a.topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let t = md.topics().first().ok_or("no metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(&a.topic, p.id(), Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let start_wall = chrono_like_now();
+    let start = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut n = 0u64;
+    let mut bytes = 0u64;
+    let mut last = Instant::now();
+    while n < a.messages {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                n += 1;
+                bytes += m.payload_len() as u64;
+                last = Instant::now();
+            }
+            Some(Err(e)) => return Err(format!("consume failed: {e}")),
+            None if last.elapsed() > Duration::from_millis(a.timeout_ms) => {
+                return Err(format!(
+                    "no record for {} ms after {n} of {} records",
+                    a.timeout_ms, a.messages
+                ));
+            }
+            None => {}
+        }
+    }
+    let total = start.elapsed().as_secs_f64();
+    let fetch = first
+        .map(|f| f.elapsed().as_secs_f64())
+        .unwrap_or(total)
+        .max(1e-9);
+    let mb = bytes as f64 / 1048576.0;
+    println!("start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec");
+    println!(
+        "{start_wall}, {}, {mb:.4}, {:.4}, {n}, {:.4}, {}, {}, {:.4}, {:.4}",
+        chrono_like_now(),
+        mb / total,
+        n as f64 / total,
+        ((total - fetch) * 1000.0) as u64,
+        (fetch * 1000.0) as u64,
+        mb / fetch,
+        n as f64 / fetch
+    );
+    Ok(())
+}
+
+fn e2e(a: E2eArgs) -> Result<(), String> {
+    if a.record_size < 8 {
+        return Err("--record-size must be at least 8 (the payload carries the send time)".into());
+    }
+    let mut ccfg = a.conn.config()?;
+    ccfg.set("group.id", format!("perf-e2e-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "500")
+        .set("fetch.min.bytes", "1");
+    let consumer: BaseConsumer = ccfg
+        .create()
+        .map_err(|e| format!("cannot create consumer: {e}"))?;
+    let md = consumer
+        .fetch_metadata(Some(&a.topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let t = md.topics().first().ok_or("no metadata")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(&a.topic, p.id(), Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    // Let the consumer resolve its end offsets before producing.
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    let mut pcfg = a.conn.config()?;
+    pcfg.set("linger.ms", "0").set("acks", "1");
+    apply_props(&mut pcfg, &a.producer_props)?;
+    let producer: BaseProducer = pcfg
+        .create()
+        .map_err(|e| format!("cannot create producer: {e}"))?;
+    let epoch = Instant::now();
+    let start = Instant::now();
+    let mut h = hist();
+    let mut received = 0u64;
+    let mut payload = vec![b'x'; a.record_size];
+    let mut sent = 0u64;
+    let mut last_progress = Instant::now();
+    while received < a.num_records {
+        let due_sent =
+            ((start.elapsed().as_secs_f64() * a.throughput as f64) as u64).min(a.num_records);
+        while sent < due_sent {
+            let t = epoch.elapsed().as_nanos() as u64;
+            payload[..8].copy_from_slice(&t.to_be_bytes());
+            match producer.send(BaseRecord::<(), [u8]>::to(&a.topic).payload(&payload[..])) {
+                Ok(()) => sent += 1,
+                Err((e, _)) => return Err(format!("produce failed: {e}")),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if let Some(m) = consumer.poll(Duration::from_micros(200)) {
+            let m = m.map_err(|e| format!("consume failed: {e}"))?;
+            if let Some(p) = m.payload().filter(|p| p.len() >= 8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&p[..8]);
+                let sent_ns = u64::from_be_bytes(b);
+                let now = epoch.elapsed().as_nanos() as u64;
+                let _ = h.record((now.saturating_sub(sent_ns) / 1000).max(1));
+                received += 1;
+                last_progress = Instant::now();
+            }
+        } else if last_progress.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "no record received for 10 s ({received} of {})",
+                a.num_records
+            ));
+        }
+    }
+    producer
+        .flush(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{received} records, {} records/sec target, end-to-end latency: {:.3} ms avg, {:.3} ms 50th, {:.3} ms 95th, {:.3} ms 99th, {:.3} ms 99.9th, {:.3} ms max.",
+        a.throughput,
+        h.mean() / 1000.0,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.95)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    Ok(())
+}
+
+/// Wall-clock time as `epoch-ms` (the Java tool prints a date; ms since epoch is unambiguous).
+fn chrono_like_now() -> String {
+    crate::partition::now_ms().to_string()
+}

@@ -1,0 +1,384 @@
+//! Broker configuration: Kafka's `server.properties` keys, names and defaults.
+//!
+//! `kairos serve [--config FILE] [--override key=value ...]`. Unknown keys are kept (so topic
+//! defaults such as `log.cleaner.*` can be read later) and warned about once at start-up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config line {line}: expected key=value, got {text:?}")]
+    Syntax { line: usize, text: String },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Keys Kairos understands. Anything else is warned about (but kept).
+const KNOWN_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "listeners",
+    "advertised.listeners",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "auto.create.topics.enable",
+    "delete.topic.enable",
+    "log.retention.hours",
+    "log.retention.minutes",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.backoff.ms",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "max.connections",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "controller.quorum.voters",
+    "controller.listener.names",
+    "process.roles",
+    "cluster.id",
+    "metrics.listener",
+    "admin.listener",
+    "retry.redis.url",
+    "retry.redis.key.prefix",
+];
+
+/// Parsed broker configuration. Field names follow the Kafka keys; units are last.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listener: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_index_interval_bytes: u64,
+    pub log_flush_interval_messages: u64,
+    pub log_flush_interval_ms: i64,
+    pub log_cleanup_policy: String,
+    pub log_cleaner_delete_retention_ms: i64,
+    pub log_cleaner_min_cleanable_ratio: f64,
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    pub log_cleaner_backoff_ms: u64,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_retention_minutes: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub metrics_listener: String,
+    pub admin_listener: String,
+    pub retry_redis_url: Option<String>,
+    pub retry_redis_key_prefix: String,
+    /// Every key=value given, known or not (for DescribeConfigs and later features).
+    pub raw: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        // Built from an empty property set, so defaults live in one place: `from_properties`.
+        match Self::from_properties(BTreeMap::new()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
+fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').or_else(|| line.split_once(':')) else {
+            return Err(ConfigError::Syntax {
+                line: i + 1,
+                text: line.to_string(),
+            });
+        };
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(map)
+}
+
+struct Props(BTreeMap<String, String>);
+
+impl Props {
+    fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse::<T>().map_err(|e| ConfigError::Invalid {
+                key: key.into(),
+                value: v.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    fn opt<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(v) => v.parse::<T>().map(Some).map_err(|e| ConfigError::Invalid {
+                key: key.into(),
+                value: v.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    fn invalid(&self, key: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: self.0.get(key).cloned().unwrap_or_default(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (first listener that is not a controller listener).
+fn parse_listener(value: &str) -> Option<(String, u16)> {
+    for part in value.split(',') {
+        let part = part.trim();
+        let (name, rest) = part.split_once("://")?;
+        if name.eq_ignore_ascii_case("CONTROLLER") {
+            continue;
+        }
+        let (host, port) = rest.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok()?;
+        return Some((host.to_string(), port));
+    }
+    None
+}
+
+impl BrokerConfig {
+    pub fn load(path: Option<&std::path::Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut props = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                parse_properties(&text)?
+            }
+            None => BTreeMap::new(),
+        };
+        for (i, o) in overrides.iter().enumerate() {
+            let Some((k, v)) = o.split_once('=') else {
+                return Err(ConfigError::Syntax {
+                    line: i + 1,
+                    text: format!("--override {o}"),
+                });
+            };
+            props.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Self::from_properties(props)
+    }
+
+    /// Keys that Kairos does not know; `serve` warns about each once.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.raw
+            .keys()
+            .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+            .map(|k| k.as_str())
+            .collect()
+    }
+
+    pub fn from_properties(map: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let p = Props(map);
+        let node_id = match p.opt::<i32>("node.id")? {
+            Some(v) => v,
+            None => p.get("broker.id", 1)?,
+        };
+        let listeners =
+            p.0.get("listeners")
+                .cloned()
+                .unwrap_or_else(|| "PLAINTEXT://127.0.0.1:9092".into());
+        let (host, port) = parse_listener(&listeners)
+            .ok_or_else(|| p.invalid("listeners", "expected NAME://host:port"))?;
+        let bind_host = if host.is_empty() {
+            "0.0.0.0".to_string()
+        } else {
+            host.clone()
+        };
+        let listener: SocketAddr = format!("{bind_host}:{port}")
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(bind_host.as_str(), port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|_| p.invalid("listeners", "host does not resolve"))?;
+        let (advertised_host, advertised_port) = match p.0.get("advertised.listeners") {
+            Some(v) => parse_listener(v)
+                .ok_or_else(|| p.invalid("advertised.listeners", "expected NAME://host:port"))?,
+            None => {
+                let h = if host.is_empty() || host == "0.0.0.0" {
+                    "127.0.0.1".to_string()
+                } else {
+                    host
+                };
+                (h, port)
+            }
+        };
+        let log_dirs: Vec<PathBuf> =
+            p.0.get("log.dirs")
+                .or_else(|| p.0.get("log.dir"))
+                .map(|s| s.split(',').map(|d| PathBuf::from(d.trim())).collect())
+                .unwrap_or_else(|| vec![PathBuf::from("./data")]);
+        let hour_ms = 3_600_000i64;
+        let log_retention_ms = match p.opt::<i64>("log.retention.ms")? {
+            Some(v) => v,
+            None => match p.opt::<i64>("log.retention.minutes")? {
+                Some(m) => m * 60_000,
+                None => p.get("log.retention.hours", 168i64)? * hour_ms,
+            },
+        };
+        let log_roll_ms = match p.opt::<i64>("log.roll.ms")? {
+            Some(v) => v,
+            None => p.get("log.roll.hours", 168i64)? * hour_ms,
+        };
+        let cfg = BrokerConfig {
+            node_id,
+            listener,
+            advertised_host,
+            advertised_port,
+            log_dirs,
+            num_partitions: p.get("num.partitions", 1)?,
+            default_replication_factor: p.get("default.replication.factor", 1)?,
+            min_insync_replicas: p.get("min.insync.replicas", 1)?,
+            auto_create_topics_enable: p.get("auto.create.topics.enable", true)?,
+            delete_topic_enable: p.get("delete.topic.enable", true)?,
+            log_retention_ms,
+            log_retention_bytes: p.get("log.retention.bytes", -1)?,
+            log_retention_check_interval_ms: p.get("log.retention.check.interval.ms", 300_000)?,
+            log_segment_bytes: p.get("log.segment.bytes", 1 << 30)?,
+            log_roll_ms,
+            log_index_interval_bytes: p.get("log.index.interval.bytes", 4096)?,
+            log_flush_interval_messages: p.get("log.flush.interval.messages", u64::MAX)?,
+            log_flush_interval_ms: p.get("log.flush.interval.ms", i64::MAX)?,
+            log_cleanup_policy: p.get("log.cleanup.policy", "delete".to_string())?,
+            log_cleaner_delete_retention_ms: p
+                .get("log.cleaner.delete.retention.ms", 86_400_000)?,
+            log_cleaner_min_cleanable_ratio: p.get("log.cleaner.min.cleanable.ratio", 0.5)?,
+            log_cleaner_min_compaction_lag_ms: p.get("log.cleaner.min.compaction.lag.ms", 0)?,
+            log_cleaner_backoff_ms: p.get("log.cleaner.backoff.ms", 15_000)?,
+            message_max_bytes: p.get("message.max.bytes", 1_048_588)?,
+            socket_request_max_bytes: p.get("socket.request.max.bytes", 104_857_600)?,
+            max_connections: p.get("max.connections", 10_000)?,
+            offsets_topic_num_partitions: p.get("offsets.topic.num.partitions", 50)?,
+            offsets_retention_minutes: p.get("offsets.retention.minutes", 10_080)?,
+            offsets_retention_check_interval_ms: p
+                .get("offsets.retention.check.interval.ms", 600_000)?,
+            offset_metadata_max_bytes: p.get("offset.metadata.max.bytes", 4096)?,
+            group_initial_rebalance_delay_ms: p.get("group.initial.rebalance.delay.ms", 3000)?,
+            group_min_session_timeout_ms: p.get("group.min.session.timeout.ms", 6000)?,
+            group_max_session_timeout_ms: p.get("group.max.session.timeout.ms", 1_800_000)?,
+            metrics_listener: p.get("metrics.listener", "0.0.0.0:9404".to_string())?,
+            admin_listener: p.get("admin.listener", "127.0.0.1:9095".to_string())?,
+            retry_redis_url: p.opt("retry.redis.url")?,
+            retry_redis_key_prefix: p.get("retry.redis.key.prefix", "kairos".to_string())?,
+            raw: p.0.clone(),
+        };
+        if cfg.num_partitions < 1 {
+            return Err(p.invalid("num.partitions", "must be at least 1"));
+        }
+        if cfg.offsets_topic_num_partitions < 1 {
+            return Err(p.invalid("offsets.topic.num.partitions", "must be at least 1"));
+        }
+        if cfg.log_segment_bytes < 14 {
+            return Err(p.invalid("log.segment.bytes", "must be at least 14"));
+        }
+        if cfg.log_dirs.is_empty() {
+            return Err(p.invalid("log.dirs", "must name a directory"));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_kafka() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.offsets_topic_num_partitions, 50);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.log_dirs, vec![PathBuf::from("./data")]);
+    }
+
+    #[test]
+    fn file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "# comment\nnode.id=3\nlisteners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://:9093\nlog.retention.hours=1\nfoo.bar=1\n").unwrap();
+        let c = BrokerConfig::load(Some(&path), &["log.segment.bytes=1024".into()]).unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listener.port(), 19092);
+        assert_eq!(c.log_retention_ms, 3_600_000);
+        assert_eq!(c.log_segment_bytes, 1024);
+        assert_eq!(c.unknown_keys(), vec!["foo.bar"]);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = BrokerConfig::load(None, &["num.partitions=zero".into()]).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::load(None, &["listeners=nonsense".into()]).unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+    }
+}

@@ -1,0 +1,532 @@
+//! The topic registry: names, ids, partition counts and per-topic configs.
+//!
+//! Single node for now: the registry is a JSON file `<log.dir>/kairos-topics.json`, replaced
+//! atomically (write to a temporary file, fsync, rename). The cluster issue moves this image into
+//! the Raft metadata log; the in-memory shape (`TopicInfo`) stays.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Kafka error codes used by the registry.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const TOPIC_DELETION_DISABLED: i16 = 73;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// Only the configs set on the topic (Kafka's DYNAMIC_TOPIC_CONFIG source).
+    pub configs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub internal: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct MetaError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl MetaError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Kafka's rule: 1–249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
+    let bad = |why: &str| {
+        Err(MetaError::new(
+            codes::INVALID_TOPIC_EXCEPTION,
+            format!("Topic name \"{name}\" is illegal, {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it can't be empty");
+    }
+    if name == "." || name == ".." {
+        return bad("it can't be '.' or '..'");
+    }
+    if name.len() > 249 {
+        return bad("it can't be longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// The kind of value a topic config takes, for validation.
+#[derive(Clone, Copy)]
+enum Kind {
+    Long { min: i64 },
+    Int { min: i64 },
+    Ratio,
+    Bool,
+    OneOf(&'static [&'static str]),
+    ListOf(&'static [&'static str]),
+}
+
+/// Topic-level configs Kairos accepts: Kafka's name, the broker key whose value is the default,
+/// and the value kind.
+const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
+    (
+        "cleanup.policy",
+        "log.cleanup.policy",
+        Kind::ListOf(&["delete", "compact"]),
+    ),
+    (
+        "compression.type",
+        "compression.type",
+        Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+    ),
+    (
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "file.delete.delay.ms",
+        "log.segment.delete.delay.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "flush.messages",
+        "log.flush.interval.messages",
+        Kind::Long { min: 1 },
+    ),
+    ("flush.ms", "log.flush.interval.ms", Kind::Long { min: 0 }),
+    (
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        Kind::Int { min: 0 },
+    ),
+    (
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "max.message.bytes",
+        "message.max.bytes",
+        Kind::Int { min: 0 },
+    ),
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        Kind::Ratio,
+    ),
+    (
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "min.insync.replicas",
+        "min.insync.replicas",
+        Kind::Int { min: 1 },
+    ),
+    ("preallocate", "log.preallocate", Kind::Bool),
+    (
+        "retention.bytes",
+        "log.retention.bytes",
+        Kind::Long { min: -1 },
+    ),
+    ("retention.ms", "log.retention.ms", Kind::Long { min: -1 }),
+    ("segment.bytes", "log.segment.bytes", Kind::Int { min: 14 }),
+    (
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        Kind::Int { min: 4 },
+    ),
+    (
+        "segment.jitter.ms",
+        "log.roll.jitter.ms",
+        Kind::Long { min: 0 },
+    ),
+    ("segment.ms", "log.roll.ms", Kind::Long { min: 1 }),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        Kind::Bool,
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+        Kind::Long { min: 0 },
+    ),
+];
+
+/// Names of every topic config, with the broker key that supplies its default.
+pub fn topic_config_names() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TOPIC_CONFIGS.iter().map(|(n, b, _)| (*n, *b))
+}
+
+/// Checks one topic config the way Kafka's LogConfig.validate does.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
+    let Some((_, _, kind)) = TOPIC_CONFIGS.iter().find(|(n, _, _)| *n == key) else {
+        return Err(MetaError::new(
+            codes::INVALID_CONFIG,
+            format!("Unknown topic config name: {key}"),
+        ));
+    };
+    let invalid = |why: String| {
+        Err(MetaError::new(
+            codes::INVALID_CONFIG,
+            format!("Invalid value {value} for configuration {key}: {why}"),
+        ))
+    };
+    match kind {
+        Kind::Long { min } | Kind::Int { min } => match value.trim().parse::<i64>() {
+            Ok(v) if v < *min => invalid(format!("Value must be at least {min}")),
+            Ok(v) if matches!(kind, Kind::Int { .. }) && v > i32::MAX as i64 => {
+                invalid("Value must fit in an int".into())
+            }
+            Ok(_) => Ok(()),
+            Err(_) => invalid("Not a number".into()),
+        },
+        Kind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => invalid("Value must be between 0 and 1".into()),
+        },
+        Kind::Bool => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => invalid("Expected value to be either true or false".into()),
+        },
+        Kind::OneOf(allowed) => {
+            if allowed.contains(&value.trim()) {
+                Ok(())
+            } else {
+                invalid(format!("String must be one of: {}", allowed.join(", ")))
+            }
+        }
+        Kind::ListOf(allowed) => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.is_empty() || items.iter().any(|i| !allowed.contains(i)) {
+                invalid(format!("Each value must be one of: {}", allowed.join(", ")))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct RegistryFile {
+    cluster_id: String,
+    topics: Vec<TopicInfo>,
+}
+
+/// All topics known to this node. Reads are lock-free-ish (RwLock), writes persist first.
+pub struct TopicRegistry {
+    path: PathBuf,
+    cluster_id: String,
+    topics: RwLock<BTreeMap<String, TopicInfo>>,
+}
+
+impl TopicRegistry {
+    pub fn open(log_dir: &Path) -> Result<Self, MetaError> {
+        let storage = |e: std::io::Error| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string());
+        std::fs::create_dir_all(log_dir).map_err(storage)?;
+        let path = log_dir.join("kairos-topics.json");
+        let file: RegistryFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                MetaError::new(
+                    codes::KAFKA_STORAGE_ERROR,
+                    format!("{} is corrupt: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
+            Err(e) => return Err(storage(e)),
+        };
+        let cluster_id = if file.cluster_id.is_empty() {
+            // Kafka cluster ids are 22-char URL-safe base64 UUIDs; a hex uuid is fine for clients.
+            Uuid::new_v4().simple().to_string()
+        } else {
+            file.cluster_id
+        };
+        let reg = TopicRegistry {
+            path,
+            cluster_id,
+            topics: RwLock::new(
+                file.topics
+                    .into_iter()
+                    .map(|t| (t.name.clone(), t))
+                    .collect(),
+            ),
+        };
+        reg.persist(&reg.topics.read())?;
+        Ok(reg)
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    fn persist(&self, topics: &BTreeMap<String, TopicInfo>) -> Result<(), MetaError> {
+        let file = RegistryFile {
+            cluster_id: self.cluster_id.clone(),
+            topics: topics.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))
+    }
+
+    pub fn get(&self, name: &str) -> Option<TopicInfo> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<TopicInfo> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<TopicInfo> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Validates and (unless `validate_only`) records a new topic.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicInfo, MetaError> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(MetaError::new(
+                codes::INVALID_PARTITIONS,
+                "Number of partitions must be larger than 0.",
+            ));
+        }
+        if replication_factor < 1 {
+            return Err(MetaError::new(
+                codes::INVALID_REPLICATION_FACTOR,
+                "Replication factor must be larger than 0.",
+            ));
+        }
+        if replication_factor > 1 {
+            return Err(MetaError::new(
+                codes::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."
+                ),
+            ));
+        }
+        for (k, v) in &configs {
+            validate_topic_config(k, v)?;
+        }
+        let mut topics = self.topics.write();
+        if topics.contains_key(name) {
+            return Err(MetaError::new(
+                codes::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let info = TopicInfo {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            configs,
+            internal: name == OFFSETS_TOPIC,
+        };
+        if validate_only {
+            return Ok(info);
+        }
+        let mut next = topics.clone();
+        next.insert(name.to_string(), info.clone());
+        self.persist(&next)?;
+        *topics = next;
+        Ok(info)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<TopicInfo, MetaError> {
+        let mut topics = self.topics.write();
+        let Some(info) = topics.get(name).cloned() else {
+            return Err(MetaError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.",
+            ));
+        };
+        let mut next = topics.clone();
+        next.remove(name);
+        self.persist(&next)?;
+        *topics = next;
+        Ok(info)
+    }
+
+    pub fn set_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<TopicInfo, MetaError> {
+        let mut topics = self.topics.write();
+        let Some(mut info) = topics.get(name).cloned() else {
+            return Err(MetaError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.",
+            ));
+        };
+        if count == info.partitions {
+            return Err(MetaError::new(
+                codes::INVALID_PARTITIONS,
+                format!("Topic already has {} partitions.", info.partitions),
+            ));
+        }
+        if count < info.partitions {
+            return Err(MetaError::new(
+                codes::INVALID_PARTITIONS,
+                format!(
+                    "Topic currently has {} partitions, which is higher than the requested {count}.",
+                    info.partitions
+                ),
+            ));
+        }
+        info.partitions = count;
+        if validate_only {
+            return Ok(info);
+        }
+        let mut next = topics.clone();
+        next.insert(name.to_string(), info.clone());
+        self.persist(&next)?;
+        *topics = next;
+        Ok(info)
+    }
+
+    /// Replaces the topic's configs after validating every entry.
+    pub fn set_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicInfo, MetaError> {
+        for (k, v) in &configs {
+            validate_topic_config(k, v)?;
+        }
+        let mut topics = self.topics.write();
+        let Some(mut info) = topics.get(name).cloned() else {
+            return Err(MetaError::new(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                "This server does not host this topic-partition.",
+            ));
+        };
+        info.configs = configs;
+        if validate_only {
+            return Ok(info);
+        }
+        let mut next = topics.clone();
+        next.insert(name.to_string(), info.clone());
+        self.persist(&next)?;
+        *topics = next;
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "é", &"x".repeat(250)] {
+            assert_eq!(
+                validate_topic_name(bad).unwrap_err().code,
+                codes::INVALID_TOPIC_EXCEPTION,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_configs_are_validated() {
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        for (k, v) in [
+            ("retention.ms", "soon"),
+            ("retention.ms", "-2"),
+            ("cleanup.policy", "forever"),
+            ("min.cleanable.dirty.ratio", "2"),
+            ("no.such.config", "1"),
+            ("segment.bytes", "99999999999"),
+        ] {
+            assert_eq!(
+                validate_topic_config(k, v).unwrap_err().code,
+                codes::INVALID_CONFIG,
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn registry_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = TopicRegistry::open(dir.path()).unwrap();
+        let t = reg.create("a", 3, 1, BTreeMap::new(), false).unwrap();
+        assert_eq!(
+            reg.create("a", 1, 1, BTreeMap::new(), false)
+                .unwrap_err()
+                .code,
+            codes::TOPIC_ALREADY_EXISTS
+        );
+        assert!(reg.create("b", 1, 1, BTreeMap::new(), true).is_ok());
+        let cluster = reg.cluster_id().to_string();
+        drop(reg);
+        let reg = TopicRegistry::open(dir.path()).unwrap();
+        assert_eq!(reg.get("a"), Some(t));
+        assert_eq!(reg.get("b"), None, "validate_only must not create");
+        assert_eq!(reg.cluster_id(), cluster);
+    }
+}

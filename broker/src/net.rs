@@ -1,0 +1,217 @@
+//! TCP listener, request framing and connections (bytes ↔ frames).
+//!
+//! A Kafka frame is a big-endian i32 size followed by that many bytes. Each connection is one
+//! task that reads a frame, hands it to the [`Handler`], writes the answer, and only then reads
+//! the next frame — like Kafka, which mutes a channel while a request is in flight. That keeps
+//! pipelined requests answered in order without any reordering buffer.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// A slice of a file sent with `sendfile` (zero-copy from the page cache).
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: u64,
+}
+
+/// One piece of a response on the wire.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Bytes(Bytes),
+    File(FileSlice),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.len(),
+            Chunk::File(f) => f.len as usize,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the protocol layer decided for one frame.
+pub enum Outcome {
+    /// Send these chunks (the 4-byte size prefix is added here).
+    Respond(Vec<Chunk>),
+    /// Nothing to send (Produce with acks=0).
+    NoResponse,
+    /// Close the connection (Kafka closes on unparseable headers and unknown API keys).
+    Close(String),
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        frame: Bytes,
+        peer: &Peer,
+    ) -> impl std::future::Future<Output = Outcome> + Send;
+}
+
+pub struct NetConfig {
+    /// `socket.request.max.bytes`: larger frames close the connection, as in Kafka.
+    pub request_bytes_max: usize,
+    /// `max.connections`: accepts wait while this many connections are open.
+    pub connections_max: usize,
+}
+
+/// Accepts connections until `shutdown` flips to true, then waits for open connections to finish
+/// their current request.
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    config: NetConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(config.connections_max));
+    let request_bytes_max = config.request_bytes_max;
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let peer = Peer { addr };
+            if let Err(e) =
+                serve_connection(stream, &peer, handler, request_bytes_max, shutdown).await
+            {
+                tracing::debug!("connection {addr} closed: {e}");
+            }
+            drop(permit);
+        });
+        // Reap finished connection tasks so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    peer: &Peer,
+    handler: Arc<H>,
+    request_bytes_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let size = tokio::select! {
+            r = reader.read_i32() => match r {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if size < 0 || size as usize > request_bytes_max {
+            // Kafka: InvalidReceiveException, the connection is closed.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "frame of {size} bytes exceeds socket.request.max.bytes {request_bytes_max}"
+                ),
+            ));
+        }
+        let mut frame = BytesMut::zeroed(size as usize);
+        reader.read_exact(&mut frame).await?;
+        match handler.handle(frame.freeze(), peer).await {
+            Outcome::NoResponse => {}
+            Outcome::Close(reason) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
+            }
+            Outcome::Respond(chunks) => {
+                let total: usize = chunks.iter().map(Chunk::len).sum();
+                out.clear();
+                out.extend_from_slice(&(total as i32).to_be_bytes());
+                for chunk in chunks {
+                    match chunk {
+                        Chunk::Bytes(b) => out.extend_from_slice(&b),
+                        Chunk::File(f) => {
+                            write_half.write_all(&out).await?;
+                            out.clear();
+                            send_file(&write_half, &f).await?;
+                        }
+                    }
+                }
+                if !out.is_empty() {
+                    write_half.write_all(&out).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a file slice to the socket with `sendfile(2)`: the bytes go from the page cache to the
+/// socket without passing through user space.
+async fn send_file(
+    socket: &tokio::net::tcp::OwnedWriteHalf,
+    slice: &FileSlice,
+) -> std::io::Result<()> {
+    let sock: &TcpStream = socket.as_ref();
+    let in_fd = slice.file.as_raw_fd();
+    let out_fd = sock.as_raw_fd();
+    let mut offset = slice.position as libc::off_t;
+    let end = slice.position + slice.len;
+    while (offset as u64) < end {
+        sock.writable().await?;
+        let remaining = (end - offset as u64) as usize;
+        let r = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both fds are open for the duration of the call (we hold the Arc<File>
+            // and the socket), and `offset` is a valid pointer to an off_t.
+            let n = unsafe { libc::sendfile(out_fd, in_fd, &mut offset, remaining) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match r {
+            Ok(0) => {
+                // The file is shorter than promised (truncated underneath us): the response
+                // would be corrupt, so drop the connection and let the client retry.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file shorter than the fetch response promised",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

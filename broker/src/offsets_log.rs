@@ -1,0 +1,119 @@
+//! `__consumer_offsets` as the group coordinator's durable store: records are appended to and
+//! read back from the compacted topic's partitions.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::group::OffsetsLog;
+use crate::metadata::OFFSETS_TOPIC;
+use crate::partition::{codes, now_ms, ReplicaManager};
+
+pub struct PartitionOffsetsLog {
+    replicas: Arc<ReplicaManager>,
+}
+
+impl PartitionOffsetsLog {
+    pub fn new(replicas: Arc<ReplicaManager>) -> Self {
+        Self { replicas }
+    }
+}
+
+/// Largest read per step while loading a partition.
+const LOAD_READ_BYTES_MAX: usize = 4 << 20;
+
+impl OffsetsLog for PartitionOffsetsLog {
+    fn append(
+        &self,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> BoxFuture<'static, Result<(), i16>> {
+        let result = (|| {
+            let p = self
+                .replicas
+                .get(OFFSETS_TOPIC, partition)
+                .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+            let now = now_ms();
+            let records: Vec<Record> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (key, value))| Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: -1,
+                    timestamp: now,
+                    key: Some(key),
+                    delete_horizon: false,
+                    value,
+                    headers: Default::default(),
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(|e| {
+                tracing::error!("encoding {OFFSETS_TOPIC} records: {e}");
+                codes::KAFKA_STORAGE_ERROR
+            })?;
+            p.append(buf.freeze()).map(|_| ()).map_err(|e| e.code)
+        })();
+        Box::pin(async move { result })
+    }
+
+    fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, i16> {
+        let p = self
+            .replicas
+            .get(OFFSETS_TOPIC, partition)
+            .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let mut out = Vec::new();
+        let mut offset = p.log_start_offset();
+        while offset < p.log_end_offset() {
+            let read = p.read(offset, LOAD_READ_BYTES_MAX).map_err(|e| e.code)?;
+            if read.regions.is_empty() {
+                break;
+            }
+            let mut bytes = BytesMut::with_capacity(read.bytes as usize);
+            for r in &read.regions {
+                let start = bytes.len();
+                bytes.resize(start + r.len as usize, 0);
+                r.file
+                    .read_exact_at(&mut bytes[start..], r.position)
+                    .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
+            }
+            let mut buf = bytes.freeze();
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+                tracing::error!("{OFFSETS_TOPIC}-{partition}: undecodable batch at {offset}: {e}");
+                codes::CORRUPT_MESSAGE
+            })?;
+            let mut next = offset;
+            for set in sets {
+                for r in set.records {
+                    next = next.max(r.offset + 1);
+                    if r.offset < offset || r.control {
+                        continue;
+                    }
+                    if let Some(key) = r.key {
+                        out.push((key, r.value));
+                    }
+                }
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,601 @@
+//! Partition replicas on this broker: the log, idempotent-producer state and fetch wake-ups.
+//!
+//! Single node for now, so the high watermark equals the log end offset and the leader epoch is
+//! 0; the cluster issue adds ISR, HW and followers here.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
+use crate::log::batch::{validate_batches, BatchHeader};
+use crate::log::{FileRegion, Log, LogConfig};
+use crate::metadata::TopicInfo;
+
+pub mod codes {
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+}
+
+/// A Kafka error code with the message sent back (Produce v8+ carries it).
+#[derive(Debug, Clone)]
+pub struct PartitionError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl PartitionError {
+    fn new(code: i16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
+const PRODUCER_BATCHES_MAX: usize = 5;
+
+#[derive(Debug, Clone, Copy)]
+struct BatchMeta {
+    first_seq: i32,
+    last_seq: i32,
+    first_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+}
+
+/// What an idempotence check decided for one batch.
+enum SeqCheck {
+    Append,
+    Duplicate { first_offset: i64 },
+}
+
+/// Per-producer sequence state of one partition (Kafka's ProducerStateManager, minus txns).
+#[derive(Default)]
+struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+impl ProducerStates {
+    fn check(&self, h: &BatchHeader) -> Result<SeqCheck, PartitionError> {
+        if h.producer_id < 0 {
+            return Ok(SeqCheck::Append);
+        }
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            // Unknown producer (new, or its state was removed by retention): any sequence is
+            // accepted, as Kafka does when there is no current epoch.
+            return Ok(SeqCheck::Append);
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(PartitionError::new(
+                codes::INVALID_PRODUCER_EPOCH,
+                format!(
+                    "Producer {} epoch {} is older than the current epoch {}",
+                    h.producer_id, h.producer_epoch, entry.epoch
+                ),
+            ));
+        }
+        if h.producer_epoch > entry.epoch {
+            return if h.base_sequence == 0 {
+                Ok(SeqCheck::Append)
+            } else {
+                Err(PartitionError::new(
+                    codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    format!(
+                        "Invalid sequence number for new epoch {}: {} (request epoch), {} (seq. number)",
+                        h.producer_epoch, h.producer_epoch, h.base_sequence
+                    ),
+                ))
+            };
+        }
+        let last_seq = h.last_sequence();
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+        {
+            return Ok(SeqCheck::Duplicate {
+                first_offset: dup.first_offset,
+            });
+        }
+        let expected = entry
+            .batches
+            .back()
+            .map(|b| next_seq(b.last_seq))
+            .unwrap_or(0);
+        if h.base_sequence != expected {
+            return Err(PartitionError::new(
+                codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                format!(
+                    "Out of order sequence number for producer {} at offset ?: {} (incoming seq. number), {} (expected seq. number)",
+                    h.producer_id, h.base_sequence, expected
+                ),
+            ));
+        }
+        Ok(SeqCheck::Append)
+    }
+
+    fn record(&mut self, h: &BatchHeader, first_offset: i64) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let entry = self.producers.entry(h.producer_id).or_default();
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: h.last_sequence(),
+            first_offset,
+        });
+        while entry.batches.len() > PRODUCER_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+    }
+}
+
+/// The effective log config of a topic: topic overrides over broker defaults.
+pub fn log_config(topic: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
+    let get = |k: &str| topic.configs.get(k).map(String::as_str);
+    let num = |k: &str, default: i64| {
+        get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(default)
+    };
+    let policy = get("cleanup.policy").unwrap_or(&broker.log_cleanup_policy);
+    LogConfig {
+        segment_bytes: num("segment.bytes", broker.log_segment_bytes as i64).max(14) as u64,
+        segment_ms: num("segment.ms", broker.log_roll_ms),
+        index_interval_bytes: num(
+            "index.interval.bytes",
+            broker.log_index_interval_bytes as i64,
+        )
+        .max(0) as u64,
+        retention_ms: num("retention.ms", broker.log_retention_ms),
+        retention_bytes: num("retention.bytes", broker.log_retention_bytes),
+        max_message_bytes: num("max.message.bytes", broker.message_max_bytes as i64).max(0)
+            as usize,
+        flush_messages: num(
+            "flush.messages",
+            broker.log_flush_interval_messages.min(i64::MAX as u64) as i64,
+        )
+        .max(1) as u64,
+        flush_ms: num("flush.ms", broker.log_flush_interval_ms),
+        cleanup_policy_compact: policy.contains("compact"),
+        cleanup_policy_delete: policy.contains("delete"),
+        delete_retention_ms: num(
+            "delete.retention.ms",
+            broker.log_cleaner_delete_retention_ms,
+        ),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(broker.log_cleaner_min_cleanable_ratio),
+        min_compaction_lag_ms: num(
+            "min.compaction.lag.ms",
+            broker.log_cleaner_min_compaction_lag_ms,
+        ),
+        ..LogConfig::default()
+    }
+}
+
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct ReadResult {
+    pub regions: Vec<FileRegion>,
+    pub bytes: u64,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct PartitionState {
+    log: Log,
+    producers: ProducerStates,
+    log_append_time: bool,
+    compacted: bool,
+    max_message_bytes: usize,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    state: Mutex<PartitionState>,
+    /// Log end offset (= high watermark on a single node), readable without the lock.
+    leo: AtomicI64,
+    log_start: AtomicI64,
+    /// Woken on every append, so waiting fetches return at once (not at their timeout).
+    appended: Notify,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Partition {
+    fn open(
+        dir: &Path,
+        topic: &TopicInfo,
+        index: i32,
+        broker: &BrokerConfig,
+        recover: bool,
+    ) -> Result<Self, PartitionError> {
+        let config = log_config(topic, broker);
+        let max_message_bytes = config.max_message_bytes;
+        let compacted = config.cleanup_policy_compact;
+        let log = Log::open(dir, config, recover).map_err(|e| {
+            PartitionError::new(
+                codes::KAFKA_STORAGE_ERROR,
+                format!("{}: {e}", dir.display()),
+            )
+        })?;
+        // Idempotent-producer state is rebuilt from the batch headers of the log.
+        let mut producers = ProducerStates::default();
+        let headers = log.batch_headers(log.log_start_offset()).map_err(|e| {
+            PartitionError::new(
+                codes::KAFKA_STORAGE_ERROR,
+                format!("{}: {e}", dir.display()),
+            )
+        })?;
+        for h in headers {
+            producers.record(&h, h.base_offset);
+        }
+        let leo = log.log_end_offset();
+        let start = log.log_start_offset();
+        Ok(Partition {
+            topic: topic.name.clone(),
+            index,
+            state: Mutex::new(PartitionState {
+                log,
+                producers,
+                log_append_time: topic
+                    .configs
+                    .get("message.timestamp.type")
+                    .map(String::as_str)
+                    == Some("LogAppendTime"),
+                compacted,
+                max_message_bytes,
+            }),
+            leo: AtomicI64::new(leo),
+            log_start: AtomicI64::new(start),
+            appended: Notify::new(),
+        })
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.leo.load(Ordering::Acquire)
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        0
+    }
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Validates and appends the record batches of one produce request partition.
+    pub fn append(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        let max_message_bytes = self.state.lock().max_message_bytes;
+        let headers = validate_batches(&records, max_message_bytes)
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        if headers.is_empty() {
+            return Err(PartitionError::new(
+                codes::CORRUPT_MESSAGE,
+                "produce request holds no record batch",
+            ));
+        }
+        let mut state = self.state.lock();
+        if state.compacted {
+            check_keys(&records)?;
+        }
+        // Idempotence: a request is a single batch per partition for idempotent producers.
+        let mut appends = Vec::with_capacity(headers.len());
+        for h in &headers {
+            match state.producers.check(h)? {
+                SeqCheck::Duplicate { first_offset } if headers.len() == 1 => {
+                    return Ok(AppendResult {
+                        base_offset: first_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: state.log.log_start_offset(),
+                    });
+                }
+                SeqCheck::Duplicate { .. } => {
+                    return Err(PartitionError::new(
+                        codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                        "duplicate batch inside a multi-batch request",
+                    ));
+                }
+                SeqCheck::Append => appends.push(h),
+            }
+        }
+        let now = now_ms();
+        let mut bytes = BytesMut::from(&records[..]);
+        if state.log_append_time {
+            set_log_append_time(&mut bytes, now);
+        }
+        let info = state
+            .log
+            .append(&mut bytes, self.leader_epoch(), now)
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let mut offset = info.first_offset;
+        for h in appends {
+            state.producers.record(h, offset);
+            offset += h.last_offset_delta as i64 + 1;
+        }
+        let result = AppendResult {
+            base_offset: info.first_offset,
+            log_append_time_ms: if state.log_append_time { now } else { -1 },
+            log_start_offset: state.log.log_start_offset(),
+        };
+        self.leo
+            .store(state.log.log_end_offset(), Ordering::Release);
+        drop(state);
+        self.appended.notify_waiters();
+        Ok(result)
+    }
+
+    /// Reads up to `max_bytes` from `offset` (whole batches, at least one).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
+        let state = self.state.lock();
+        let hw = state.log.log_end_offset();
+        let r = state
+            .log
+            .read(offset, max_bytes, hw)
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let bytes = r.regions.iter().map(|r| r.len).sum();
+        Ok(ReadResult {
+            regions: r.regions,
+            bytes,
+            high_watermark: hw,
+            log_start_offset: state.log.log_start_offset(),
+        })
+    }
+
+    /// First record with timestamp >= `ts`, as (offset, timestamp).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.state
+            .lock()
+            .log
+            .fetch_offset_by_timestamp(ts)
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))
+    }
+
+    /// The record with the largest timestamp, as (timestamp, offset) (ListOffsets -3).
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.state
+            .lock()
+            .log
+            .max_timestamp_and_offset()
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))
+    }
+
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
+        let mut state = self.state.lock();
+        let start = state
+            .log
+            .delete_records_before(offset)
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        self.log_start.store(start, Ordering::Release);
+        Ok(start)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state.lock().log.size_bytes()
+    }
+
+    pub fn update_config(&self, topic: &TopicInfo, broker: &BrokerConfig) {
+        let config = log_config(topic, broker);
+        let mut state = self.state.lock();
+        state.max_message_bytes = config.max_message_bytes;
+        state.compacted = config.cleanup_policy_compact;
+        state.log_append_time = topic
+            .configs
+            .get("message.timestamp.type")
+            .map(String::as_str)
+            == Some("LogAppendTime");
+        state.log.update_config(config);
+    }
+
+    /// Retention and compaction; called from the broker's background cleaner task.
+    pub fn clean(&self, now: i64) {
+        let mut state = self.state.lock();
+        if let Err(e) = state.log.enforce_retention(now) {
+            tracing::warn!("{}-{}: retention failed: {e}", self.topic, self.index);
+        }
+        if state.compacted {
+            if let Err(e) = state.log.compact(now) {
+                tracing::warn!("{}-{}: compaction failed: {e}", self.topic, self.index);
+            }
+        }
+        self.log_start
+            .store(state.log.log_start_offset(), Ordering::Release);
+    }
+
+    fn close(&self) {
+        let mut state = self.state.lock();
+        if let Err(e) = state.log.flush() {
+            tracing::warn!("{}-{}: flush on close failed: {e}", self.topic, self.index);
+        }
+    }
+}
+
+/// Compacted topics need a key on every record (Kafka: InvalidRecordException).
+fn check_keys(records: &[u8]) -> Result<(), PartitionError> {
+    let mut buf = Bytes::copy_from_slice(records);
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+        PartitionError::new(
+            codes::CORRUPT_MESSAGE,
+            format!("cannot decode records: {e}"),
+        )
+    })?;
+    for set in sets {
+        if set.records.iter().any(|r| r.key.is_none()) {
+            return Err(PartitionError::new(
+                codes::INVALID_RECORD,
+                "Compacted topic cannot accept message without key.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Stamps every batch with the broker's clock (topic `message.timestamp.type=LogAppendTime`):
+/// sets the timestamp-type attribute bit and max timestamp, then recomputes the CRC, without
+/// touching (or recompressing) the records.
+fn set_log_append_time(bytes: &mut [u8], now: i64) {
+    let mut pos = 0usize;
+    while pos + 61 <= bytes.len() {
+        let len = i32::from_be_bytes([
+            bytes[pos + 8],
+            bytes[pos + 9],
+            bytes[pos + 10],
+            bytes[pos + 11],
+        ]) as usize;
+        let end = pos + 12 + len;
+        if end > bytes.len() {
+            break;
+        }
+        let attrs = u16::from_be_bytes([bytes[pos + 21], bytes[pos + 22]]) | 0x08;
+        bytes[pos + 21..pos + 23].copy_from_slice(&attrs.to_be_bytes());
+        bytes[pos + 35..pos + 43].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[pos + 21..end]);
+        bytes[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
+        pos = end;
+    }
+}
+
+/// All partitions hosted here, by (topic, partition).
+pub struct ReplicaManager {
+    dir: PathBuf,
+    config: BrokerConfig,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+}
+
+/// Kafka's marker for a clean shutdown: present → indexes are trusted on start.
+const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
+impl ReplicaManager {
+    pub fn open(config: &BrokerConfig, topics: &[TopicInfo]) -> Result<Self, PartitionError> {
+        let dir = config.log_dirs[0].clone();
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let recover = !marker.exists();
+        let rm = ReplicaManager {
+            dir,
+            config: config.clone(),
+            partitions: RwLock::new(HashMap::new()),
+        };
+        for t in topics {
+            rm.open_partitions(t, 0, recover)?;
+        }
+        // From here on a crash must trigger recovery on the next start.
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        }
+        Ok(rm)
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Opens (creating if needed) partitions `from..topic.partitions`.
+    pub fn open_partitions(
+        &self,
+        topic: &TopicInfo,
+        from: i32,
+        recover: bool,
+    ) -> Result<(), PartitionError> {
+        for index in from..topic.partitions {
+            let p = Partition::open(
+                &self.partition_dir(&topic.name, index),
+                topic,
+                index,
+                &self.config,
+                recover,
+            )?;
+            self.partitions
+                .write()
+                .insert((topic.name.clone(), index), Arc::new(p));
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    pub fn delete_topic(&self, topic: &TopicInfo) {
+        let mut parts = self.partitions.write();
+        for index in 0..topic.partitions {
+            parts.remove(&(topic.name.clone(), index));
+            let dir = self.partition_dir(&topic.name, index);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("deleting {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    pub fn update_topic_config(&self, topic: &TopicInfo) {
+        for index in 0..topic.partitions {
+            if let Some(p) = self.get(&topic.name, index) {
+                p.update_config(topic, &self.config);
+            }
+        }
+    }
+
+    /// Flushes every log and writes the clean-shutdown marker.
+    pub fn shutdown(&self) {
+        for p in self.all() {
+            p.close();
+        }
+        if let Err(e) = std::fs::write(self.dir.join(CLEAN_SHUTDOWN_FILE), b"") {
+            tracing::warn!("writing clean shutdown marker: {e}");
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! AlterConfigs, IncrementalAlterConfigs.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_request, alter_configs_response, incremental_alter_configs_request,
+};
+use kafka_protocol::messages::{incremental_alter_configs_response, TopicName};
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{codes, topic_config_names, MetaError, TopicInfo, OFFSETS_TOPIC};
+use crate::server::Broker;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+
+// DescribeConfigs config sources.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// The broker-level value behind a topic config (its default when the topic sets none).
+fn broker_value(cfg: &BrokerConfig, broker_key: &str) -> String {
+    if let Some(v) = cfg.raw.get(broker_key) {
+        return v.clone();
+    }
+    let long_max = i64::MAX.to_string();
+    match broker_key {
+        "log.cleanup.policy" => cfg.log_cleanup_policy.clone(),
+        "compression.type" => "producer".into(),
+        "log.cleaner.delete.retention.ms" => cfg.log_cleaner_delete_retention_ms.to_string(),
+        "log.segment.delete.delay.ms" => "60000".into(),
+        "log.flush.interval.messages" => cfg
+            .log_flush_interval_messages
+            .min(i64::MAX as u64)
+            .to_string(),
+        "log.flush.interval.ms" => cfg.log_flush_interval_ms.to_string(),
+        "log.index.interval.bytes" => cfg.log_index_interval_bytes.to_string(),
+        "log.cleaner.max.compaction.lag.ms" => long_max,
+        "message.max.bytes" => cfg.message_max_bytes.to_string(),
+        "log.message.timestamp.type" => "CreateTime".into(),
+        "log.cleaner.min.cleanable.ratio" => cfg.log_cleaner_min_cleanable_ratio.to_string(),
+        "log.cleaner.min.compaction.lag.ms" => cfg.log_cleaner_min_compaction_lag_ms.to_string(),
+        "min.insync.replicas" => cfg.min_insync_replicas.to_string(),
+        "log.preallocate" => "false".into(),
+        "log.retention.bytes" => cfg.log_retention_bytes.to_string(),
+        "log.retention.ms" => cfg.log_retention_ms.to_string(),
+        "log.segment.bytes" => cfg.log_segment_bytes.to_string(),
+        "log.index.size.max.bytes" => "10485760".into(),
+        "log.roll.jitter.ms" => "0".into(),
+        "log.roll.ms" => cfg.log_roll_ms.to_string(),
+        "unclean.leader.election.enable" => "false".into(),
+        "log.message.timestamp.before.max.ms" | "log.message.timestamp.after.max.ms" => long_max,
+        _ => String::new(),
+    }
+}
+
+fn parse_configs<'a>(
+    items: impl Iterator<Item = (&'a StrBytes, Option<&'a StrBytes>)>,
+) -> Result<BTreeMap<String, String>, MetaError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in items {
+        let Some(value) = value else {
+            return Err(MetaError::new(
+                codes::INVALID_CONFIG,
+                format!("Null value not supported for topic config {name}"),
+            ));
+        };
+        out.insert(name.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
+pub fn create_topics(
+    broker: &Broker,
+    req: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
+    let cfg = &broker.config;
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let result = CreatableTopicResult::default().with_name(t.name.clone());
+            let fail = |e: MetaError| {
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(e.code)
+                    .with_error_message(Some(s(e.message)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            };
+            if duplicates.contains(&name) {
+                return fail(MetaError::new(codes::INVALID_REQUEST, format!("Create topics request from client contains duplicate topic: {name}")));
+            }
+            let mut partitions = if t.num_partitions == -1 { cfg.num_partitions } else { t.num_partitions };
+            let mut rf = if t.replication_factor == -1 { cfg.default_replication_factor } else { t.replication_factor };
+            if !t.assignments.is_empty() {
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return fail(MetaError::new(codes::INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
+                }
+                let ok = t.assignments.iter().enumerate().all(|(i, a)| {
+                    a.partition_index == i as i32 && a.broker_ids.len() == 1 && a.broker_ids[0].0 == cfg.node_id
+                });
+                if !ok {
+                    return fail(MetaError::new(INVALID_REPLICA_ASSIGNMENT, format!("Replica assignment must place each partition, in order, on broker {} only", cfg.node_id)));
+                }
+                partitions = t.assignments.len() as i32;
+                rf = 1;
+            }
+            let configs = match parse_configs(t.configs.iter().map(|c| (&c.name, c.value.as_ref()))) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let created = if req.validate_only {
+                broker.topics.create(&name, partitions, rf, configs, true)
+            } else {
+                broker.topics.create(&name, partitions, rf, configs, false).and_then(|info| {
+                    broker
+                        .replicas
+                        .open_partitions(&info, 0, false)
+                        .map(|_| info)
+                        .map_err(|e| MetaError::new(e.code, e.message))
+                })
+            };
+            match created {
+                Ok(info) => result
+                    .with_topic_id(if req.validate_only { Default::default() } else { info.id })
+                    .with_num_partitions(info.partitions)
+                    .with_replication_factor(info.replication_factor),
+                Err(e) => fail(e),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub fn delete_topics(
+    broker: &Broker,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let info = match &name {
+                Some(n) => broker.topics.get(n),
+                None => broker.topics.get_by_id(id),
+            };
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|n| TopicName(s(n))))
+                .with_topic_id(id);
+            let Some(info) = info else {
+                let code = if name.is_some() {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    100
+                };
+                return result.with_error_code(code);
+            };
+            let result = result
+                .with_name(Some(TopicName(s(info.name.clone()))))
+                .with_topic_id(info.id);
+            if !broker.config.delete_topic_enable {
+                return result.with_error_code(codes::TOPIC_DELETION_DISABLED);
+            }
+            if info.name == OFFSETS_TOPIC {
+                return result
+                    .with_error_code(codes::INVALID_REQUEST)
+                    .with_error_message(Some(s(
+                        "Internal topic __consumer_offsets cannot be deleted",
+                    )));
+            }
+            match broker.topics.delete(&info.name) {
+                Ok(info) => {
+                    broker.replicas.delete_topic(&info);
+                    result
+                }
+                Err(e) => result
+                    .with_error_code(e.code)
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let result = CreatePartitionsTopicResult::default().with_name(t.name);
+            if let Some(assign) = &t.assignments {
+                let ok = assign
+                    .iter()
+                    .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == broker.config.node_id);
+                if !ok {
+                    return result
+                        .with_error_code(INVALID_REPLICA_ASSIGNMENT)
+                        .with_error_message(Some(s(format!(
+                            "new partitions may only be placed on broker {}",
+                            broker.config.node_id
+                        ))));
+                }
+            }
+            let old = broker.topics.get(&name).map(|i| i.partitions).unwrap_or(0);
+            match broker
+                .topics
+                .set_partitions(&name, t.count, req.validate_only)
+            {
+                Ok(info) if !req.validate_only => {
+                    match broker.replicas.open_partitions(&info, old, false) {
+                        Ok(()) => result,
+                        Err(e) => result
+                            .with_error_code(e.code)
+                            .with_error_message(Some(s(e.message))),
+                    }
+                }
+                Ok(_) => result,
+                Err(e) => result
+                    .with_error_code(e.code)
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+fn config_type(name: &str) -> i8 {
+    // DescribeConfigs v3+ types: 1 BOOLEAN, 2 STRING, 3 INT, 5 LONG, 6 DOUBLE, 7 LIST.
+    match name {
+        "cleanup.policy" => 7,
+        "compression.type" | "message.timestamp.type" => 2,
+        "min.cleanable.dirty.ratio" => 6,
+        "preallocate" | "unclean.leader.election.enable" => 1,
+        "index.interval.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "segment.bytes"
+        | "segment.index.bytes" => 3,
+        _ => 5,
+    }
+}
+
+fn describe_topic(
+    broker: &Broker,
+    info: &TopicInfo,
+    keys: &Option<Vec<StrBytes>>,
+    synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let cfg = &broker.config;
+    topic_config_names()
+        .filter(|(name, _)| {
+            keys.as_ref()
+                .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
+        })
+        .map(|(name, broker_key)| {
+            let default_value = broker_value(cfg, broker_key);
+            let broker_source = if cfg.raw.contains_key(broker_key) {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
+            let (value, source) = match info.configs.get(name) {
+                Some(v) => (v.clone(), SOURCE_DYNAMIC_TOPIC),
+                None => (default_value.clone(), broker_source),
+            };
+            let mut r = DescribeConfigsResourceResult::default()
+                .with_name(s(name))
+                .with_value(Some(s(value.clone())))
+                .with_config_source(source)
+                .with_config_type(config_type(name));
+            if synonyms {
+                let mut list = Vec::new();
+                if source == SOURCE_DYNAMIC_TOPIC {
+                    list.push(
+                        DescribeConfigsSynonym::default()
+                            .with_name(s(name))
+                            .with_value(Some(s(value)))
+                            .with_source(source),
+                    );
+                }
+                list.push(
+                    DescribeConfigsSynonym::default()
+                        .with_name(s(broker_key))
+                        .with_value(Some(s(default_value)))
+                        .with_source(broker_source),
+                );
+                r.synonyms = list;
+            }
+            r
+        })
+        .collect()
+}
+
+fn describe_broker(
+    cfg: &BrokerConfig,
+    keys: &Option<Vec<StrBytes>>,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mut entries: BTreeMap<String, (String, i8)> = BTreeMap::new();
+    for (_, broker_key) in topic_config_names() {
+        let source = if cfg.raw.contains_key(broker_key) {
+            SOURCE_STATIC_BROKER
+        } else {
+            SOURCE_DEFAULT
+        };
+        entries.insert(
+            broker_key.to_string(),
+            (broker_value(cfg, broker_key), source),
+        );
+    }
+    for (k, v) in [
+        ("node.id", cfg.node_id.to_string()),
+        ("num.partitions", cfg.num_partitions.to_string()),
+        (
+            "default.replication.factor",
+            cfg.default_replication_factor.to_string(),
+        ),
+        (
+            "auto.create.topics.enable",
+            cfg.auto_create_topics_enable.to_string(),
+        ),
+        (
+            "offsets.topic.num.partitions",
+            cfg.offsets_topic_num_partitions.to_string(),
+        ),
+        (
+            "log.dirs",
+            cfg.log_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ] {
+        let source = if cfg.raw.contains_key(k) {
+            SOURCE_STATIC_BROKER
+        } else {
+            SOURCE_DEFAULT
+        };
+        entries.insert(k.to_string(), (v, source));
+    }
+    for (k, v) in &cfg.raw {
+        entries.insert(k.clone(), (v.clone(), SOURCE_STATIC_BROKER));
+    }
+    entries
+        .into_iter()
+        .filter(|(name, _)| {
+            keys.as_ref()
+                .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
+        })
+        .map(|(name, (value, source))| {
+            DescribeConfigsResourceResult::default()
+                .with_name(s(name))
+                .with_value(Some(s(value)))
+                .with_config_source(source)
+                .with_read_only(true)
+        })
+        .collect()
+}
+
+pub fn describe_configs(
+    broker: &Broker,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match r.resource_type {
+                RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+                    Some(info) => result.with_configs(describe_topic(
+                        broker,
+                        &info,
+                        &r.configuration_keys,
+                        req.include_synonyms,
+                    )),
+                    None => result
+                        .with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION)
+                        .with_error_message(Some(s(format!(
+                            "Topic {} does not exist",
+                            r.resource_name
+                        )))),
+                },
+                RESOURCE_BROKER => {
+                    let name = r.resource_name.as_str();
+                    if name.is_empty() || name == broker.config.node_id.to_string() {
+                        result.with_configs(describe_broker(&broker.config, &r.configuration_keys))
+                    } else {
+                        result
+                            .with_error_code(codes::INVALID_REQUEST)
+                            .with_error_message(Some(s(format!(
+                                "Unexpected broker id, expected {} but received {name}",
+                                broker.config.node_id
+                            ))))
+                    }
+                }
+                other => result
+                    .with_error_code(codes::INVALID_REQUEST)
+                    .with_error_message(Some(s(format!("Unsupported resource type {other}")))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Applies a complete new config map to a topic (validate, persist, reconfigure the logs).
+fn apply_topic_configs(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), MetaError> {
+    let info = broker.topics.set_configs(name, configs, validate_only)?;
+    if !validate_only {
+        broker.replicas.update_topic_config(&info);
+    }
+    Ok(())
+}
+
+fn broker_alter_unsupported() -> MetaError {
+    MetaError::new(
+        codes::INVALID_REQUEST,
+        "dynamic broker configs are not supported yet; set them in server.properties",
+    )
+}
+
+pub fn alter_configs(
+    broker: &Broker,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r: alter_configs_request::AlterConfigsResource| {
+            let result: Result<(), MetaError> = match r.resource_type {
+                RESOURCE_TOPIC => parse_configs(
+                    r.configs.iter().map(|c| (&c.name, c.value.as_ref())),
+                )
+                .and_then(|configs| {
+                    apply_topic_configs(
+                        broker,
+                        r.resource_name.as_str(),
+                        configs,
+                        req.validate_only,
+                    )
+                }),
+                RESOURCE_BROKER => Err(broker_alter_unsupported()),
+                other => Err(MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("Unsupported resource type {other}"),
+                )),
+            };
+            let resp = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name);
+            match result {
+                Ok(()) => resp,
+                Err(e) => resp
+                    .with_error_code(e.code)
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+pub fn incremental_alter_configs(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(
+            |r: incremental_alter_configs_request::AlterConfigsResource| {
+                let result: Result<(), MetaError> = match r.resource_type {
+                    RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+                        None => Err(MetaError::new(
+                            codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("Topic {} does not exist", r.resource_name),
+                        )),
+                        Some(info) => incremental(info.configs, &r.configs).and_then(|configs| {
+                            apply_topic_configs(broker, &info.name, configs, req.validate_only)
+                        }),
+                    },
+                    RESOURCE_BROKER => Err(broker_alter_unsupported()),
+                    other => Err(MetaError::new(
+                        codes::INVALID_REQUEST,
+                        format!("Unsupported resource type {other}"),
+                    )),
+                };
+                let resp =
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name);
+                match result {
+                    Ok(()) => resp,
+                    Err(e) => resp
+                        .with_error_code(e.code)
+                        .with_error_message(Some(s(e.message))),
+                }
+            },
+        )
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Kafka's operations: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT (the last two for list configs).
+fn incremental(
+    mut configs: BTreeMap<String, String>,
+    ops: &[incremental_alter_configs_request::AlterableConfig],
+) -> Result<BTreeMap<String, String>, MetaError> {
+    for op in ops {
+        let name = op.name.to_string();
+        let value = op.value.as_ref().map(|v| v.to_string());
+        let need_value = || {
+            value.clone().ok_or_else(|| {
+                MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("Null value not supported for : {name}"),
+                )
+            })
+        };
+        match op.config_operation {
+            0 => {
+                configs.insert(name.clone(), need_value()?);
+            }
+            1 => {
+                configs.remove(&name);
+            }
+            2 | 3 => {
+                if config_type(&name) != 7 {
+                    return Err(MetaError::new(
+                        codes::INVALID_CONFIG,
+                        format!("Config value append is not allowed for config key: {name}"),
+                    ));
+                }
+                let current = configs.get(&name).cloned().unwrap_or_default();
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                for v in need_value()?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    if op.config_operation == 2 {
+                        if !items.iter().any(|i| i == v) {
+                            items.push(v.to_string());
+                        }
+                    } else {
+                        items.retain(|i| i != v);
+                    }
+                }
+                configs.insert(name.clone(), items.join(","));
+            }
+            other => {
+                return Err(MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("Unknown config operation {other}"),
+                ));
+            }
+        }
+    }
+    Ok(configs)
+}

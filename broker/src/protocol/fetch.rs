@@ -1,0 +1,168 @@
+//! Fetch: reads whole batches as file regions; waits (the fetch purgatory) until `min_bytes`
+//! are available or `max_wait_ms` passed, waking on every append to a fetched partition.
+//!
+//! Fetch sessions (KIP-227): this broker answers every request as a full fetch with session id 0,
+//! which tells Java clients that sessions are not in use; incremental requests for a session id
+//! that was never handed out get FETCH_SESSION_ID_NOT_FOUND.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::FetchRequest;
+
+use super::fetch_encode::{encode, FetchResponseData, PartitionData, TopicData};
+use super::Reply;
+use crate::partition::{codes, Partition};
+use crate::server::Broker;
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+/// Upper bound on how long a fetch may wait, whatever the client asks.
+const FETCH_WAIT_MS_MAX: i32 = 30_000;
+
+struct Wanted {
+    topic_index: usize,
+    partition: Option<Arc<Partition>>,
+    index: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    error: i16,
+}
+
+pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
+    if req.session_id != 0 {
+        let resp = FetchResponseData {
+            throttle_time_ms: 0,
+            error_code: FETCH_SESSION_ID_NOT_FOUND,
+            session_id: 0,
+            topics: vec![],
+        };
+        return Reply::Chunks(encode(&resp, version));
+    }
+    let read_committed = req.isolation_level == 1;
+    let mut topics: Vec<TopicData> = Vec::with_capacity(req.topics.len());
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for t in &req.topics {
+        let info = if version >= 13 {
+            broker.topics.get_by_id(t.topic_id)
+        } else {
+            broker.topics.get(t.topic.0.as_str())
+        };
+        let (name, id) = match &info {
+            Some(i) => (i.name.clone(), i.id),
+            None => (t.topic.0.to_string(), t.topic_id),
+        };
+        topics.push(TopicData {
+            name: name.clone(),
+            topic_id: id,
+            partitions: Vec::with_capacity(t.partitions.len()),
+        });
+        for p in &t.partitions {
+            let partition = info
+                .as_ref()
+                .and_then(|_| broker.replicas.get(&name, p.partition));
+            let error = match (&info, &partition) {
+                (None, _) if version >= 13 => UNKNOWN_TOPIC_ID,
+                (_, None) => codes::UNKNOWN_TOPIC_OR_PARTITION,
+                (_, Some(part)) if p.current_leader_epoch > part.leader_epoch() => {
+                    UNKNOWN_LEADER_EPOCH
+                }
+                _ => 0,
+            };
+            wanted.push(Wanted {
+                topic_index: topics.len() - 1,
+                partition,
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                error,
+            });
+        }
+    }
+    let max_bytes = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let min_bytes = req.min_bytes.max(0) as u64;
+    let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+    loop {
+        // Register for wake-ups before reading, so an append between the read and the wait is
+        // not missed.
+        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = wanted
+            .iter()
+            .filter(|w| w.error == 0)
+            .filter_map(|w| w.partition.as_ref())
+            .map(|p| Box::pin(p.appended().notified()))
+            .collect();
+        for w in waits.iter_mut() {
+            w.as_mut().enable();
+        }
+        let (results, total, any_error) = read_all(&wanted, max_bytes, read_committed);
+        let now = Instant::now();
+        if total >= min_bytes || any_error || now >= deadline || waits.is_empty() {
+            let mut topics = std::mem::take(&mut topics);
+            for (w, data) in wanted.iter().zip(results) {
+                topics[w.topic_index].partitions.push(data);
+            }
+            let resp = FetchResponseData {
+                throttle_time_ms: 0,
+                error_code: 0,
+                session_id: 0,
+                topics,
+            };
+            return Reply::Chunks(encode(&resp, version));
+        }
+        drop(results);
+        let _ = tokio::time::timeout(deadline - now, futures::future::select_all(waits)).await;
+    }
+}
+
+fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, u64, bool) {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut total: u64 = 0;
+    let mut any_error = false;
+    for w in wanted {
+        let mut data = PartitionData {
+            partition_index: w.index,
+            error_code: w.error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            aborted_transactions: read_committed.then_some(()),
+            records: Vec::new(),
+        };
+        if let (0, Some(p)) = (w.error, &w.partition) {
+            let budget = max_bytes.saturating_sub(total as usize).min(w.max_bytes);
+            data.high_watermark = p.high_watermark();
+            data.last_stable_offset = data.high_watermark;
+            data.log_start_offset = p.log_start_offset();
+            // Once the response budget is spent, later partitions get no data (Kafka: only the
+            // first partition with data may exceed max_bytes, by one batch).
+            if budget > 0 || total == 0 {
+                match p.read(w.fetch_offset, budget.max(1)) {
+                    Ok(r) => {
+                        total += r.bytes;
+                        data.high_watermark = r.high_watermark;
+                        data.last_stable_offset = r.high_watermark;
+                        data.log_start_offset = r.log_start_offset;
+                        data.records = r.regions;
+                    }
+                    Err(e) => {
+                        data.error_code = e.code;
+                    }
+                }
+            }
+        }
+        any_error |= data.error_code != 0;
+        out.push(data);
+    }
+    (out, total, any_error)
+}

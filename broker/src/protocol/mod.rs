@@ -1,0 +1,221 @@
+//! Frame ↔ request/response, and dispatch per API key.
+//!
+//! Every message goes through the `kafka-protocol` crate except two places where the broker must
+//! control the bytes: the Fetch response (record batches go out with `sendfile`, see
+//! [`fetch_encode`]) and the Produce v0–v2 error answer (the crate does not model those versions).
+
+mod admin;
+mod api_versions;
+mod fetch;
+pub mod fetch_encode;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::net::{Chunk, Handler, Outcome, Peer};
+use crate::server::Broker;
+
+pub use api_versions::supported_versions;
+
+/// Per-request facts the handlers may need.
+pub struct RequestContext<'a> {
+    pub header: &'a RequestHeader,
+    pub version: i16,
+    pub peer: &'a Peer,
+}
+
+impl RequestContext<'_> {
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or("")
+    }
+}
+
+/// What a handler produced: a typed response, or pre-encoded chunks (Fetch).
+pub enum Reply {
+    Message(ResponseKind),
+    Chunks(Vec<Chunk>),
+    /// No answer (Produce with acks=0).
+    None,
+    /// Close the connection without an answer, as Kafka does.
+    Close(String),
+}
+
+pub struct Dispatcher {
+    broker: Arc<Broker>,
+}
+
+impl Dispatcher {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+impl Handler for Dispatcher {
+    async fn handle(&self, frame: Bytes, peer: &Peer) -> Outcome {
+        dispatch(&self.broker, frame, peer).await
+    }
+}
+
+fn encode_header(api_key: ApiKey, version: i16, correlation_id: i32) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(256);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    // Encoding a header into a BytesMut cannot fail (no size limits are involved).
+    if let Err(e) = header.encode(&mut buf, header_version) {
+        tracing::error!("encoding response header: {e}");
+    }
+    buf
+}
+
+async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
+    if frame.len() < 8 {
+        return Outcome::Close(format!(
+            "request of {} bytes is shorter than a header",
+            frame.len()
+        ));
+    }
+    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+        // Kafka closes the connection on an unknown API key (InvalidRequestException).
+        return Outcome::Close(format!("unknown API key {api_key_raw}"));
+    };
+    let Some(range) = supported_versions(api_key) else {
+        return Outcome::Close(format!("API {api_key:?} is not supported by this broker"));
+    };
+    if api_key == ApiKey::ApiVersions && version > range.1 {
+        // KIP-511: answer a too-new ApiVersions with a v0 body, UNSUPPORTED_VERSION and our ranges.
+        let mut buf = encode_header(api_key, 0, correlation_id);
+        let body = api_versions::response(35);
+        if body.encode(&mut buf, 0).is_err() {
+            return Outcome::Close("cannot encode ApiVersions".into());
+        }
+        return Outcome::Respond(vec![Chunk::Bytes(buf.freeze())]);
+    }
+    if api_key == ApiKey::Produce && (0..3).contains(&version) {
+        return produce::legacy_unsupported(frame, version, correlation_id);
+    }
+    if version < range.0 || version > range.1 {
+        // Kafka closes the connection for a version it does not support (except ApiVersions).
+        return Outcome::Close(format!(
+            "{api_key:?} v{version} is outside the supported range {}..={}",
+            range.0, range.1
+        ));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = match RequestHeader::decode(&mut frame, header_version) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("malformed request header: {e}")),
+    };
+    let request = match RequestKind::decode(api_key, &mut frame, version) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Close(format!("malformed {api_key:?} v{version} request: {e}"));
+        }
+    };
+    if frame.has_remaining() {
+        tracing::debug!(
+            "{api_key:?} v{version}: {} trailing bytes ignored",
+            frame.remaining()
+        );
+    }
+    let ctx = RequestContext {
+        header: &header,
+        version,
+        peer,
+    };
+    let reply = handle_request(broker, &ctx, request).await;
+    match reply {
+        Reply::None => Outcome::NoResponse,
+        Reply::Close(reason) => Outcome::Close(reason),
+        Reply::Message(response) => {
+            let mut buf = encode_header(api_key, version, correlation_id);
+            if let Err(e) = response.encode(&mut buf, version) {
+                tracing::error!("encoding {api_key:?} v{version} response: {e}");
+                return Outcome::Close(format!("cannot encode response: {e}"));
+            }
+            Outcome::Respond(vec![Chunk::Bytes(buf.freeze())])
+        }
+        Reply::Chunks(mut chunks) => {
+            let header = encode_header(api_key, version, correlation_id);
+            chunks.insert(0, Chunk::Bytes(header.freeze()));
+            Outcome::Respond(chunks)
+        }
+    }
+}
+
+async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: RequestKind) -> Reply {
+    use RequestKind as R;
+    use ResponseKind as S;
+    let v = ctx.version;
+    let g = &broker.groups;
+    match request {
+        R::ApiVersions(_) => Reply::Message(S::ApiVersions(api_versions::response(0))),
+        R::Metadata(req) => Reply::Message(S::Metadata(metadata::metadata(broker, req, v))),
+        R::DescribeCluster(req) => Reply::Message(S::DescribeCluster(metadata::describe_cluster(
+            broker, req, v,
+        ))),
+        R::FindCoordinator(req) => Reply::Message(S::FindCoordinator(metadata::find_coordinator(
+            broker, req, v,
+        ))),
+        R::Produce(req) => produce::produce(broker, req, v).await,
+        R::Fetch(req) => fetch::fetch(broker, req, v).await,
+        R::ListOffsets(req) => {
+            Reply::Message(S::ListOffsets(offsets::list_offsets(broker, req, v)))
+        }
+        R::OffsetForLeaderEpoch(req) => Reply::Message(S::OffsetForLeaderEpoch(
+            offsets::offset_for_leader_epoch(broker, req, v),
+        )),
+        R::DeleteRecords(req) => {
+            Reply::Message(S::DeleteRecords(offsets::delete_records(broker, req, v)))
+        }
+        R::InitProducerId(req) => {
+            Reply::Message(S::InitProducerId(produce::init_producer_id(broker, req, v)))
+        }
+        R::CreateTopics(req) => {
+            Reply::Message(S::CreateTopics(admin::create_topics(broker, req, v)))
+        }
+        R::DeleteTopics(req) => {
+            Reply::Message(S::DeleteTopics(admin::delete_topics(broker, req, v)))
+        }
+        R::CreatePartitions(req) => Reply::Message(S::CreatePartitions(admin::create_partitions(
+            broker, req, v,
+        ))),
+        R::DescribeConfigs(req) => {
+            Reply::Message(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
+        }
+        R::AlterConfigs(req) => {
+            Reply::Message(S::AlterConfigs(admin::alter_configs(broker, req, v)))
+        }
+        R::IncrementalAlterConfigs(req) => Reply::Message(S::IncrementalAlterConfigs(
+            admin::incremental_alter_configs(broker, req, v),
+        )),
+        R::JoinGroup(req) => {
+            let host = ctx.peer.addr.ip().to_string();
+            Reply::Message(S::JoinGroup(
+                g.join_group(req, v, ctx.client_id(), &format!("/{host}"))
+                    .await,
+            ))
+        }
+        R::SyncGroup(req) => Reply::Message(S::SyncGroup(g.sync_group(req, v).await)),
+        R::Heartbeat(req) => Reply::Message(S::Heartbeat(g.heartbeat(req, v).await)),
+        R::LeaveGroup(req) => Reply::Message(S::LeaveGroup(g.leave_group(req, v).await)),
+        R::OffsetCommit(req) => Reply::Message(S::OffsetCommit(g.offset_commit(req, v).await)),
+        R::OffsetFetch(req) => Reply::Message(S::OffsetFetch(g.offset_fetch(req, v).await)),
+        R::ListGroups(req) => Reply::Message(S::ListGroups(g.list_groups(req, v).await)),
+        R::DescribeGroups(req) => {
+            Reply::Message(S::DescribeGroups(g.describe_groups(req, v).await))
+        }
+        R::DeleteGroups(req) => Reply::Message(S::DeleteGroups(g.delete_groups(req, v).await)),
+        R::OffsetDelete(req) => Reply::Message(S::OffsetDelete(g.offset_delete(req, v).await)),
+        // `supported_versions` gates every key handled above; anything else closes, as Kafka.
+        _ => Reply::Close("request for an API this broker does not serve".into()),
+    }
+}

@@ -1,0 +1,175 @@
+//! ListOffsets, OffsetForLeaderEpoch and DeleteRecords.
+
+use kafka_protocol::messages::delete_records_request::DeleteRecordsRequest;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+};
+
+use crate::partition::codes;
+use crate::server::Broker;
+
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+/// KIP-320: the epoch a client believes current, checked against ours.
+fn check_epoch(client: i32, ours: i32) -> i16 {
+    if client < 0 || client == ours {
+        0
+    } else if client < ours {
+        FENCED_LEADER_EPOCH
+    } else {
+        UNKNOWN_LEADER_EPOCH
+    }
+}
+
+pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let Some(part) = broker.replicas.get(&name, p.partition_index) else {
+                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
+                    if epoch_error != 0 {
+                        return resp.with_error_code(epoch_error);
+                    }
+                    // The leader epoch field exists from v4; the codec rejects it earlier.
+                    let epoch = if version >= 4 {
+                        part.leader_epoch()
+                    } else {
+                        -1
+                    };
+                    let found = match p.timestamp {
+                        // -1 latest (high watermark; LSO = HW without transactions)
+                        -1 => Ok(Some((part.high_watermark(), -1))),
+                        // -2 earliest, -4 earliest local (no tiered storage: the same)
+                        -2 | -4 => Ok(Some((part.log_start_offset(), -1))),
+                        // -3 max timestamp (KIP-734)
+                        -3 => part
+                            .max_timestamp_and_offset()
+                            .map(|o| o.map(|(ts, off)| (off, ts))),
+                        ts if ts >= 0 => part.offset_for_timestamp(ts),
+                        _ => Ok(None),
+                    };
+                    match found {
+                        Ok(Some((offset, ts))) => resp
+                            .with_offset(offset)
+                            .with_timestamp(ts)
+                            .with_leader_epoch(epoch),
+                        Ok(None) => resp,
+                        Err(e) => resp.with_error_code(e.code),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+pub fn offset_for_leader_epoch(
+    broker: &Broker,
+    req: OffsetForLeaderEpochRequest,
+    _version: i16,
+) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(part) = broker.replicas.get(&name, p.partition) else {
+                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
+                    if epoch_error != 0 {
+                        return resp.with_error_code(epoch_error);
+                    }
+                    // One epoch so far (single node): it ends at the log end offset. A requested
+                    // epoch above ours is undefined (-1, -1), as Kafka answers.
+                    if p.leader_epoch <= part.leader_epoch() {
+                        resp.with_leader_epoch(part.leader_epoch())
+                            .with_end_offset(part.log_end_offset())
+                    } else {
+                        resp
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+pub fn delete_records(
+    broker: &Broker,
+    req: DeleteRecordsRequest,
+    _version: i16,
+) -> DeleteRecordsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(part) = broker.replicas.get(&name, p.partition_index) else {
+                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    // -1 means "up to the high watermark".
+                    let offset = if p.offset == -1 {
+                        part.high_watermark()
+                    } else {
+                        p.offset
+                    };
+                    if offset < 0 || offset > part.high_watermark() {
+                        return resp.with_error_code(codes::OFFSET_OUT_OF_RANGE);
+                    }
+                    match part.delete_records_before(offset) {
+                        Ok(low) => resp.with_low_watermark(low),
+                        Err(e) => resp.with_error_code(e.code),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,154 @@
+//! Wiring: the broker's shared state and `run`, the one place tasks are started and stopped.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::group::{GroupConfig, GroupCoordinator};
+use crate::metadata::{TopicInfo, TopicRegistry, OFFSETS_TOPIC};
+use crate::partition::{now_ms, ReplicaManager};
+use crate::producer_ids::ProducerIdAllocator;
+
+/// Everything a request handler may reach.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub topics: TopicRegistry,
+    pub replicas: Arc<ReplicaManager>,
+    pub groups: Arc<GroupCoordinator>,
+    pub producer_ids: ProducerIdAllocator,
+}
+
+impl Broker {
+    /// Creates a topic with broker defaults (auto-creation, internal topics).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<TopicInfo, crate::metadata::MetaError> {
+        let info = self.topics.create(name, partitions, 1, configs, false)?;
+        self.replicas
+            .open_partitions(&info, 0, false)
+            .map_err(|e| crate::metadata::MetaError::new(e.code, e.message))?;
+        Ok(info)
+    }
+}
+
+/// Opens the data directory, binds the listener and serves until `shutdown` flips to true.
+/// Returns after every task stopped and logs were flushed (a clean shutdown).
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    for key in config.unknown_keys() {
+        tracing::warn!("unknown configuration key {key} (ignored)");
+    }
+    let log_dir = config.log_dirs[0].clone();
+    let topics = TopicRegistry::open(&log_dir)?;
+    let replicas = Arc::new(
+        ReplicaManager::open(&config, &topics.all()).map_err(|e| anyhow::anyhow!(e.message))?,
+    );
+    let producer_ids = ProducerIdAllocator::open(&log_dir)?;
+    if topics.get(OFFSETS_TOPIC).is_none() {
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+        let info = topics.create(
+            OFFSETS_TOPIC,
+            config.offsets_topic_num_partitions,
+            1,
+            configs,
+            false,
+        )?;
+        replicas
+            .open_partitions(&info, 0, false)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    let offsets_log = Arc::new(crate::offsets_log::PartitionOffsetsLog::new(
+        replicas.clone(),
+    ));
+    let exists_ref = replicas.clone();
+    let partition_exists =
+        Arc::new(move |topic: &str, partition: i32| exists_ref.get(topic, partition).is_some());
+    let groups = GroupCoordinator::new(
+        GroupConfig {
+            offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: config.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention_minutes: config.offsets_retention_minutes,
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+            node_id: config.node_id,
+        },
+        offsets_log,
+        partition_exists,
+    );
+    let broker = Arc::new(Broker {
+        config: config.clone(),
+        topics,
+        replicas,
+        groups: groups.clone(),
+        producer_ids,
+    });
+    groups
+        .load()
+        .map_err(|code| anyhow::anyhow!("loading {OFFSETS_TOPIC} failed with error {code}"))?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(groups.clone().run(wait_for(shutdown.clone())));
+    tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
+    let dispatcher = Arc::new(crate::protocol::Dispatcher::new(broker.clone()));
+    let net_config = crate::net::NetConfig {
+        request_bytes_max: config.socket_request_max_bytes,
+        connections_max: config.max_connections,
+    };
+    tracing::info!(
+        "kairos broker {} listening on {} (advertised {}:{}), data in {}",
+        config.node_id,
+        listener.local_addr()?,
+        config.advertised_host,
+        config.advertised_port,
+        log_dir.display()
+    );
+    crate::net::run(listener, dispatcher, net_config, shutdown.clone()).await;
+    while tasks.join_next().await.is_some() {}
+    broker.replicas.shutdown();
+    tracing::info!("kairos broker {} stopped cleanly", config.node_id);
+    Ok(())
+}
+
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Retention and compaction every `log.retention.check.interval.ms`.
+async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let period =
+        std::time::Duration::from_millis(broker.config.log_retention_check_interval_ms.max(10));
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut stop => return,
+        }
+        let b = broker.clone();
+        // Cleaning does file I/O: keep it off the async workers.
+        let done = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            for p in b.replicas.all() {
+                p.clean(now);
+            }
+        });
+        if let Err(e) = done.await {
+            tracing::warn!("cleaner task failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Fixtures for end-to-end tests: real `kairos serve` processes on free loopback ports, each
+//! with its own data directory, stopped by PID (SIGTERM or SIGKILL).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `kairos` binary, built once per test process with the same cargo and profile.
+pub fn kairos_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "kairos-broker", "--bin", "kairos"]);
+        let release = !cfg!(debug_assertions);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo build for the kairos binary");
+        assert!(status.success(), "cargo build of kairos failed");
+        // target/<profile>/deps/<test-exe> → target/<profile>/kairos
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir");
+        let bin = profile_dir.join("kairos");
+        assert!(bin.exists(), "{} not found after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// One `kairos serve` process.
+pub struct Broker {
+    pub port: u16,
+    pub dir: PathBuf,
+    overrides: Vec<String>,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with a fresh data directory and the given `key=value` overrides.
+    pub fn start(overrides: &[&str]) -> Broker {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut b = Broker {
+            port: free_port(),
+            dir,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _temp: Some(temp),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log file");
+        let mut cmd = Command::new(kairos_bin());
+        cmd.arg("serve")
+            .arg("--override")
+            .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
+            .arg("--override")
+            .arg(format!("log.dirs={}", self.dir.join("data").display()))
+            // Tests must not wait 3 s for every new group.
+            .arg("--override")
+            .arg("group.initial.rebalance.delay.ms=0");
+        for o in &self.overrides {
+            cmd.arg("--override").arg(o);
+        }
+        cmd.env(
+            "KAIROS_LOG",
+            std::env::var("KAIROS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log);
+        let child = cmd.spawn().expect("spawning kairos serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until the broker answers an ApiVersions request (bounded: 30 s).
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "kairos exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(mut s) = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
+            {
+                // ApiVersions v0: size, api_key 18, version 0, correlation 1, client id "t".
+                let req = [0u8, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 1, 0, 1, b't'];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut size = [0u8; 4];
+                if s.write_all(&req).is_ok() && s.read_exact(&mut size).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("kairos did not become ready in 30 s; log:\n{}", self.log());
+    }
+
+    /// The broker's stderr/stdout so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process dies at once, with no flush and no clean-shutdown marker.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on a child PID we own and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        // SAFETY: as in kill9.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("kairos did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the process again on the same port and data directory.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart of a running broker: stop or kill it first"
+        );
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A raw Kafka-protocol connection for byte-level tests.
+pub struct RawConn {
+    pub stream: TcpStream,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        RawConn { stream }
+    }
+
+    /// Sends one size-prefixed frame.
+    pub fn send(&mut self, frame: &[u8]) {
+        let mut buf = (frame.len() as i32).to_be_bytes().to_vec();
+        buf.extend_from_slice(frame);
+        self.stream.write_all(&buf).expect("write");
+    }
+
+    /// Reads one response frame; None when the broker closed the connection.
+    pub fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+
+    /// True when the broker closed the connection (EOF or reset) within the read timeout.
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
