@@ -396,7 +396,7 @@ impl Partition {
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))
     }
 
-    /// The record with the largest timestamp, as (timestamp, offset) (ListOffsets -3).
+    /// The record with the largest timestamp, as (offset, timestamp) (ListOffsets -3).
     pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
         self.state
             .lock()

@@ -186,6 +186,12 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
+        // KAIROS_TEST_KEEP=1 keeps the data directory for a post-mortem.
+        if std::env::var_os("KAIROS_TEST_KEEP").is_some() {
+            if let Some(t) = self._temp.take() {
+                eprintln!("kept broker data dir {}", t.keep().display());
+            }
+        }
     }
 }
 

@@ -76,6 +76,9 @@ pub enum BatchError {
     UnsupportedCompression(i16),
     #[error("batch of {size} bytes exceeds the maximum of {max} bytes")]
     MessageTooLarge { size: usize, max: usize },
+    /// Kafka's RecordBatchTooLargeException: the batch cannot fit in one segment.
+    #[error("batch of {size} bytes is larger than the segment size {max} (segment.bytes)")]
+    RecordListTooLarge { size: usize, max: usize },
 }
 
 impl BatchError {
@@ -83,6 +86,7 @@ impl BatchError {
         match self {
             BatchError::CorruptMessage(_) => 2,
             BatchError::MessageTooLarge { .. } => 10,
+            BatchError::RecordListTooLarge { .. } => 18,
             BatchError::UnsupportedMagic(_) => 43,
             BatchError::UnsupportedCompression(_) => 76,
             BatchError::InvalidRecord(_) => 87,

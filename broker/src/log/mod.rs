@@ -490,7 +490,7 @@ impl Log {
                 .into());
             }
             if size as u64 > segment_bytes {
-                return Err(BatchError::MessageTooLarge {
+                return Err(BatchError::RecordListTooLarge {
                     size,
                     max: segment_bytes as usize,
                 }

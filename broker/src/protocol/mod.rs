@@ -38,12 +38,19 @@ impl RequestContext<'_> {
 
 /// What a handler produced: a typed response, or pre-encoded chunks (Fetch).
 pub enum Reply {
-    Message(ResponseKind),
+    /// Boxed: responses are large and the other variants small.
+    Message(Box<ResponseKind>),
     Chunks(Vec<Chunk>),
     /// No answer (Produce with acks=0).
     None,
     /// Close the connection without an answer, as Kafka does.
     Close(String),
+}
+
+impl Reply {
+    pub fn msg(response: ResponseKind) -> Reply {
+        Reply::Message(Box::new(response))
+    }
 }
 
 pub struct Dispatcher {
@@ -136,6 +143,7 @@ async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
         Reply::None => Outcome::NoResponse,
         Reply::Close(reason) => Outcome::Close(reason),
         Reply::Message(response) => {
+            let response = *response;
             let mut buf = encode_header(api_key, version, correlation_id);
             if let Err(e) = response.encode(&mut buf, version) {
                 tracing::error!("encoding {api_key:?} v{version} response: {e}");
@@ -157,64 +165,54 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
     let v = ctx.version;
     let g = &broker.groups;
     match request {
-        R::ApiVersions(_) => Reply::Message(S::ApiVersions(api_versions::response(0))),
-        R::Metadata(req) => Reply::Message(S::Metadata(metadata::metadata(broker, req, v))),
-        R::DescribeCluster(req) => Reply::Message(S::DescribeCluster(metadata::describe_cluster(
+        R::ApiVersions(_) => Reply::msg(S::ApiVersions(api_versions::response(0))),
+        R::Metadata(req) => Reply::msg(S::Metadata(metadata::metadata(broker, req, v))),
+        R::DescribeCluster(req) => Reply::msg(S::DescribeCluster(metadata::describe_cluster(
             broker, req, v,
         ))),
-        R::FindCoordinator(req) => Reply::Message(S::FindCoordinator(metadata::find_coordinator(
+        R::FindCoordinator(req) => Reply::msg(S::FindCoordinator(metadata::find_coordinator(
             broker, req, v,
         ))),
         R::Produce(req) => produce::produce(broker, req, v).await,
         R::Fetch(req) => fetch::fetch(broker, req, v).await,
-        R::ListOffsets(req) => {
-            Reply::Message(S::ListOffsets(offsets::list_offsets(broker, req, v)))
-        }
-        R::OffsetForLeaderEpoch(req) => Reply::Message(S::OffsetForLeaderEpoch(
+        R::ListOffsets(req) => Reply::msg(S::ListOffsets(offsets::list_offsets(broker, req, v))),
+        R::OffsetForLeaderEpoch(req) => Reply::msg(S::OffsetForLeaderEpoch(
             offsets::offset_for_leader_epoch(broker, req, v),
         )),
         R::DeleteRecords(req) => {
-            Reply::Message(S::DeleteRecords(offsets::delete_records(broker, req, v)))
+            Reply::msg(S::DeleteRecords(offsets::delete_records(broker, req, v)))
         }
         R::InitProducerId(req) => {
-            Reply::Message(S::InitProducerId(produce::init_producer_id(broker, req, v)))
+            Reply::msg(S::InitProducerId(produce::init_producer_id(broker, req, v)))
         }
-        R::CreateTopics(req) => {
-            Reply::Message(S::CreateTopics(admin::create_topics(broker, req, v)))
-        }
-        R::DeleteTopics(req) => {
-            Reply::Message(S::DeleteTopics(admin::delete_topics(broker, req, v)))
-        }
-        R::CreatePartitions(req) => Reply::Message(S::CreatePartitions(admin::create_partitions(
+        R::CreateTopics(req) => Reply::msg(S::CreateTopics(admin::create_topics(broker, req, v))),
+        R::DeleteTopics(req) => Reply::msg(S::DeleteTopics(admin::delete_topics(broker, req, v))),
+        R::CreatePartitions(req) => Reply::msg(S::CreatePartitions(admin::create_partitions(
             broker, req, v,
         ))),
         R::DescribeConfigs(req) => {
-            Reply::Message(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
+            Reply::msg(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
         }
-        R::AlterConfigs(req) => {
-            Reply::Message(S::AlterConfigs(admin::alter_configs(broker, req, v)))
-        }
-        R::IncrementalAlterConfigs(req) => Reply::Message(S::IncrementalAlterConfigs(
+        R::AlterConfigs(req) => Reply::msg(S::AlterConfigs(admin::alter_configs(broker, req, v))),
+        R::IncrementalAlterConfigs(req) => Reply::msg(S::IncrementalAlterConfigs(
             admin::incremental_alter_configs(broker, req, v),
         )),
         R::JoinGroup(req) => {
             let host = ctx.peer.addr.ip().to_string();
-            Reply::Message(S::JoinGroup(
+            Reply::msg(S::JoinGroup(
                 g.join_group(req, v, ctx.client_id(), &format!("/{host}"))
                     .await,
             ))
         }
-        R::SyncGroup(req) => Reply::Message(S::SyncGroup(g.sync_group(req, v).await)),
-        R::Heartbeat(req) => Reply::Message(S::Heartbeat(g.heartbeat(req, v).await)),
-        R::LeaveGroup(req) => Reply::Message(S::LeaveGroup(g.leave_group(req, v).await)),
-        R::OffsetCommit(req) => Reply::Message(S::OffsetCommit(g.offset_commit(req, v).await)),
-        R::OffsetFetch(req) => Reply::Message(S::OffsetFetch(g.offset_fetch(req, v).await)),
-        R::ListGroups(req) => Reply::Message(S::ListGroups(g.list_groups(req, v).await)),
-        R::DescribeGroups(req) => {
-            Reply::Message(S::DescribeGroups(g.describe_groups(req, v).await))
-        }
-        R::DeleteGroups(req) => Reply::Message(S::DeleteGroups(g.delete_groups(req, v).await)),
-        R::OffsetDelete(req) => Reply::Message(S::OffsetDelete(g.offset_delete(req, v).await)),
+        R::SyncGroup(req) => Reply::msg(S::SyncGroup(g.sync_group(req, v).await)),
+        R::Heartbeat(req) => Reply::msg(S::Heartbeat(g.heartbeat(req, v).await)),
+        R::LeaveGroup(req) => Reply::msg(S::LeaveGroup(g.leave_group(req, v).await)),
+        R::OffsetCommit(req) => Reply::msg(S::OffsetCommit(g.offset_commit(req, v).await)),
+        R::OffsetFetch(req) => Reply::msg(S::OffsetFetch(g.offset_fetch(req, v).await)),
+        R::ListGroups(req) => Reply::msg(S::ListGroups(g.list_groups(req, v).await)),
+        R::DescribeGroups(req) => Reply::msg(S::DescribeGroups(g.describe_groups(req, v).await)),
+        R::DeleteGroups(req) => Reply::msg(S::DeleteGroups(g.delete_groups(req, v).await)),
+        R::OffsetDelete(req) => Reply::msg(S::OffsetDelete(g.offset_delete(req, v).await)),
         // `supported_versions` gates every key handled above; anything else closes, as Kafka.
         _ => Reply::Close("request for an API this broker does not serve".into()),
     }

@@ -64,9 +64,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                         // -2 earliest, -4 earliest local (no tiered storage: the same)
                         -2 | -4 => Ok(Some((part.log_start_offset(), -1))),
                         // -3 max timestamp (KIP-734)
-                        -3 => part
-                            .max_timestamp_and_offset()
-                            .map(|o| o.map(|(ts, off)| (off, ts))),
+                        -3 => part.max_timestamp_and_offset(),
                         ts if ts >= 0 => part.offset_for_timestamp(ts),
                         _ => Ok(None),
                     };

@@ -60,7 +60,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     )
             })
             .collect();
-        return Reply::Message(ResponseKind::Produce(
+        return Reply::msg(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ));
     }
@@ -129,7 +129,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
             Reply::None
         };
     }
-    Reply::Message(ResponseKind::Produce(
+    Reply::msg(ResponseKind::Produce(
         ProduceResponse::default().with_responses(responses),
     ))
 }
@@ -142,7 +142,9 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
 /// response = [topic string, [partition i32, error_code i16, base_offset i64,
 ///            log_append_time i64 (v2)]], throttle_time_ms i32 (v1+)
 pub fn legacy_unsupported(frame: Bytes, version: i16, correlation_id: i32) -> Outcome {
-    fn parse(mut b: Bytes) -> Option<(i16, Vec<(Bytes, Vec<i32>)>)> {
+    /// (acks, [(topic name, [partition])]).
+    type Parsed = (i16, Vec<(Bytes, Vec<i32>)>);
+    fn parse(mut b: Bytes) -> Option<Parsed> {
         fn string(b: &mut Bytes) -> Option<Bytes> {
             if b.remaining() < 2 {
                 return None;
