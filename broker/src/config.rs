@@ -48,6 +48,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log.index.interval.bytes",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
+    "log.flush.scheduler.interval.ms",
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
     "log.cleaner.min.cleanable.ratio",
@@ -95,6 +96,7 @@ pub struct BrokerConfig {
     pub log_index_interval_bytes: u64,
     pub log_flush_interval_messages: u64,
     pub log_flush_interval_ms: i64,
+    pub log_flush_scheduler_interval_ms: u64,
     pub log_cleanup_policy: String,
     pub log_cleaner_delete_retention_ms: i64,
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -307,6 +309,7 @@ impl BrokerConfig {
             log_index_interval_bytes: p.get("log.index.interval.bytes", 4096)?,
             log_flush_interval_messages: p.get("log.flush.interval.messages", u64::MAX)?,
             log_flush_interval_ms: p.get("log.flush.interval.ms", i64::MAX)?,
+            log_flush_scheduler_interval_ms: p.get("log.flush.scheduler.interval.ms", 1000)?,
             log_cleanup_policy: p.get("log.cleanup.policy", "delete".to_string())?,
             log_cleaner_delete_retention_ms: p
                 .get("log.cleaner.delete.retention.ms", 86_400_000)?,

@@ -447,6 +447,13 @@ impl Partition {
             .store(state.log.log_start_offset(), Ordering::Release);
     }
 
+    /// Time-based flush (`flush.ms`) of a log that may have gone idle.
+    pub fn flush_if_due(&self, now: i64) {
+        if let Err(e) = self.state.lock().log.flush_if_due(now) {
+            tracing::warn!("{}-{}: flush failed: {e}", self.topic, self.index);
+        }
+    }
+
     fn close(&self) {
         let mut state = self.state.lock();
         if let Err(e) = state.log.flush() {

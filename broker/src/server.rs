@@ -100,6 +100,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(groups.clone().run(wait_for(shutdown.clone())));
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
+    tasks.spawn(flusher(broker.clone(), shutdown.clone()));
     let dispatcher = Arc::new(crate::protocol::Dispatcher::new(broker.clone()));
     let net_config = crate::net::NetConfig {
         request_bytes_max: config.socket_request_max_bytes,
@@ -149,6 +150,31 @@ async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
         });
         if let Err(e) = done.await {
             tracing::warn!("cleaner task failed: {e}");
+        }
+    }
+}
+
+/// Time-based flushing (`flush.ms` / `log.flush.interval.ms`) of logs that went idle, every
+/// `log.flush.scheduler.interval.ms` (default 1 s here; Kafka leaves it unset).
+async fn flusher(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let period =
+        std::time::Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(10));
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut stop => return,
+        }
+        let b = broker.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            for p in b.replicas.all() {
+                p.flush_if_due(now);
+            }
+        });
+        if let Err(e) = done.await {
+            tracing::warn!("flusher task failed: {e}");
         }
     }
 }

@@ -755,6 +755,23 @@ impl Log {
         self.flush_at(now_wall_ms())
     }
 
+    /// `flush.ms` for an idle log: fsyncs when records are waiting and the last flush is at
+    /// least `flush_ms` old. Returns whether it flushed. (Appends check the same rule.)
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if self.unflushed_records == 0
+            || now_ms.saturating_sub(self.last_flush_ms) < self.config.flush_ms
+        {
+            return Ok(false);
+        }
+        self.flush_at(now_ms)?;
+        Ok(true)
+    }
+
+    /// Records appended since the last fsync.
+    pub fn unflushed_records(&self) -> u64 {
+        self.unflushed_records
+    }
+
     fn flush_at(&mut self, now_ms: i64) -> Result<(), LogError> {
         let floor = self
             .segments

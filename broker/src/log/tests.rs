@@ -468,3 +468,38 @@ fn random_damage_never_panics_recovery() {
         let _ = log.max_timestamp_and_offset();
     }
 }
+
+#[test]
+fn flush_ms_flushes_an_idle_log_once_due() {
+    // Proves the time-based flush rule applies without further appends: records wait until
+    // `flush_ms` has passed since the last flush, then one call fsyncs them all.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, false).unwrap();
+    // The log starts its flush clock at open (wall time).
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut batch = simple_batch(3, t0, 10);
+    log.append(&mut batch, 0, t0).unwrap();
+    let waiting = log.unflushed_records();
+    assert!(
+        waiting >= 1,
+        "an append below the thresholds leaves records unflushed"
+    );
+    assert!(!log.flush_if_due(t0 + 10).unwrap(), "not due yet");
+    assert_eq!(log.unflushed_records(), waiting);
+    assert!(
+        log.flush_if_due(t0 + 10 + 1_000_000).unwrap(),
+        "due after flush.ms"
+    );
+    assert_eq!(log.unflushed_records(), 0);
+    assert!(
+        !log.flush_if_due(t0 + 20_000_000).unwrap(),
+        "nothing left to flush"
+    );
+}
