@@ -365,36 +365,70 @@ fn group_view(admin: &BaseConsumer, group: &str) -> (String, Vec<Vec<i32>>) {
     (g.state().to_string(), members)
 }
 
+/// Counts rebalance callbacks a member sees (assignments and revocations).
+#[derive(Default)]
+struct CountingContext {
+    rebalances: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ClientContext for CountingContext {}
+
+impl rdkafka::consumer::ConsumerContext for CountingContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A group member on its own thread, polling until told to stop.
 struct ThreadMember {
     stop: Arc<AtomicBool>,
+    rebalances: Arc<std::sync::atomic::AtomicUsize>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ThreadMember {
     fn start(b: &Broker, group: &str, topic: &str) -> ThreadMember {
+        Self::start_with(
+            b,
+            group,
+            topic,
+            &[("partition.assignment.strategy", "range")],
+        )
+    }
+
+    fn start_with(b: &Broker, group: &str, topic: &str, props: &[(&str, &str)]) -> ThreadMember {
         let stop = Arc::new(AtomicBool::new(false));
-        let c: BaseConsumer = client(b)
-            .set("group.id", group)
+        let ctx = CountingContext::default();
+        let rebalances = ctx.rebalances.clone();
+        let mut cfg = client(b);
+        cfg.set("group.id", group)
             .set("session.timeout.ms", "3000")
-            .set("heartbeat.interval.ms", "200")
-            .set("partition.assignment.strategy", "range")
-            .create()
-            .unwrap();
+            .set("heartbeat.interval.ms", "200");
+        for (k, v) in props {
+            cfg.set(*k, *v);
+        }
+        let c: BaseConsumer<CountingContext> = cfg.create_with_context(ctx).unwrap();
         c.subscribe(&[topic]).unwrap();
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 c.poll(Duration::from_millis(50));
             }
-            // Dropping the consumer closes it: it leaves the group (LeaveGroup).
-            c.unsubscribe();
+            // Dropping the consumer closes it: a dynamic member leaves the group (LeaveGroup);
+            // a static member (group.instance.id) does not.
             drop(c);
         });
         ThreadMember {
             stop,
+            rebalances,
             handle: Some(handle),
         }
     }
+
+    fn rebalances(&self) -> usize {
+        self.rebalances.load(Ordering::SeqCst)
+    }
+
     fn leave(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
@@ -412,6 +446,93 @@ impl Drop for ThreadMember {
     }
 }
 
+/// A waiter for "Stable, members own these partition counts, each of the 6 exactly once".
+fn balanced<'a>(
+    admin: &'a BaseConsumer,
+    group: &'a str,
+    members: &[usize],
+) -> impl FnMut() -> bool + 'a {
+    let members = members.to_vec();
+    move || {
+        let (state, view) = group_view(admin, group);
+        let mut sizes: Vec<usize> = view.iter().map(Vec::len).collect();
+        sizes.sort();
+        let all: BTreeMap<i32, usize> = view.iter().flatten().fold(BTreeMap::new(), |mut m, p| {
+            *m.entry(*p).or_default() += 1;
+            m
+        });
+        state == "Stable" && sizes == members && all.len() == 6 && all.values().all(|c| *c == 1)
+    }
+}
+
+#[test]
+fn roundrobin_and_cooperative_sticky_assignors_converge() {
+    // Proves client-side assignors other than range work through JoinGroup/SyncGroup, including
+    // cooperative-sticky's second rebalance round, when a member joins and when one leaves.
+    let b = Broker::start(&["group.min.session.timeout.ms=1000"]);
+    create_topic(&b, "assign", 6, &[]);
+    let admin: BaseConsumer = client(&b).create().unwrap();
+    for strategy in ["roundrobin", "cooperative-sticky"] {
+        let group = format!("g-{strategy}");
+        let props = [("partition.assignment.strategy", strategy)];
+        let m1 = ThreadMember::start_with(&b, &group, "assign", &props);
+        wait_until("one member", balanced(&admin, &group, &[6]));
+        let m2 = ThreadMember::start_with(&b, &group, "assign", &props);
+        wait_until("two members", balanced(&admin, &group, &[3, 3]));
+        let m3 = ThreadMember::start_with(&b, &group, "assign", &props);
+        wait_until("three members", balanced(&admin, &group, &[2, 2, 2]));
+        m2.leave();
+        wait_until(
+            "two members after a leave",
+            balanced(&admin, &group, &[3, 3]),
+        );
+        drop((m1, m3));
+    }
+}
+
+#[test]
+fn static_member_restart_keeps_the_assignment_without_a_rebalance() {
+    // Proves KIP-345: a static member (group.instance.id) that restarts within its session
+    // timeout gets its partitions back and the other member sees no rebalance.
+    let b = Broker::start(&["group.min.session.timeout.ms=1000"]);
+    create_topic(&b, "static", 6, &[]);
+    let admin: BaseConsumer = client(&b).create().unwrap();
+    let props_a = [
+        ("partition.assignment.strategy", "range"),
+        ("group.instance.id", "a"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let props_b = [
+        ("partition.assignment.strategy", "range"),
+        ("group.instance.id", "b"),
+        ("session.timeout.ms", "10000"),
+    ];
+    let a = ThreadMember::start_with(&b, "statics", "static", &props_a);
+    let bm = ThreadMember::start_with(&b, "statics", "static", &props_b);
+    wait_until(
+        "two static members, 3 partitions each",
+        balanced(&admin, "statics", &[3, 3]),
+    );
+    // Let any in-flight rebalance callbacks settle, then count from here.
+    wait_until("b saw its assignment", || bm.rebalances() >= 1);
+    let before = bm.rebalances();
+    let (_, view_before) = group_view(&admin, "statics");
+    a.leave(); // static: no LeaveGroup
+    let a2 = ThreadMember::start_with(&b, "statics", "static", &props_a);
+    wait_until("a's replacement assigned", || a2.rebalances() >= 1);
+    wait_until(
+        "group stable with the same split",
+        balanced(&admin, "statics", &[3, 3]),
+    );
+    let (_, view_after) = group_view(&admin, "statics");
+    assert_eq!(view_before, view_after, "the assignment did not change");
+    assert_eq!(
+        bm.rebalances(),
+        before,
+        "the other static member saw no rebalance"
+    );
+}
+
 #[test]
 fn three_member_group_rebalances_on_join_leave_and_sigkill() {
     // Proves the coordinator rebalances a range-assigned group when members join, when one
@@ -419,24 +540,7 @@ fn three_member_group_rebalances_on_join_leave_and_sigkill() {
     let b = Broker::start(&["group.min.session.timeout.ms=1000"]);
     create_topic(&b, "work", 6, &[]);
     let admin: BaseConsumer = client(&b).create().unwrap();
-    let expect = |members: &[usize]| {
-        let members = members.to_vec();
-        let admin = &admin;
-        move || {
-            let (state, view) = group_view(admin, "workers");
-            let sizes: Vec<usize> = {
-                let mut s: Vec<usize> = view.iter().map(Vec::len).collect();
-                s.sort();
-                s
-            };
-            let all: BTreeMap<i32, usize> =
-                view.iter().flatten().fold(BTreeMap::new(), |mut m, p| {
-                    *m.entry(*p).or_default() += 1;
-                    m
-                });
-            state == "Stable" && sizes == members && all.len() == 6 && all.values().all(|c| *c == 1)
-        }
-    };
+    let expect = |members: &[usize]| balanced(&admin, "workers", members);
     let a = ThreadMember::start(&b, "workers", "work");
     wait_until("one member owning all 6 partitions", expect(&[6]));
     let bm = ThreadMember::start(&b, "workers", "work");
