@@ -10,6 +10,8 @@ dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need+=(libcurl4-openssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
@@ -17,6 +19,15 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# kafka-python, a second client implementation, in a virtualenv under the target dir.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+venv="$target_dir/pyenv"
+if ! "$venv/bin/python" -c "import kafka" >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kafka-python==3.0.12"
+fi
+export KAIROS_PYTHON="$venv/bin/python"
 
 # Build the broker binary first: end-to-end tests start it as a separate process.
 cargo build --workspace --all-targets
