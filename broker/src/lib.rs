@@ -8,15 +8,19 @@
 //! - [`partition`] — a partition replica: log + producer state + fetch wake-ups.
 //! - [`group`]     — classic consumer group coordinator and committed offsets.
 //! - [`log`]       — segments, offset/time indexes, recovery, retention, compaction.
+//! - [`metrics`]   — Prometheus counters and histograms with Kafka's JMX-exporter names.
 //! - [`offsets_log`] — `__consumer_offsets` partitions as the coordinator's durable store.
 //! - [`producer_ids`] — producer id blocks for InitProducerId.
 //! - [`server`]    — wiring: shared broker state, `run`, background tasks, shutdown.
+//! - [`http`]      — `metrics.listener`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`cli`]       — the admin CLI carried by the `kairos` binary.
 pub mod cli;
 pub mod config;
 pub mod group;
+pub mod http;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod offsets_log;
 pub mod partition;

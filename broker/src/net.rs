@@ -9,6 +9,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -42,10 +43,36 @@ impl Chunk {
     }
 }
 
+/// When a request passed each stage, for the request-latency metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTiming {
+    /// Kafka API key of the request.
+    pub api_key: i16,
+    /// The whole frame had been read.
+    pub read_at: Instant,
+    /// The handler started.
+    pub handle_start: Instant,
+    /// The handler finished.
+    pub handle_end: Instant,
+    /// Time the handler spent waiting in a purgatory (long-poll fetch), part of its run time.
+    pub remote: Duration,
+    /// The response was written.
+    pub sent_at: Instant,
+}
+
+/// Facts the handler reports about an answered request; `net` adds the send time.
+#[derive(Debug, Clone, Copy)]
+pub struct Handled {
+    pub api_key: i16,
+    pub handle_start: Instant,
+    pub handle_end: Instant,
+    pub remote: Duration,
+}
+
 /// What the protocol layer decided for one frame.
 pub enum Outcome {
     /// Send these chunks (the 4-byte size prefix is added here).
-    Respond(Vec<Chunk>),
+    Respond(Vec<Chunk>, Option<Handled>),
     /// Nothing to send (Produce with acks=0).
     NoResponse,
     /// Close the connection (Kafka closes on unparseable headers and unknown API keys).
@@ -64,6 +91,13 @@ pub trait Handler: Send + Sync + 'static {
         frame: Bytes,
         peer: &Peer,
     ) -> impl std::future::Future<Output = Outcome> + Send;
+
+    /// A connection was accepted (+1) or closed (-1).
+    fn connections_changed(&self, _delta: i64) {}
+    /// A frame was read (+1) or its answer written or dropped (-1).
+    fn in_flight_changed(&self, _delta: i64) {}
+    /// An answered request's stage times.
+    fn request_done(&self, _timing: RequestTiming) {}
 }
 
 pub struct NetConfig {
@@ -104,11 +138,13 @@ pub async fn run<H: Handler>(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let peer = Peer { addr };
+            handler.connections_changed(1);
             if let Err(e) =
-                serve_connection(stream, &peer, handler, request_bytes_max, shutdown).await
+                serve_connection(stream, &peer, handler.clone(), request_bytes_max, shutdown).await
             {
                 tracing::debug!("connection {addr} closed: {e}");
             }
+            handler.connections_changed(-1);
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow without bound.
@@ -156,12 +192,17 @@ async fn serve_connection<H: Handler>(
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
-        match handler.handle(frame.freeze(), peer).await {
+        let read_at = Instant::now();
+        handler.in_flight_changed(1);
+        let outcome = handler.handle(frame.freeze(), peer).await;
+        // Decremented on every exit path below, written or not.
+        let _in_flight = InFlight(&*handler);
+        match outcome {
             Outcome::NoResponse => {}
             Outcome::Close(reason) => {
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
             }
-            Outcome::Respond(chunks) => {
+            Outcome::Respond(chunks, handled) => {
                 let total: usize = chunks.iter().map(Chunk::len).sum();
                 out.clear();
                 out.extend_from_slice(&(total as i32).to_be_bytes());
@@ -178,8 +219,27 @@ async fn serve_connection<H: Handler>(
                 if !out.is_empty() {
                     write_half.write_all(&out).await?;
                 }
+                if let Some(h) = handled {
+                    handler.request_done(RequestTiming {
+                        api_key: h.api_key,
+                        read_at,
+                        handle_start: h.handle_start,
+                        handle_end: h.handle_end,
+                        remote: h.remote,
+                        sent_at: Instant::now(),
+                    });
+                }
             }
         }
+    }
+}
+
+/// Lowers the in-flight gauge when a request's handling ends, however it ends.
+struct InFlight<'a, H: Handler>(&'a H);
+
+impl<H: Handler> Drop for InFlight<'_, H> {
+    fn drop(&mut self) {
+        self.0.in_flight_changed(-1);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::BrokerConfig;
 use crate::log::batch::{validate_batches, BatchHeader};
 use crate::log::{FileRegion, Log, LogConfig};
 use crate::metadata::TopicInfo;
+use crate::metrics::{Metrics, TopicMetrics};
 
 pub mod codes {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -206,6 +207,8 @@ pub fn log_config(topic: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
 
 pub struct AppendResult {
     pub base_offset: i64,
+    /// Records appended (0 for a duplicate batch answered with its original offset).
+    pub records: u64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
 }
@@ -234,6 +237,8 @@ pub struct Partition {
     log_start: AtomicI64,
     /// Woken on every append, so waiting fetches return at once (not at their timeout).
     appended: Notify,
+    /// This topic's BrokerTopicMetrics (atomics; resolved once).
+    metrics: TopicMetrics,
 }
 
 pub fn now_ms() -> i64 {
@@ -250,6 +255,7 @@ impl Partition {
         index: i32,
         broker: &BrokerConfig,
         recover: bool,
+        metrics: TopicMetrics,
     ) -> Result<Self, PartitionError> {
         let config = log_config(topic, broker);
         let max_message_bytes = config.max_message_bytes;
@@ -290,6 +296,7 @@ impl Partition {
             leo: AtomicI64::new(leo),
             log_start: AtomicI64::new(start),
             appended: Notify::new(),
+            metrics,
         })
     }
 
@@ -308,9 +315,23 @@ impl Partition {
     pub fn appended(&self) -> &Notify {
         &self.appended
     }
+    pub fn metrics(&self) -> &TopicMetrics {
+        &self.metrics
+    }
 
     /// Validates and appends the record batches of one produce request partition.
     pub fn append(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        let bytes = records.len() as u64;
+        let result = self.append_inner(records);
+        match &result {
+            Ok(r) if r.records > 0 => self.metrics.produced(r.records, bytes),
+            Ok(_) => {} // a duplicate: nothing appended
+            Err(_) => self.metrics.produce_failed(),
+        }
+        result
+    }
+
+    fn append_inner(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
         let max_message_bytes = self.state.lock().max_message_bytes;
         let headers = validate_batches(&records, max_message_bytes)
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
@@ -331,6 +352,7 @@ impl Partition {
                 SeqCheck::Duplicate { first_offset } if headers.len() == 1 => {
                     return Ok(AppendResult {
                         base_offset: first_offset,
+                        records: 0,
                         log_append_time_ms: -1,
                         log_start_offset: state.log.log_start_offset(),
                     });
@@ -360,6 +382,7 @@ impl Partition {
         }
         let result = AppendResult {
             base_offset: info.first_offset,
+            records: info.record_count,
             log_append_time_ms: if state.log_append_time { now } else { -1 },
             log_start_offset: state.log.log_start_offset(),
         };
@@ -511,6 +534,7 @@ fn set_log_append_time(bytes: &mut [u8], now: i64) {
 pub struct ReplicaManager {
     dir: PathBuf,
     config: BrokerConfig,
+    metrics: Arc<Metrics>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
 }
 
@@ -518,13 +542,18 @@ pub struct ReplicaManager {
 const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 
 impl ReplicaManager {
-    pub fn open(config: &BrokerConfig, topics: &[TopicInfo]) -> Result<Self, PartitionError> {
+    pub fn open(
+        config: &BrokerConfig,
+        topics: &[TopicInfo],
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, PartitionError> {
         let dir = config.log_dirs[0].clone();
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let recover = !marker.exists();
         let rm = ReplicaManager {
             dir,
             config: config.clone(),
+            metrics,
             partitions: RwLock::new(HashMap::new()),
         };
         for t in topics {
@@ -556,6 +585,7 @@ impl ReplicaManager {
                 index,
                 &self.config,
                 recover,
+                self.metrics.topic(&topic.name),
             )?;
             self.partitions
                 .write()
@@ -576,6 +606,7 @@ impl ReplicaManager {
     }
 
     pub fn delete_topic(&self, topic: &TopicInfo) {
+        self.metrics.remove_topic(&topic.name);
         let mut parts = self.partitions.write();
         for index in 0..topic.partitions {
             parts.remove(&(topic.name.clone(), index));

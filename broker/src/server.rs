@@ -18,6 +18,7 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIdAllocator,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Broker {
@@ -38,14 +39,18 @@ impl Broker {
 
 /// Opens the data directory (recovering logs after an unclean stop) and loads committed
 /// offsets: a broker ready to serve, with no task running yet.
-pub fn open(config: &BrokerConfig) -> anyhow::Result<Arc<Broker>> {
+pub fn open(
+    config: &BrokerConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Arc<Broker>> {
     for key in config.unknown_keys() {
         tracing::warn!("unknown configuration key {key} (ignored)");
     }
     let log_dir = config.log_dirs[0].clone();
     let topics = TopicRegistry::open(&log_dir)?;
     let replicas = Arc::new(
-        ReplicaManager::open(&config, &topics.all()).map_err(|e| anyhow::anyhow!(e.message))?,
+        ReplicaManager::open(config, &topics.all(), metrics.clone())
+            .map_err(|e| anyhow::anyhow!(e.message))?,
     );
     let producer_ids = ProducerIdAllocator::open(&log_dir)?;
     if topics.get(OFFSETS_TOPIC).is_none() {
@@ -88,6 +93,7 @@ pub fn open(config: &BrokerConfig) -> anyhow::Result<Arc<Broker>> {
         replicas,
         groups: groups.clone(),
         producer_ids,
+        metrics,
     });
     groups
         .load()
@@ -102,7 +108,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let broker = open(&config)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(|k| {
+        crate::protocol::supported_versions(k).is_some()
+    })?);
+    // The health endpoints come up first, so probes see "loading" during log recovery.
+    let http_state = Arc::new(crate::http::HttpState::new(metrics.clone()));
+    let metrics_listener = TcpListener::bind(&config.metrics_listener)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on metrics.listener {}: {e}",
+                config.metrics_listener
+            )
+        })?;
+    let http_task = tokio::spawn(crate::http::serve(
+        metrics_listener,
+        http_state.clone(),
+        wait_for(shutdown.clone()),
+    ));
+    let open_config = config.clone();
+    let broker = tokio::task::spawn_blocking(move || open(&open_config, metrics)).await??;
+    http_state.set_broker(broker.clone());
     let groups = broker.groups.clone();
     let log_dir = config.log_dirs[0].clone();
     let mut tasks = tokio::task::JoinSet::new();
@@ -122,8 +148,10 @@ pub async fn run(
         config.advertised_port,
         log_dir.display()
     );
+    http_state.set_ready();
     crate::net::run(listener, dispatcher, net_config, shutdown.clone()).await;
     while tasks.join_next().await.is_some() {}
+    let _ = http_task.await;
     broker.replicas.shutdown();
     tracing::info!("kairos broker {} stopped cleanly", config.node_id);
     Ok(())

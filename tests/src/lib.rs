@@ -47,6 +47,8 @@ pub fn free_port() -> u16 {
 /// One `kairos serve` process.
 pub struct Broker {
     pub port: u16,
+    /// `metrics.listener` port (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_port: u16,
     pub dir: PathBuf,
     overrides: Vec<String>,
     child: Option<Child>,
@@ -60,6 +62,7 @@ impl Broker {
         let dir = temp.path().to_path_buf();
         let mut b = Broker {
             port: free_port(),
+            metrics_port: free_port(),
             dir,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -75,6 +78,11 @@ impl Broker {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `http://127.0.0.1:<metrics port>`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -93,6 +101,8 @@ impl Broker {
             .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
             .arg("--override")
             .arg(format!("log.dirs={}", self.dir.join("data").display()))
+            .arg("--override")
+            .arg(format!("metrics.listener=127.0.0.1:{}", self.metrics_port))
             // Tests must not wait 3 s for every new group.
             .arg("--override")
             .arg("group.initial.rebalance.delay.ms=0");

@@ -16,7 +16,9 @@ fn kafka_python_producer_consumer_and_admin_apis_work() {
         .arg(script)
         .arg(b.bootstrap())
         .output()
-        .unwrap_or_else(|e| panic!("running {python}: {e} (scripts/test.sh sets KAIROS_PYTHON up)"));
+        .unwrap_or_else(|e| {
+            panic!("running {python}: {e} (scripts/test.sh sets KAIROS_PYTHON up)")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -24,5 +26,8 @@ fn kafka_python_producer_consumer_and_admin_apis_work() {
         "kafka-python checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nbroker log:\n{}",
         b.log()
     );
-    assert!(stdout.contains("all kafka-python checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("all kafka-python checks passed"),
+        "{stdout}"
+    );
 }

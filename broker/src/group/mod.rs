@@ -264,6 +264,19 @@ impl GroupCoordinator {
             .unwrap_or_default()
     }
 
+    /// Every committed offset of every group, as (group, topic, partition, offset): the
+    /// source of the consumer-group lag metrics.
+    pub fn all_committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.lock();
+        let mut out = Vec::new();
+        for (group_id, g) in groups.iter() {
+            for ((topic, partition), o) in &g.offsets {
+                out.push((group_id.clone(), topic.clone(), *partition, o.offset));
+            }
+        }
+        out
+    }
+
     /// Background timers: session expiry, rebalance timeouts, initial-rebalance delay, offset
     /// retention expiry. Runs until `shutdown` resolves; ticks at most every 100 ms or wakes on
     /// events.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::fetch_request::FetchRequest;
 
 use super::fetch_encode::{encode, FetchResponseData, PartitionData, TopicData};
-use super::Reply;
+use super::{Reply, RequestContext};
 use crate::partition::{codes, Partition};
 use crate::server::Broker;
 
@@ -31,7 +31,12 @@ struct Wanted {
     error: i16,
 }
 
-pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
+pub async fn fetch(
+    broker: &Broker,
+    ctx: &RequestContext<'_>,
+    req: FetchRequest,
+    version: i16,
+) -> Reply {
     if req.session_id != 0 {
         let resp = FetchResponseData {
             throttle_time_ms: 0,
@@ -88,7 +93,8 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
     };
     let min_bytes = req.min_bytes.max(0) as u64;
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait is
         // not missed.
@@ -104,8 +110,22 @@ pub async fn fetch(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
         let (results, total, any_error) = read_all(&wanted, max_bytes, read_committed);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || waits.is_empty() {
+            ctx.remote_us.store(
+                now.saturating_duration_since(started).as_micros() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let request_metrics = broker
+                .metrics
+                .request(kafka_protocol::messages::ApiKey::Fetch);
             let mut topics = std::mem::take(&mut topics);
             for (w, data) in wanted.iter().zip(results) {
+                if let Some(m) = request_metrics {
+                    m.error(data.error_code);
+                }
+                if let Some(p) = &w.partition {
+                    let bytes: u64 = data.records.iter().map(|r| r.len).sum();
+                    p.metrics().fetched(bytes, data.error_code != 0);
+                }
                 topics[w.topic_index].partitions.push(data);
             }
             let resp = FetchResponseData {

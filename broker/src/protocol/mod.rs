@@ -6,6 +6,7 @@
 
 mod admin;
 mod api_versions;
+mod errors;
 mod fetch;
 pub mod fetch_encode;
 mod metadata;
@@ -28,6 +29,8 @@ pub struct RequestContext<'a> {
     pub header: &'a RequestHeader,
     pub version: i16,
     pub peer: &'a Peer,
+    /// Microseconds the handler waited in a purgatory (set by Fetch), for the remote-time metric.
+    pub remote_us: std::sync::atomic::AtomicU64,
 }
 
 impl RequestContext<'_> {
@@ -67,6 +70,39 @@ impl Handler for Dispatcher {
     async fn handle(&self, frame: Bytes, peer: &Peer) -> Outcome {
         dispatch(&self.broker, frame, peer).await
     }
+
+    fn connections_changed(&self, delta: i64) {
+        self.broker
+            .metrics
+            .connections
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn in_flight_changed(&self, delta: i64) {
+        self.broker
+            .metrics
+            .in_flight
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn request_done(&self, t: crate::net::RequestTiming) {
+        let Ok(key) = ApiKey::try_from(t.api_key) else {
+            return;
+        };
+        let Some(m) = self.broker.metrics.request(key) else {
+            return;
+        };
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let handler = t.handle_end.saturating_duration_since(t.handle_start);
+        m.queue_ms
+            .observe(ms(t.handle_start.saturating_duration_since(t.read_at)));
+        m.local_ms.observe(ms(handler.saturating_sub(t.remote)));
+        m.remote_ms.observe(ms(t.remote));
+        m.send_ms
+            .observe(ms(t.sent_at.saturating_duration_since(t.handle_end)));
+        m.total_ms
+            .observe(ms(t.sent_at.saturating_duration_since(t.read_at)));
+    }
 }
 
 fn encode_header(api_key: ApiKey, version: i16, correlation_id: i32) -> BytesMut {
@@ -104,7 +140,7 @@ async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
         if body.encode(&mut buf, 0).is_err() {
             return Outcome::Close("cannot encode ApiVersions".into());
         }
-        return Outcome::Respond(vec![Chunk::Bytes(buf.freeze())]);
+        return Outcome::Respond(vec![Chunk::Bytes(buf.freeze())], None);
     }
     if api_key == ApiKey::Produce && (0..3).contains(&version) {
         return produce::legacy_unsupported(frame, version, correlation_id);
@@ -137,24 +173,42 @@ async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
         header: &header,
         version,
         peer,
+        remote_us: Default::default(),
     };
+    let metrics = broker.metrics.request(api_key);
+    if let Some(m) = metrics {
+        m.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let handle_start = std::time::Instant::now();
     let reply = handle_request(broker, &ctx, request).await;
+    let handled = Some(crate::net::Handled {
+        api_key: api_key as i16,
+        handle_start,
+        handle_end: std::time::Instant::now(),
+        remote: std::time::Duration::from_micros(
+            ctx.remote_us.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    });
     match reply {
         Reply::None => Outcome::NoResponse,
         Reply::Close(reason) => Outcome::Close(reason),
         Reply::Message(response) => {
             let response = *response;
+            if let Some(m) = metrics {
+                errors::for_each_error(&response, |code| m.error(code));
+            }
             let mut buf = encode_header(api_key, version, correlation_id);
             if let Err(e) = response.encode(&mut buf, version) {
                 tracing::error!("encoding {api_key:?} v{version} response: {e}");
                 return Outcome::Close(format!("cannot encode response: {e}"));
             }
-            Outcome::Respond(vec![Chunk::Bytes(buf.freeze())])
+            Outcome::Respond(vec![Chunk::Bytes(buf.freeze())], handled)
         }
         Reply::Chunks(mut chunks) => {
             let header = encode_header(api_key, version, correlation_id);
             chunks.insert(0, Chunk::Bytes(header.freeze()));
-            Outcome::Respond(chunks)
+            Outcome::Respond(chunks, handled)
         }
     }
 }
@@ -174,7 +228,7 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
             broker, req, v,
         ))),
         R::Produce(req) => produce::produce(broker, req, v).await,
-        R::Fetch(req) => fetch::fetch(broker, req, v).await,
+        R::Fetch(req) => fetch::fetch(broker, ctx, req, v).await,
         R::ListOffsets(req) => Reply::msg(S::ListOffsets(offsets::list_offsets(broker, req, v))),
         R::OffsetForLeaderEpoch(req) => Reply::msg(S::OffsetForLeaderEpoch(
             offsets::offset_for_leader_epoch(broker, req, v),
@@ -244,7 +298,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let broker = crate::server::open(&config).unwrap();
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
+        let broker = crate::server::open(&config, metrics).unwrap();
         broker.create_topic("t", 2, Default::default()).unwrap();
         let peer = Peer {
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -285,7 +340,7 @@ mod tests {
                     )
                     .await
                     .expect("dispatch finished");
-                    if matches!(outcome, Outcome::Respond(_)) {
+                    if matches!(outcome, Outcome::Respond(..)) {
                         answered += 1;
                     }
                 }

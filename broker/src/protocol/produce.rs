@@ -216,7 +216,7 @@ pub fn legacy_unsupported(frame: Bytes, version: i16, correlation_id: i32) -> Ou
     if version >= 1 {
         out.put_i32(0);
     }
-    Outcome::Respond(vec![Chunk::Bytes(out.freeze())])
+    Outcome::Respond(vec![Chunk::Bytes(out.freeze())], None)
 }
 
 pub fn init_producer_id(

@@ -1,0 +1,245 @@
+//! The `metrics.listener` HTTP endpoints: `/metrics` (Prometheus text format), `/healthz`
+//! (the process answers) and `/readyz` (logs loaded and the Kafka listener serving).
+//!
+//! Scrape-time families, from the broker's state (names as Kafka's JMX exporter and
+//! kafka-exporter produce them):
+//! - `kafka_server_replicamanager_{leadercount,partitioncount,underreplicatedpartitions}`
+//! - `kafka_controller_kafkacontroller_{activecontrollercount,offlinepartitionscount}`
+//! - `kafka_log_log_{size,logstartoffset,logendoffset}{topic,partition}`
+//! - `kafka_topic_partitions{topic}`, `kafka_topic_partition_{current,oldest}_offset{topic,partition}`
+//! - `kafka_consumergroup_{current_offset,lag}{consumergroup,topic,partition}` (kafka-exporter's
+//!   `kafka_consumergroup_lag_sum` is left out: promtool rejects `_sum` on a gauge; use
+//!   `sum by (consumergroup, topic) (kafka_consumergroup_lag)`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::Encoder;
+use tokio::net::TcpListener;
+
+use crate::metrics::{family, Metrics};
+use crate::server::Broker;
+
+pub struct HttpState {
+    metrics: Arc<Metrics>,
+    broker: OnceLock<Arc<Broker>>,
+    ready: AtomicBool,
+}
+
+impl HttpState {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            broker: OnceLock::new(),
+            ready: AtomicBool::new(false),
+        }
+    }
+    pub fn set_broker(&self, broker: Arc<Broker>) {
+        let _ = self.broker.set(broker);
+    }
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!("metrics listener stopped: {e}");
+    }
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    if state.broker.get().is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading logs\n")
+    } else if !state.ready.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting the Kafka listener\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let mut families = state.metrics.registry.gather();
+    families.extend(state.metrics.families());
+    if let Some(broker) = state.broker.get() {
+        let b = broker.clone();
+        // Reads every partition's size under its lock: keep it off the async workers.
+        match tokio::task::spawn_blocking(move || broker_families(&b)).await {
+            Ok(f) => families.extend(f),
+            Err(e) => tracing::warn!("collecting broker metrics: {e}"),
+        }
+    }
+    let mut buf = Vec::with_capacity(64 * 1024);
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut buf) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("encoding metrics: {e}\n").into_bytes(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        buf,
+    )
+}
+
+fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
+    let partitions = broker.replicas.all();
+    let count = partitions.len() as f64;
+    let g =
+        |name: &str, help: &str, v: f64| family(name, help, MetricType::GAUGE, vec![(vec![], v)]);
+    let mut out = vec![
+        g(
+            "kafka_server_replicamanager_leadercount",
+            "Partitions led by this broker.",
+            count,
+        ),
+        g(
+            "kafka_server_replicamanager_partitioncount",
+            "Partitions hosted by this broker.",
+            count,
+        ),
+        g(
+            "kafka_server_replicamanager_underreplicatedpartitions",
+            "Led partitions whose ISR is smaller than the replica set.",
+            0.0,
+        ),
+        g(
+            "kafka_controller_kafkacontroller_activecontrollercount",
+            "1 on the active controller.",
+            1.0,
+        ),
+        g(
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+            "Partitions without a leader.",
+            0.0,
+        ),
+    ];
+    // (topic, partition) → (size, start, end)
+    let mut logs: BTreeMap<(String, i32), (u64, i64, i64)> = BTreeMap::new();
+    for p in &partitions {
+        logs.insert(
+            (p.topic.clone(), p.index),
+            (p.size_bytes(), p.log_start_offset(), p.high_watermark()),
+        );
+    }
+    let parts: Vec<(String, String)> = logs
+        .keys()
+        .map(|(t, p)| (t.clone(), p.to_string()))
+        .collect();
+    let per_partition = |f: &dyn Fn(&(u64, i64, i64)) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        logs.values()
+            .zip(&parts)
+            .map(|(v, (t, p))| (vec![("topic", t.as_str()), ("partition", p.as_str())], f(v)))
+            .collect()
+    };
+    out.push(family(
+        "kafka_log_log_size",
+        "Bytes of the partition's log on disk.",
+        MetricType::GAUGE,
+        per_partition(&|v| v.0 as f64),
+    ));
+    out.push(family(
+        "kafka_log_log_logstartoffset",
+        "First offset of the partition's log.",
+        MetricType::GAUGE,
+        per_partition(&|v| v.1 as f64),
+    ));
+    out.push(family(
+        "kafka_log_log_logendoffset",
+        "Log end offset of the partition.",
+        MetricType::GAUGE,
+        per_partition(&|v| v.2 as f64),
+    ));
+    out.push(family(
+        "kafka_topic_partition_current_offset",
+        "Current (high watermark) offset of a partition (kafka-exporter).",
+        MetricType::GAUGE,
+        per_partition(&|v| v.2 as f64),
+    ));
+    out.push(family(
+        "kafka_topic_partition_oldest_offset",
+        "Oldest offset of a partition (kafka-exporter).",
+        MetricType::GAUGE,
+        per_partition(&|v| v.1 as f64),
+    ));
+    let mut topic_partitions: BTreeMap<&str, usize> = BTreeMap::new();
+    for (t, _) in logs.keys() {
+        *topic_partitions.entry(t.as_str()).or_default() += 1;
+    }
+    out.push(family(
+        "kafka_topic_partitions",
+        "Number of partitions of a topic (kafka-exporter).",
+        MetricType::GAUGE,
+        topic_partitions
+            .iter()
+            .map(|(t, n)| (vec![("topic", *t)], *n as f64))
+            .collect(),
+    ));
+    // Consumer groups: committed offset and lag = log end - committed (never negative).
+    let committed = broker.groups.all_committed_offsets();
+    let mut rows = Vec::with_capacity(committed.len());
+    for (group, topic, partition, offset) in committed {
+        let Some(&(_, _, end)) = logs.get(&(topic.clone(), partition)) else {
+            continue;
+        };
+        let lag = (end - offset).max(0);
+        rows.push((group, topic, partition.to_string(), offset, lag));
+    }
+    let labels = |r: &(String, String, String, i64, i64)| -> Vec<(&str, String)> {
+        vec![
+            ("consumergroup", r.0.clone()),
+            ("topic", r.1.clone()),
+            ("partition", r.2.clone()),
+        ]
+    };
+    let owned: Vec<(Vec<(&str, String)>, i64, i64)> =
+        rows.iter().map(|r| (labels(r), r.3, r.4)).collect();
+    let as_refs =
+        |pick: fn(&(Vec<(&str, String)>, i64, i64)) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+            owned
+                .iter()
+                .map(|r| (r.0.iter().map(|(k, v)| (*k, v.as_str())).collect(), pick(r)))
+                .collect()
+        };
+    if !owned.is_empty() {
+        out.push(family(
+            "kafka_consumergroup_current_offset",
+            "Committed offset of a consumer group (kafka-exporter).",
+            MetricType::GAUGE,
+            as_refs(|r| r.1 as f64),
+        ));
+        out.push(family(
+            "kafka_consumergroup_lag",
+            "Log end offset minus committed offset (kafka-exporter).",
+            MetricType::GAUGE,
+            as_refs(|r| r.2 as f64),
+        ));
+    }
+    out
+}
