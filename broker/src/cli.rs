@@ -4,19 +4,19 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
-};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, ResourceSpecifier};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 mod perf;
 
@@ -27,10 +27,13 @@ mod perf;
     about = "Kairos: a Kafka-compatible broker with time built in"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: Conn,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Connection options, accepted before or after the subcommand.
 #[derive(Args, Clone)]
 pub struct Conn {
     /// Broker address(es), comma separated.
@@ -42,7 +45,7 @@ pub struct Conn {
         env = "KAIROS_BOOTSTRAP"
     )]
     bootstrap: String,
-    /// Extra librdkafka client properties, key=value.
+    /// Extra librdkafka client properties, key=value (repeatable).
     #[arg(long = "property", short = 'X', global = true)]
     properties: Vec<String>,
 }
@@ -54,15 +57,427 @@ impl Conn {
         for p in &self.properties {
             let (k, v) = p
                 .split_once('=')
-                .ok_or_else(|| format!("--property {p}: expected key=value"))?;
+                .ok_or_else(|| format!("-X {p}: expected key=value"))?;
             c.set(k, v);
         }
         Ok(c)
     }
-    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, String> {
+
+    /// The context every CLI client is created with (quiet logs, broker errors remembered).
+    fn context(&self) -> CliContext {
+        CliContext {
+            bootstrap: self.bootstrap.clone(),
+            transport_error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn admin(&self) -> Result<AdminClient<CliContext>, String> {
         self.config()?
-            .create()
+            .create_with_context(self.context())
             .map_err(|e| format!("cannot create admin client: {e}"))
+    }
+
+    fn consumer(&self, cfg: ClientConfig) -> Result<BaseConsumer<CliContext>, String> {
+        cfg.create_with_context(self.context())
+            .map_err(|e| format!("cannot create consumer: {e}"))
+    }
+
+    /// Bound for blocking metadata, watermark and group calls: `-X socket.timeout.ms` when given
+    /// (so a dead bootstrap server fails as fast as the user asked), else 10 s.
+    fn timeout(&self) -> Duration {
+        self.properties
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim() == "socket.timeout.ms")
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// Client context of the CLI: librdkafka's own log lines are dropped (errors reach the user as
+/// one line through the command's result), and the last transport-level error is kept so that a
+/// timeout can be reported as what it is (no broker reachable, and why).
+#[derive(Clone)]
+pub struct CliContext {
+    bootstrap: String,
+    transport_error: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for CliContext {
+    /// Not printed; a connection failure ("Connect to ipv4#... failed: Connection refused") is
+    /// kept for the error line. Logs arrive through the client's main queue: see `cfail`.
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if fac == "FAIL" {
+            // "[thrd:host:port/bootstrap]: host:port/bootstrap: Connect to ... failed: ..."
+            let msg = match msg.strip_prefix("[thrd:") {
+                Some(rest) => rest.split_once("]: ").map_or(msg, |(_, m)| m),
+                None => msg,
+            };
+            *self.transport_error.lock() = Some(msg.to_string());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::Resolve
+                    | RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SSL
+            )
+        ) {
+            *self.transport_error.lock() = Some(reason.to_string());
+        }
+    }
+}
+
+impl ConsumerContext for CliContext {}
+
+impl CliContext {
+    /// The last connection failure; waits briefly, as an admin client's logs are served by its
+    /// polling thread and may trail the failed request.
+    fn transport_reason(&self) -> Option<String> {
+        for _ in 0..5 {
+            if let Some(why) = self.transport_error.lock().clone() {
+                return Some(why);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// One line for a failed client call: a local failure (timeout, transport) after a
+    /// connection error names the unreachable broker and librdkafka's reason.
+    fn fail(&self, what: &str, e: &KafkaError) -> String {
+        let code = match e {
+            KafkaError::AdminOp(c) => Some(*c),
+            e => e.rdkafka_error_code(),
+        };
+        let local = code.is_some_and(|c| (c as i32) < 0);
+        if local {
+            if let Some(why) = self.transport_reason() {
+                return format!("cannot reach a broker at {}: {why}", self.bootstrap);
+            }
+        }
+        format!("{what}: {e}")
+    }
+
+    /// As `fail`, for admin results that carry only a code.
+    fn fail_code(&self, what: &str, code: RDKafkaErrorCode) -> String {
+        if (code as i32) < 0 {
+            if let Some(why) = self.transport_reason() {
+                return format!("cannot reach a broker at {}: {why}", self.bootstrap);
+            }
+        }
+        format!("{what}: {}", code_text(code))
+    }
+}
+
+/// Kafka-tool wording for the errors users meet most, else librdkafka's description.
+fn code_text(code: RDKafkaErrorCode) -> String {
+    match code {
+        RDKafkaErrorCode::UnknownTopicOrPartition => "topic does not exist".into(),
+        RDKafkaErrorCode::TopicAlreadyExists => "topic already exists".into(),
+        RDKafkaErrorCode::GroupIdNotFound => "consumer group does not exist".into(),
+        RDKafkaErrorCode::NonEmptyGroup => "consumer group has active members".into(),
+        c => format!("{c} ({c:?})"),
+    }
+}
+
+/// Admin calls made directly on librdkafka where the `rdkafka` crate loses the broker's answer:
+/// its CreateTopics result keeps only the error code (not "Unknown topic config name: x"), and
+/// its AlterConfigs result ignores per-resource errors altogether (a rejected change looked
+/// like success).
+mod raw {
+    use std::collections::BTreeMap;
+    use std::ffi::{c_char, CStr, CString};
+    use std::time::Duration;
+
+    use rdkafka::bindings as rd;
+    use rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR as NO_ERROR;
+
+    fn text(p: *const c_char) -> String {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: librdkafka returns NUL-terminated strings owned by the object we read them
+            // from, alive until that object is destroyed (after this copy).
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    }
+
+    fn cstring(s: &str) -> Result<CString, String> {
+        CString::new(s).map_err(|_| format!("{s:?}: contains a NUL byte"))
+    }
+
+    fn err_name(e: rd::rd_kafka_resp_err_t) -> String {
+        // SAFETY: rd_kafka_err2name returns a static string for any code.
+        text(unsafe { rd::rd_kafka_err2name(e) })
+    }
+
+    /// Owns the queue, options and result event of one admin request.
+    struct Request {
+        queue: *mut rd::rd_kafka_queue_t,
+        options: *mut rd::rd_kafka_AdminOptions_t,
+        event: *mut rd::rd_kafka_event_t,
+    }
+
+    impl Request {
+        fn new(rk: *mut rd::rd_kafka_t, op: rd::rd_kafka_admin_op_t, timeout: Duration) -> Request {
+            // SAFETY: rk is a live client handle; the objects are destroyed in Drop.
+            unsafe {
+                let options = rd::rd_kafka_AdminOptions_new(rk, op);
+                // The request timeout stays librdkafka's (socket.timeout.ms, so -X shortens it);
+                // the operation timeout is how long the broker may take to create the topic.
+                if op == rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATETOPICS {
+                    let mut errstr = [0 as c_char; 256];
+                    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                    rd::rd_kafka_AdminOptions_set_operation_timeout(
+                        options,
+                        ms,
+                        errstr.as_mut_ptr(),
+                        errstr.len(),
+                    );
+                }
+                Request {
+                    queue: rd::rd_kafka_queue_new(rk),
+                    options,
+                    event: std::ptr::null_mut(),
+                }
+            }
+        }
+
+        /// Waits for the result event; Err on a request-level failure.
+        fn wait(&mut self, timeout: Duration) -> Result<(), (rd::rd_kafka_resp_err_t, String)> {
+            // librdkafka answers by its own timeouts; this bound only guards against a lost event.
+            let ms = (timeout * 2 + Duration::from_secs(60))
+                .as_millis()
+                .min(i32::MAX as u128) as i32;
+            // SAFETY: the queue is live; the event is destroyed in Drop.
+            unsafe {
+                self.event = rd::rd_kafka_queue_poll(self.queue, ms);
+                if self.event.is_null() {
+                    return Err((
+                        rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__TIMED_OUT,
+                        "no answer in time".into(),
+                    ));
+                }
+                let e = rd::rd_kafka_event_error(self.event);
+                if e != NO_ERROR {
+                    return Err((e, text(rd::rd_kafka_event_error_string(self.event))));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for Request {
+        fn drop(&mut self) {
+            // SAFETY: each pointer was created by librdkafka for this request and is released once.
+            unsafe {
+                if !self.event.is_null() {
+                    rd::rd_kafka_event_destroy(self.event);
+                }
+                rd::rd_kafka_AdminOptions_destroy(self.options);
+                rd::rd_kafka_queue_destroy(self.queue);
+            }
+        }
+    }
+
+    /// Serves the client's main queue, where its log lines wait when nobody polls it (an admin
+    /// client's thread polls only its result queue); returns the last connection failure.
+    pub fn drain_logs(rk: *mut rd::rd_kafka_t) -> Option<String> {
+        let mut found = None;
+        // SAFETY: rk is live; the main-queue handle and each event are released here.
+        unsafe {
+            let q = rd::rd_kafka_queue_get_main(rk);
+            for _ in 0..1000 {
+                let ev = rd::rd_kafka_queue_poll(q, 0);
+                if ev.is_null() {
+                    break;
+                }
+                if rd::rd_kafka_event_type(ev) == rd::RD_KAFKA_EVENT_LOG {
+                    let mut fac: *const c_char = std::ptr::null();
+                    let mut msg: *const c_char = std::ptr::null();
+                    let mut level = 0;
+                    if rd::rd_kafka_event_log(ev, &mut fac, &mut msg, &mut level) == 0
+                        && text(fac) == "FAIL"
+                    {
+                        found = Some(text(msg));
+                    }
+                }
+                rd::rd_kafka_event_destroy(ev);
+            }
+            rd::rd_kafka_queue_destroy(q);
+        }
+        found
+    }
+
+    /// A failure: librdkafka's code name and the broker's (or client's) message.
+    pub struct Failure {
+        pub code: rd::rd_kafka_resp_err_t,
+        pub message: String,
+    }
+
+    impl Failure {
+        pub fn local(&self) -> bool {
+            (self.code as i32) < 0
+        }
+        pub fn describe(&self) -> String {
+            if self.message.is_empty() {
+                err_name(self.code)
+            } else {
+                format!(
+                    "{} ({})",
+                    self.message.trim_end_matches('.'),
+                    err_name(self.code)
+                )
+            }
+        }
+    }
+
+    pub fn create_topic(
+        rk: *mut rd::rd_kafka_t,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        configs: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let cname = cstring(name).map_err(|message| Failure {
+            code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__INVALID_ARG,
+            message,
+        })?;
+        let mut req = Request::new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATETOPICS,
+            timeout,
+        );
+        let mut errstr = [0 as c_char; 512];
+        // SAFETY: valid C strings and buffer; the NewTopic is destroyed right after the call
+        // (librdkafka copies it).
+        unsafe {
+            let t = rd::rd_kafka_NewTopic_new(
+                cname.as_ptr(),
+                partitions,
+                replication_factor,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            if t.is_null() {
+                return Err(Failure {
+                    code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__INVALID_ARG,
+                    message: text(errstr.as_ptr()),
+                });
+            }
+            for (k, v) in configs {
+                let (ck, cv) = match (cstring(k), cstring(v)) {
+                    (Ok(k), Ok(v)) => (k, v),
+                    (Err(message), _) | (_, Err(message)) => {
+                        rd::rd_kafka_NewTopic_destroy(t);
+                        return Err(Failure {
+                            code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__INVALID_ARG,
+                            message,
+                        });
+                    }
+                };
+                rd::rd_kafka_NewTopic_set_config(t, ck.as_ptr(), cv.as_ptr());
+            }
+            let mut ts = [t];
+            rd::rd_kafka_CreateTopics(rk, ts.as_mut_ptr(), 1, req.options, req.queue);
+            rd::rd_kafka_NewTopic_destroy(t);
+        }
+        req.wait(timeout)
+            .map_err(|(code, message)| Failure { code, message })?;
+        // SAFETY: the event is a CreateTopics result (or null-checked); its topic results live
+        // as long as the event.
+        unsafe {
+            let res = rd::rd_kafka_event_CreateTopics_result(req.event);
+            if res.is_null() {
+                return Err(Failure {
+                    code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__FAIL,
+                    message: "unexpected admin result".into(),
+                });
+            }
+            let mut n = 0usize;
+            let topics = rd::rd_kafka_CreateTopics_result_topics(res, &mut n);
+            for i in 0..n {
+                let tr = *topics.add(i);
+                let code = rd::rd_kafka_topic_result_error(tr);
+                if code != NO_ERROR {
+                    return Err(Failure {
+                        code,
+                        message: text(rd::rd_kafka_topic_result_error_string(tr)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// AlterConfigs (replaces the topic's whole set of overrides).
+    pub fn alter_topic_configs(
+        rk: *mut rd::rd_kafka_t,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let invalid = |message| Failure {
+            code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__INVALID_ARG,
+            message,
+        };
+        let cname = cstring(name).map_err(invalid)?;
+        let mut pairs = Vec::new();
+        for (k, v) in configs {
+            pairs.push((cstring(k).map_err(invalid)?, cstring(v).map_err(invalid)?));
+        }
+        let mut req = Request::new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_ALTERCONFIGS,
+            timeout,
+        );
+        // SAFETY: valid C strings; the ConfigResource is destroyed right after the call
+        // (librdkafka copies it).
+        unsafe {
+            let r = rd::rd_kafka_ConfigResource_new(
+                rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+                cname.as_ptr(),
+            );
+            for (k, v) in &pairs {
+                rd::rd_kafka_ConfigResource_set_config(r, k.as_ptr(), v.as_ptr());
+            }
+            let mut rs = [r];
+            rd::rd_kafka_AlterConfigs(rk, rs.as_mut_ptr(), 1, req.options, req.queue);
+            rd::rd_kafka_ConfigResource_destroy(r);
+        }
+        req.wait(timeout)
+            .map_err(|(code, message)| Failure { code, message })?;
+        // SAFETY: as in create_topic.
+        unsafe {
+            let res = rd::rd_kafka_event_AlterConfigs_result(req.event);
+            if res.is_null() {
+                return Err(Failure {
+                    code: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__FAIL,
+                    message: "unexpected admin result".into(),
+                });
+            }
+            let mut n = 0usize;
+            let resources = rd::rd_kafka_AlterConfigs_result_resources(res, &mut n);
+            for i in 0..n {
+                let r = *resources.add(i);
+                let code = rd::rd_kafka_ConfigResource_error(r);
+                if code != NO_ERROR {
+                    return Err(Failure {
+                        code,
+                        message: text(rd::rd_kafka_ConfigResource_error_string(r)),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -103,17 +518,10 @@ enum TopicCmd {
         /// Topic config key=value (repeatable).
         #[arg(long = "config", short = 'c')]
         configs: Vec<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List,
     Describe {
         name: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     Alter {
         name: String,
@@ -126,13 +534,9 @@ enum TopicCmd {
         /// Remove a topic config override (repeatable).
         #[arg(long = "delete-config")]
         delete_configs: Vec<String>,
-        #[command(flatten)]
-        conn: Conn,
     },
     Delete {
         name: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -150,8 +554,6 @@ struct ProduceArgs {
     partition: Option<i32>,
     #[arg(long, default_value = "all")]
     acks: String,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 #[derive(Args)]
@@ -185,20 +587,13 @@ struct ConsumeArgs {
     print_offset: bool,
     #[arg(long = "print-timestamp")]
     print_timestamp: bool,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 #[derive(Subcommand)]
 enum GroupCmd {
-    List {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    List,
     Describe {
         group: String,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Set a group's committed offsets (the group must have no active members).
     ResetOffsets {
@@ -216,13 +611,9 @@ enum GroupCmd {
         /// Without --execute the plan is printed, nothing changes (as kafka-consumer-groups).
         #[arg(long)]
         execute: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     Delete {
         group: String,
-        #[command(flatten)]
-        conn: Conn,
     },
 }
 
@@ -231,11 +622,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, overrides } => serve(config, overrides),
-        Command::Topic(cmd) => block_on(topic(cmd)),
-        Command::Produce(args) => produce(args),
-        Command::Consume(args) => consume(args),
-        Command::Group(cmd) => block_on(group(cmd)),
-        Command::Perf(cmd) => perf::run(cmd),
+        Command::Topic(cmd) => block_on(topic(cmd, &cli.conn)),
+        Command::Produce(args) => produce(args, &cli.conn),
+        Command::Consume(args) => consume(args, &cli.conn),
+        Command::Group(cmd) => block_on(group(cmd, &cli.conn)),
+        Command::Perf(cmd) => perf::run(cmd, &cli.conn),
     };
     match result {
         Ok(()) => 0,
@@ -303,40 +694,92 @@ fn opts() -> AdminOptions {
     AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
 }
 
-async fn topic(cmd: TopicCmd) -> Result<(), String> {
+/// `CliContext::fail` for a consumer: first serves its queue, where librdkafka's log lines (the
+/// reason a broker could not be reached) wait until someone polls.
+fn cfail(consumer: &BaseConsumer<CliContext>, what: &str, e: &KafkaError) -> String {
+    // One event per call, and a served log event also reads as None: no early exit.
+    for _ in 0..100 {
+        let _ = consumer.poll(Duration::ZERO);
+    }
+    consumer.context().fail(what, e)
+}
+
+/// Records the admin client's pending connection-failure log (see `raw::drain_logs`) and returns
+/// its context, ready for `fail`/`fail_code`.
+fn actx(admin: &AdminClient<CliContext>) -> &CliContext {
+    let ctx = admin.inner().context();
+    if let Some(msg) = raw::drain_logs(admin.inner().native_ptr()) {
+        ctx.log(RDKafkaLogLevel::Error, "FAIL", &msg);
+    }
+    ctx
+}
+
+/// Metadata of one topic; a clear error when it does not exist.
+fn topic_metadata(
+    consumer: &BaseConsumer<CliContext>,
+    conn: &Conn,
+    name: &str,
+) -> Result<Vec<(i32, i32, Vec<i32>)>, String> {
+    let md = consumer
+        .fetch_metadata(Some(name), conn.timeout())
+        .map_err(|e| cfail(consumer, "metadata", &e))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == name)
+        .ok_or_else(|| format!("no metadata returned for topic {name}"))?;
+    if let Some(e) = t.error() {
+        let code = RDKafkaErrorCode::from(e);
+        return Err(match code {
+            RDKafkaErrorCode::UnknownTopicOrPartition => {
+                format!("topic {name} does not exist")
+            }
+            c => format!("topic {name}: {}", code_text(c)),
+        });
+    }
+    Ok(t.partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader(), p.isr().to_vec()))
+        .collect())
+}
+
+async fn topic(cmd: TopicCmd, conn: &Conn) -> Result<(), String> {
     match cmd {
         TopicCmd::Create {
             name,
             partitions,
             replication_factor,
             configs,
-            conn,
         } => {
+            let mut pairs = Vec::new();
+            for c in &configs {
+                pairs.push(kv(c)?);
+            }
             let admin = conn.admin()?;
-            let mut t = NewTopic::new(
+            raw::create_topic(
+                admin.inner().native_ptr(),
                 &name,
                 partitions,
-                TopicReplication::Fixed(replication_factor),
-            );
-            for c in &configs {
-                let (k, v) = kv(c)?;
-                t = t.set(k, v);
-            }
-            let r = admin
-                .create_topics([&t], &opts())
-                .await
-                .map_err(|e| e.to_string())?;
-            for res in r {
-                res.map_err(|(t, e)| format!("cannot create topic {t}: {e}"))?;
-            }
+                replication_factor,
+                &pairs,
+                Duration::from_secs(30),
+            )
+            .map_err(|f| {
+                if f.local() {
+                    if let Some(why) = actx(&admin).transport_reason() {
+                        return format!("cannot reach a broker at {}: {why}", conn.bootstrap);
+                    }
+                }
+                format!("cannot create topic {name}: {}", f.describe())
+            })?;
             println!("Created topic {name}.");
             Ok(())
         }
-        TopicCmd::List { conn } => {
-            let consumer: BaseConsumer = conn.config()?.create().map_err(|e| e.to_string())?;
+        TopicCmd::List => {
+            let consumer = conn.consumer(conn.config()?)?;
             let md = consumer
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map_err(|e| format!("metadata: {e}"))?;
+                .fetch_metadata(None, conn.timeout())
+                .map_err(|e| cfail(&consumer, "metadata", &e))?;
             let mut names: Vec<_> = md
                 .topics()
                 .iter()
@@ -349,24 +792,15 @@ async fn topic(cmd: TopicCmd) -> Result<(), String> {
             }
             Ok(())
         }
-        TopicCmd::Describe { name, conn } => {
-            let consumer: BaseConsumer = conn.config()?.create().map_err(|e| e.to_string())?;
-            let md = consumer
-                .fetch_metadata(Some(&name), Duration::from_secs(10))
-                .map_err(|e| format!("metadata: {e}"))?;
-            let t = md.topics().first().ok_or("no metadata returned")?;
-            if let Some(e) = t.error() {
-                return Err(format!(
-                    "topic {name}: {}",
-                    rdkafka::types::RDKafkaErrorCode::from(e)
-                ));
-            }
+        TopicCmd::Describe { name } => {
+            let consumer = conn.consumer(conn.config()?)?;
+            let parts = topic_metadata(&consumer, conn, &name)?;
             let admin = conn.admin()?;
             let cfg = admin
                 .describe_configs([&ResourceSpecifier::Topic(&name)], &opts())
                 .await
-                .map_err(|e| e.to_string())?;
-            println!("Topic: {name}\tPartitionCount: {}", t.partitions().len());
+                .map_err(|e| actx(&admin).fail("describe configs", &e))?;
+            println!("Topic: {name}\tPartitionCount: {}", parts.len());
             if let Some(Ok(res)) = cfg.first() {
                 let set: Vec<String> = res
                     .entries
@@ -380,17 +814,22 @@ async fn topic(cmd: TopicCmd) -> Result<(), String> {
                 "{:>9} {:>7} {:>14} {:>14} {:>9}",
                 "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK", "ISR"
             );
-            for p in t.partitions() {
+            for (id, leader, isr) in parts {
                 let (lo, hi) = consumer
-                    .fetch_watermarks(&name, p.id(), Duration::from_secs(10))
-                    .map_err(|e| format!("watermarks of {name}-{}: {e}", p.id()))?;
+                    .fetch_watermarks(&name, id, conn.timeout())
+                    .map_err(|e| {
+                        consumer
+                            .context()
+                            .fail(&format!("watermarks of {name}-{id}"), &e)
+                    })?;
+                let isr: Vec<String> = isr.iter().map(i32::to_string).collect();
                 println!(
-                    "{:>9} {:>7} {:>14} {:>14} {:>9?}",
-                    p.id(),
-                    p.leader(),
+                    "{:>9} {:>7} {:>14} {:>14} {:>9}",
+                    id,
+                    leader,
                     lo,
                     hi,
-                    p.isr()
+                    isr.join(",")
                 );
             }
             Ok(())
@@ -400,66 +839,82 @@ async fn topic(cmd: TopicCmd) -> Result<(), String> {
             partitions,
             configs,
             delete_configs,
-            conn,
         } => {
+            let mut sets = Vec::new();
+            for c in &configs {
+                sets.push(kv(c)?);
+            }
+            if partitions.is_none() && sets.is_empty() && delete_configs.is_empty() {
+                return Err(
+                    "nothing to alter: give --partitions, --config or --delete-config".into(),
+                );
+            }
+            // The admin results below cannot tell "no such topic" apart: ask first.
+            topic_metadata(&conn.consumer(conn.config()?)?, conn, &name)?;
             let admin = conn.admin()?;
             if let Some(n) = partitions {
                 let r = admin
                     .create_partitions([&NewPartitions::new(&name, n)], &opts())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| actx(&admin).fail("create partitions", &e))?;
                 for res in r {
-                    res.map_err(|(t, e)| format!("cannot add partitions to {t}: {e}"))?;
+                    res.map_err(|(t, e)| {
+                        actx(&admin).fail_code(&format!("cannot add partitions to {t}"), e)
+                    })?;
                 }
                 println!("Topic {name} now has {n} partitions.");
             }
-            if !configs.is_empty() || !delete_configs.is_empty() {
+            if !sets.is_empty() || !delete_configs.is_empty() {
                 // AlterConfigs replaces the whole set: start from the current overrides.
                 let cur = admin
                     .describe_configs([&ResourceSpecifier::Topic(&name)], &opts())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| actx(&admin).fail("describe configs", &e))?;
                 let res = cur
                     .into_iter()
                     .next()
                     .ok_or("no config result")?
-                    .map_err(|e| format!("describe {name}: {e}"))?;
+                    .map_err(|e| format!("describe configs of {name}: {e}"))?;
                 let mut map: BTreeMap<String, String> = res
                     .entries
                     .into_iter()
                     .filter(|e| matches!(e.source, rdkafka::admin::ConfigSource::DynamicTopic))
                     .map(|e| (e.name, e.value.unwrap_or_default()))
                     .collect();
-                for c in &configs {
-                    let (k, v) = kv(c)?;
+                for (k, v) in &sets {
                     map.insert(k.to_string(), v.to_string());
                 }
                 for k in &delete_configs {
                     map.remove(k);
                 }
-                let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&name));
-                for (k, v) in &map {
-                    alter = alter.set(k, v);
-                }
-                let r = admin
-                    .alter_configs([&alter], &opts())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for res in r {
-                    res.map_err(|(_, e)| format!("cannot alter configs of {name}: {e}"))?;
-                }
+                raw::alter_topic_configs(
+                    admin.inner().native_ptr(),
+                    &name,
+                    &map,
+                    Duration::from_secs(30),
+                )
+                .map_err(|f| {
+                    if f.local() {
+                        if let Some(why) = actx(&admin).transport_reason() {
+                            return format!("cannot reach a broker at {}: {why}", conn.bootstrap);
+                        }
+                    }
+                    format!("cannot alter configs of {name}: {}", f.describe())
+                })?;
                 println!("Updated configs of topic {name}.");
             }
             Ok(())
         }
-        TopicCmd::Delete { name, conn } => {
+        TopicCmd::Delete { name } => {
             let admin = conn.admin()?;
             let r = admin
                 .delete_topics(&[&name], &opts())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| actx(&admin).fail("delete topics", &e))?;
             for res in r {
-                res.map_err(|(t, e)| format!("cannot delete topic {t}: {e}"))?;
+                res.map_err(|(t, e)| {
+                    actx(&admin).fail_code(&format!("cannot delete topic {t}"), e)
+                })?;
             }
             println!("Deleted topic {name}.");
             Ok(())
@@ -467,11 +922,42 @@ async fn topic(cmd: TopicCmd) -> Result<(), String> {
     }
 }
 
-fn produce(args: ProduceArgs) -> Result<(), String> {
-    let mut cfg = args.conn.config()?;
+/// Producer context of `kairos produce`: failed deliveries are counted, not ignored.
+struct ProduceContext {
+    cli: CliContext,
+    failed: Mutex<(u64, Option<KafkaError>)>,
+}
+
+impl ClientContext for ProduceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.cli.log(level, fac, msg);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.cli.error(error, reason);
+    }
+}
+
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut f = self.failed.lock();
+            f.0 += 1;
+            if f.1.is_none() {
+                f.1 = Some(e.clone());
+            }
+        }
+    }
+}
+
+fn produce(args: ProduceArgs, conn: &Conn) -> Result<(), String> {
+    let mut cfg = conn.config()?;
     cfg.set("acks", &args.acks);
-    let producer: ThreadedProducer<DefaultProducerContext> = cfg
-        .create()
+    let producer: ThreadedProducer<ProduceContext> = cfg
+        .create_with_context(ProduceContext {
+            cli: conn.context(),
+            failed: Mutex::new((0, None)),
+        })
         .map_err(|e| format!("cannot create producer: {e}"))?;
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -508,29 +994,37 @@ fn produce(args: ProduceArgs) -> Result<(), String> {
         while let Some(r) = rec.take() {
             match producer.send(r) {
                 Ok(()) => {}
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     std::thread::sleep(Duration::from_millis(5));
                     rec = Some(r);
                 }
-                Err((e, _)) => return Err(format!("produce failed: {e}")),
+                Err((e, _)) => return Err(producer.context().cli.fail("produce failed", &e)),
             }
         }
         count += 1;
     }
     producer
         .flush(Duration::from_secs(30))
-        .map_err(|e| format!("flush failed: {e}"))?;
+        .map_err(|e| producer.context().cli.fail("flush failed", &e))?;
+    let (failed, first) = {
+        let f = producer.context().failed.lock();
+        (f.0, f.1.clone())
+    };
+    if let Some(e) = first {
+        return Err(producer.context().cli.fail(
+            &format!(
+                "{failed} of {count} records to {} were not delivered",
+                args.topic
+            ),
+            &e,
+        ));
+    }
     eprintln!("Produced {count} records to {}.", args.topic);
     Ok(())
 }
 
-fn consume(args: ConsumeArgs) -> Result<(), String> {
-    let mut cfg = args.conn.config()?;
+fn consume(args: ConsumeArgs, conn: &Conn) -> Result<(), String> {
+    let mut cfg = conn.config()?;
     let group = args
         .group
         .clone()
@@ -544,6 +1038,9 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
                 "false"
             },
         )
+        // Offsets are stored by hand for the records actually printed: with automatic storing,
+        // closing the consumer drains the prefetched records and commits past them.
+        .set("enable.auto.offset.store", "false")
         .set(
             "auto.offset.reset",
             if args.from_beginning {
@@ -553,28 +1050,16 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
             },
         )
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg
-        .create()
-        .map_err(|e| format!("cannot create consumer: {e}"))?;
+    let consumer = conn.consumer(cfg)?;
+    let parts = topic_metadata(&consumer, conn, &args.topic)?;
     let explicit = args.offset.is_some()
         || args.timestamp.is_some()
         || args.partition.is_some()
         || args.group.is_none();
     if explicit {
-        let md = consumer
-            .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-            .map_err(|e| format!("metadata: {e}"))?;
-        let t = md.topics().first().ok_or("no metadata")?;
-        if let Some(e) = t.error() {
-            return Err(format!(
-                "topic {}: {}",
-                args.topic,
-                rdkafka::types::RDKafkaErrorCode::from(e)
-            ));
-        }
         let mut tpl = TopicPartitionList::new();
-        for p in t.partitions() {
-            if args.partition.is_some_and(|want| want != p.id()) {
+        for (id, _, _) in &parts {
+            if args.partition.is_some_and(|want| want != *id) {
                 continue;
             }
             let offset = match (args.offset, args.timestamp) {
@@ -583,25 +1068,29 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
                 _ if args.from_beginning => Offset::Beginning,
                 _ => Offset::End,
             };
-            tpl.add_partition_offset(&args.topic, p.id(), offset)
+            tpl.add_partition_offset(&args.topic, *id, offset)
                 .map_err(|e| e.to_string())?;
         }
         if tpl.count() == 0 {
             return Err(format!(
-                "topic {} has no partition {:?}",
-                args.topic, args.partition
+                "topic {} has no partition {} (it has {})",
+                args.topic,
+                args.partition.unwrap_or(-1),
+                parts.len()
             ));
         }
         if args.timestamp.is_some() {
             tpl = consumer
-                .offsets_for_times(tpl, Duration::from_secs(10))
-                .map_err(|e| format!("offsets for times: {e}"))?;
+                .offsets_for_times(tpl, conn.timeout())
+                .map_err(|e| cfail(&consumer, "offsets for times", &e))?;
         }
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| cfail(&consumer, "assign", &e))?;
     } else {
         consumer
             .subscribe(&[&args.topic])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| cfail(&consumer, "subscribe", &e))?;
     }
     let mut seen = 0u64;
     let mut last = Instant::now();
@@ -617,7 +1106,7 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let msg = msg.map_err(|e| format!("consume failed: {e}"))?;
+        let msg = msg.map_err(|e| cfail(&consumer, "consume failed", &e))?;
         last = Instant::now();
         seen += 1;
         let mut line = String::new();
@@ -669,24 +1158,32 @@ fn consume(args: ConsumeArgs) -> Result<(), String> {
                 .unwrap_or_else(|| "null".into()),
         );
         writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        if args.group.is_some() {
+            consumer
+                .store_offset_from_message(&msg)
+                .map_err(|e| cfail(&consumer, "store offset", &e))?;
+        }
     }
     out.flush().map_err(|e| e.to_string())?;
     if args.group.is_some() {
-        consumer
-            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-            .ok();
+        match consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => {}
+            // Nothing consumed, nothing to commit.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(e) => return Err(cfail(&consumer, "commit failed", &e)),
+        }
     }
     eprintln!("Processed a total of {seen} messages");
     Ok(())
 }
 
-async fn group(cmd: GroupCmd) -> Result<(), String> {
+async fn group(cmd: GroupCmd, conn: &Conn) -> Result<(), String> {
     match cmd {
-        GroupCmd::List { conn } => {
-            let consumer: BaseConsumer = conn.config()?.create().map_err(|e| e.to_string())?;
+        GroupCmd::List => {
+            let consumer = conn.consumer(conn.config()?)?;
             let groups = consumer
-                .fetch_group_list(None, Duration::from_secs(10))
-                .map_err(|e| format!("list groups: {e}"))?;
+                .fetch_group_list(None, conn.timeout())
+                .map_err(|e| cfail(&consumer, "list groups", &e))?;
             println!("{:<40} {:<20} {:>8}", "GROUP", "STATE", "MEMBERS");
             for g in groups.groups() {
                 println!(
@@ -698,7 +1195,7 @@ async fn group(cmd: GroupCmd) -> Result<(), String> {
             }
             Ok(())
         }
-        GroupCmd::Describe { group, conn } => describe_group(&conn, &group),
+        GroupCmd::Describe { group } => describe_group(conn, &group),
         GroupCmd::ResetOffsets {
             group,
             topic,
@@ -707,33 +1204,7 @@ async fn group(cmd: GroupCmd) -> Result<(), String> {
             to_offset,
             to_timestamp,
             execute,
-            conn,
         } => {
-            let mut cfg = conn.config()?;
-            cfg.set("group.id", &group)
-                .set("enable.auto.commit", "false");
-            let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
-            let groups = consumer
-                .fetch_group_list(Some(&group), Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-            if let Some(g) = groups.groups().first() {
-                if !g.members().is_empty() {
-                    return Err(format!(
-                        "group {group} has {} active member(s); stop them before resetting offsets",
-                        g.members().len()
-                    ));
-                }
-            }
-            let md = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-            let t = md.topics().first().ok_or("no metadata")?;
-            if let Some(e) = t.error() {
-                return Err(format!(
-                    "topic {topic}: {}",
-                    rdkafka::types::RDKafkaErrorCode::from(e)
-                ));
-            }
             let chosen = [
                 to_earliest,
                 to_latest,
@@ -746,11 +1217,27 @@ async fn group(cmd: GroupCmd) -> Result<(), String> {
             if chosen != 1 {
                 return Err("choose exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime-ms".into());
             }
+            let mut cfg = conn.config()?;
+            cfg.set("group.id", &group)
+                .set("enable.auto.commit", "false");
+            let consumer = conn.consumer(cfg)?;
+            let groups = consumer
+                .fetch_group_list(Some(&group), conn.timeout())
+                .map_err(|e| cfail(&consumer, "describe group", &e))?;
+            if let Some(g) = groups.groups().first() {
+                if !g.members().is_empty() {
+                    return Err(format!(
+                        "group {group} has {} active member(s); stop them before resetting offsets",
+                        g.members().len()
+                    ));
+                }
+            }
+            let parts = topic_metadata(&consumer, conn, &topic)?;
             let mut tpl = TopicPartitionList::new();
-            for p in t.partitions() {
+            for (id, _, _) in &parts {
                 let (lo, hi) = consumer
-                    .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
-                    .map_err(|e| e.to_string())?;
+                    .fetch_watermarks(&topic, *id, conn.timeout())
+                    .map_err(|e| cfail(&consumer, &format!("watermarks of {topic}-{id}"), &e))?;
                 let target = if to_earliest {
                     lo
                 } else if to_latest {
@@ -760,26 +1247,26 @@ async fn group(cmd: GroupCmd) -> Result<(), String> {
                 } else {
                     -1
                 };
-                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(target))
+                tpl.add_partition_offset(&topic, *id, Offset::Offset(target))
                     .map_err(|e| e.to_string())?;
             }
             if let Some(ts) = to_timestamp {
                 let mut q = TopicPartitionList::new();
-                for p in t.partitions() {
-                    q.add_partition_offset(&topic, p.id(), Offset::Offset(ts))
+                for (id, _, _) in &parts {
+                    q.add_partition_offset(&topic, *id, Offset::Offset(ts))
                         .map_err(|e| e.to_string())?;
                 }
                 let found = consumer
-                    .offsets_for_times(q, Duration::from_secs(10))
-                    .map_err(|e| e.to_string())?;
+                    .offsets_for_times(q, conn.timeout())
+                    .map_err(|e| cfail(&consumer, "offsets for times", &e))?;
                 tpl = TopicPartitionList::new();
                 for e in found.elements() {
                     let off = match e.offset() {
                         Offset::Offset(o) => o,
                         _ => {
                             consumer
-                                .fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))
-                                .map_err(|e| e.to_string())?
+                                .fetch_watermarks(&topic, e.partition(), conn.timeout())
+                                .map_err(|e| cfail(&consumer, "watermarks", &e))?
                                 .1
                         }
                     };
@@ -803,20 +1290,22 @@ async fn group(cmd: GroupCmd) -> Result<(), String> {
             if execute {
                 consumer
                     .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-                    .map_err(|e| format!("commit failed: {e}"))?;
+                    .map_err(|e| cfail(&consumer, "commit failed", &e))?;
             } else {
                 eprintln!("(dry run: add --execute to apply)");
             }
             Ok(())
         }
-        GroupCmd::Delete { group, conn } => {
+        GroupCmd::Delete { group } => {
             let admin = conn.admin()?;
             let r = admin
                 .delete_groups(&[&group], &opts())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| actx(&admin).fail("delete groups", &e))?;
             for res in r {
-                res.map_err(|(g, e)| format!("cannot delete group {g}: {e}"))?;
+                res.map_err(|(g, e)| {
+                    actx(&admin).fail_code(&format!("cannot delete group {g}"), e)
+                })?;
             }
             println!("Deleted group {group}.");
             Ok(())
@@ -828,21 +1317,19 @@ fn describe_group(conn: &Conn, group: &str) -> Result<(), String> {
     let mut cfg = conn.config()?;
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+    let consumer = conn.consumer(cfg)?;
     let groups = consumer
-        .fetch_group_list(Some(group), Duration::from_secs(10))
-        .map_err(|e| format!("describe group: {e}"))?;
-    let g = groups
-        .groups()
-        .first()
-        .ok_or_else(|| format!("group {group} not found"))?;
+        .fetch_group_list(Some(group), conn.timeout())
+        .map_err(|e| cfail(&consumer, "describe group", &e))?;
+    let missing = || format!("consumer group {group} does not exist");
+    let g = groups.groups().first().ok_or_else(missing)?;
     if g.state() == "Dead" {
-        return Err(format!("Consumer group '{group}' does not exist."));
+        return Err(missing());
     }
     // Committed offsets for every partition of every topic.
     let md = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+        .fetch_metadata(None, conn.timeout())
+        .map_err(|e| cfail(&consumer, "metadata", &e))?;
     let mut tpl = TopicPartitionList::new();
     for t in md.topics().iter().filter(|t| !t.name().starts_with("__")) {
         for p in t.partitions() {
@@ -850,8 +1337,8 @@ fn describe_group(conn: &Conn, group: &str) -> Result<(), String> {
         }
     }
     let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map_err(|e| format!("offsets: {e}"))?;
+        .committed_offsets(tpl, conn.timeout())
+        .map_err(|e| cfail(&consumer, "committed offsets", &e))?;
     println!(
         "GROUP {group}  STATE {}  PROTOCOL {}  MEMBERS {}",
         g.state(),
@@ -867,8 +1354,14 @@ fn describe_group(conn: &Conn, group: &str) -> Result<(), String> {
             continue;
         };
         let (_, hi) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+            .fetch_watermarks(e.topic(), e.partition(), conn.timeout())
+            .map_err(|err| {
+                cfail(
+                    &consumer,
+                    &format!("watermarks of {}-{}", e.topic(), e.partition()),
+                    &err,
+                )
+            })?;
         println!(
             "{:<30} {:>9} {:>15} {:>15} {:>8}",
             e.topic(),

@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::Conn;
+use super::{CliContext, Conn};
 
 #[derive(Subcommand)]
 pub enum PerfCmd {
@@ -37,8 +37,9 @@ pub struct ProduceArgs {
     /// librdkafka producer properties key=value (e.g. acks=1 linger.ms=5 batch.size=1048576).
     #[arg(long = "producer-props", num_args = 1..)]
     producer_props: Vec<String>,
-    #[command(flatten)]
-    conn: Conn,
+    /// Interval between progress lines on stderr (ms).
+    #[arg(long = "reporting-interval", default_value_t = 5_000)]
+    reporting_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -53,8 +54,6 @@ pub struct ConsumeArgs {
     timeout_ms: u64,
     #[arg(long = "consumer-props", num_args = 1..)]
     consumer_props: Vec<String>,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 #[derive(Args)]
@@ -72,16 +71,26 @@ pub struct E2eArgs {
     producer_props: Vec<String>,
     #[arg(long = "consumer-props", num_args = 1..)]
     consumer_props: Vec<String>,
-    #[command(flatten)]
-    conn: Conn,
 }
 
-pub fn run(cmd: PerfCmd) -> Result<(), String> {
+pub fn run(cmd: PerfCmd, conn: &Conn) -> Result<(), String> {
     match cmd {
-        PerfCmd::Produce(a) => produce(a),
-        PerfCmd::Consume(a) => consume(a),
-        PerfCmd::E2e(a) => e2e(a),
+        PerfCmd::Produce(a) => produce(a, conn),
+        PerfCmd::Consume(a) => consume(a, conn),
+        PerfCmd::E2e(a) => e2e(a, conn),
     }
+}
+
+/// Partitions of `topic`, via the CLI's metadata lookup (clear error for a missing topic).
+fn partitions(
+    consumer: &BaseConsumer<CliContext>,
+    conn: &Conn,
+    topic: &str,
+) -> Result<Vec<i32>, String> {
+    Ok(super::topic_metadata(consumer, conn, topic)?
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect())
 }
 
 /// Latencies in TSC ticks: up to 10 min at up to ~10 GHz.
@@ -147,10 +156,18 @@ struct Stats {
 }
 
 struct PerfContext {
+    cli: CliContext,
     stats: Mutex<Stats>,
 }
 
-impl ClientContext for PerfContext {}
+impl ClientContext for PerfContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.cli.log(level, fac, msg);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.cli.error(error, reason);
+    }
+}
 
 impl ProducerContext for PerfContext {
     /// `ticks::now()` when the record was handed to the client.
@@ -188,13 +205,14 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn produce(a: ProduceArgs) -> Result<(), String> {
-    let mut cfg = a.conn.config()?;
+fn produce(a: ProduceArgs, conn: &Conn) -> Result<(), String> {
+    let mut cfg = conn.config()?;
     cfg.set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
     apply_props(&mut cfg, &a.producer_props)?;
     let calibration = ticks::Calibration::start();
     let ctx = PerfContext {
+        cli: conn.context(),
         stats: Mutex::new(Stats {
             latency_ticks: tick_hist(),
             acked: 0,
@@ -232,12 +250,12 @@ fn produce(a: ProduceArgs) -> Result<(), String> {
                     producer.poll(Duration::from_millis(1));
                     rec = r;
                 }
-                Err((e, _)) => return Err(format!("produce failed: {e}")),
+                Err((e, _)) => return Err(producer.context().cli.fail("produce failed", &e)),
             }
         }
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
-            if window_start.elapsed() >= Duration::from_secs(5) {
+            if window_start.elapsed() >= Duration::from_millis(a.reporting_interval_ms) {
                 let s = producer.context().stats.lock();
                 let n = s.acked - window_acked;
                 let secs = window_start.elapsed().as_secs_f64();
@@ -256,7 +274,7 @@ fn produce(a: ProduceArgs) -> Result<(), String> {
     }
     producer
         .flush(Duration::from_secs(120))
-        .map_err(|e| format!("flush failed: {e}"))?;
+        .map_err(|e| producer.context().cli.fail("flush failed", &e))?;
     let elapsed = start.elapsed().as_secs_f64();
     let s = producer.context().stats.lock();
     if s.errors > 0 {
@@ -284,24 +302,18 @@ fn produce(a: ProduceArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn consume(a: ConsumeArgs) -> Result<(), String> {
-    let mut cfg = a.conn.config()?;
+fn consume(a: ConsumeArgs, conn: &Conn) -> Result<(), String> {
+    let mut cfg = conn.config()?;
     cfg.set("group.id", format!("perf-consumer-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "104857600")
         .set("max.partition.fetch.bytes", "52428800")
         .set("queued.max.messages.kbytes", "1048576");
     apply_props(&mut cfg, &a.consumer_props)?;
-    let consumer: BaseConsumer = cfg
-        .create()
-        .map_err(|e| format!("cannot create consumer: {e}"))?;
-    let md = consumer
-        .fetch_metadata(Some(&a.topic), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    let t = md.topics().first().ok_or("no metadata")?;
+    let consumer = conn.consumer(cfg)?;
     let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        tpl.add_partition_offset(&a.topic, p.id(), Offset::Beginning)
+    for p in partitions(&consumer, conn, &a.topic)? {
+        tpl.add_partition_offset(&a.topic, p, Offset::Beginning)
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
@@ -319,7 +331,7 @@ fn consume(a: ConsumeArgs) -> Result<(), String> {
                 bytes += m.payload_len() as u64;
                 last = Instant::now();
             }
-            Some(Err(e)) => return Err(format!("consume failed: {e}")),
+            Some(Err(e)) => return Err(super::cfail(&consumer, "consume failed", &e)),
             None if last.elapsed() > Duration::from_millis(a.timeout_ms) => {
                 return Err(format!(
                     "no record for {} ms after {n} of {} records",
@@ -349,26 +361,20 @@ fn consume(a: ConsumeArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn e2e(a: E2eArgs) -> Result<(), String> {
+fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
     if a.record_size < 8 {
         return Err("--record-size must be at least 8 (the payload carries the send time)".into());
     }
-    let mut ccfg = a.conn.config()?;
+    let mut ccfg = conn.config()?;
     ccfg.set("group.id", format!("perf-e2e-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "500")
         .set("fetch.min.bytes", "1");
     apply_props(&mut ccfg, &a.consumer_props)?;
-    let consumer: BaseConsumer = ccfg
-        .create()
-        .map_err(|e| format!("cannot create consumer: {e}"))?;
-    let md = consumer
-        .fetch_metadata(Some(&a.topic), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    let t = md.topics().first().ok_or("no metadata")?;
+    let consumer = conn.consumer(ccfg)?;
     let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        tpl.add_partition_offset(&a.topic, p.id(), Offset::End)
+    for p in partitions(&consumer, conn, &a.topic)? {
+        tpl.add_partition_offset(&a.topic, p, Offset::End)
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
@@ -376,7 +382,7 @@ fn e2e(a: E2eArgs) -> Result<(), String> {
     for _ in 0..20 {
         consumer.poll(Duration::from_millis(50));
     }
-    let mut pcfg = a.conn.config()?;
+    let mut pcfg = conn.config()?;
     pcfg.set("linger.ms", "0").set("acks", "1");
     apply_props(&mut pcfg, &a.producer_props)?;
     let producer: BaseProducer = pcfg
