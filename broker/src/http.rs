@@ -202,43 +202,52 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
             .collect(),
     ));
     // Consumer groups: committed offset and lag = log end - committed (never negative).
-    let committed = broker.groups.all_committed_offsets();
-    let mut rows = Vec::with_capacity(committed.len());
-    for (group, topic, partition, offset) in committed {
-        let Some(&(_, _, end)) = logs.get(&(topic.clone(), partition)) else {
-            continue;
-        };
-        let lag = (end - offset).max(0);
-        rows.push((group, topic, partition.to_string(), offset, lag));
+    struct GroupRow {
+        group: String,
+        topic: String,
+        partition: String,
+        committed: i64,
+        lag: i64,
     }
-    let labels = |r: &(String, String, String, i64, i64)| -> Vec<(&str, String)> {
-        vec![
-            ("consumergroup", r.0.clone()),
-            ("topic", r.1.clone()),
-            ("partition", r.2.clone()),
-        ]
+    let rows: Vec<GroupRow> = broker
+        .groups
+        .all_committed_offsets()
+        .into_iter()
+        .filter_map(|(group, topic, partition, committed)| {
+            let &(_, _, end) = logs.get(&(topic.clone(), partition))?;
+            Some(GroupRow {
+                group,
+                topic,
+                partition: partition.to_string(),
+                committed,
+                lag: (end - committed).max(0),
+            })
+        })
+        .collect();
+    let group_family = |name: &str, help: &str, value: fn(&GroupRow) -> i64| {
+        let samples = rows
+            .iter()
+            .map(|r| {
+                let labels = vec![
+                    ("consumergroup", r.group.as_str()),
+                    ("topic", r.topic.as_str()),
+                    ("partition", r.partition.as_str()),
+                ];
+                (labels, value(r) as f64)
+            })
+            .collect();
+        family(name, help, MetricType::GAUGE, samples)
     };
-    let owned: Vec<(Vec<(&str, String)>, i64, i64)> =
-        rows.iter().map(|r| (labels(r), r.3, r.4)).collect();
-    let as_refs =
-        |pick: fn(&(Vec<(&str, String)>, i64, i64)) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
-            owned
-                .iter()
-                .map(|r| (r.0.iter().map(|(k, v)| (*k, v.as_str())).collect(), pick(r)))
-                .collect()
-        };
-    if !owned.is_empty() {
-        out.push(family(
+    if !rows.is_empty() {
+        out.push(group_family(
             "kafka_consumergroup_current_offset",
             "Committed offset of a consumer group (kafka-exporter).",
-            MetricType::GAUGE,
-            as_refs(|r| r.1 as f64),
+            |r| r.committed,
         ));
-        out.push(family(
+        out.push(group_family(
             "kafka_consumergroup_lag",
             "Log end offset minus committed offset (kafka-exporter).",
-            MetricType::GAUGE,
-            as_refs(|r| r.2 as f64),
+            |r| r.lag,
         ));
     }
     out

@@ -49,7 +49,7 @@ fn workload(b: &Broker) -> [i64; 2] {
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let payload = vec![b'x'; RECORD_BYTES];
+    let payload = [b'x'; RECORD_BYTES];
     for i in 0..RECORDS {
         let key = format!("order-{i}");
         p.send(
