@@ -252,3 +252,37 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readyz_is_503_until_the_broker_is_loaded_and_serving() {
+        // Proves probes see "not ready" while logs load, and ready only after the listener runs.
+        let metrics = Arc::new(Metrics::new(|_| true).unwrap());
+        let state = Arc::new(HttpState::new(metrics.clone()));
+        let status = |s: &Arc<HttpState>| {
+            let s = s.clone();
+            async move { readyz(State(s)).await.into_response().status() }
+        };
+        assert_eq!(status(&state).await, StatusCode::SERVICE_UNAVAILABLE);
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::BrokerConfig::load(
+            None,
+            &[
+                format!("log.dirs={}", dir.path().display()),
+                "offsets.topic.num.partitions=1".into(),
+            ],
+        )
+        .unwrap();
+        state.set_broker(crate::server::open(&config, metrics).unwrap());
+        assert_eq!(
+            status(&state).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener not started yet"
+        );
+        state.set_ready();
+        assert_eq!(status(&state).await, StatusCode::OK);
+    }
+}
