@@ -7,6 +7,7 @@
 //! - [`metadata`]  — the topic registry (names, ids, partition counts, configs).
 //! - [`partition`] — a partition replica: log + producer state + fetch wake-ups.
 //! - [`group`]     — classic consumer group coordinator and committed offsets.
+//! - [`time`]      — delay topics (and later retries, dead letters).
 //! - [`log`]       — segments, offset/time indexes, recovery, retention, compaction.
 //! - [`metrics`]   — Prometheus counters and histograms with Kafka's JMX-exporter names.
 //! - [`offsets_log`] — `__consumer_offsets` partitions as the coordinator's durable store.
@@ -27,3 +28,4 @@ pub mod partition;
 pub mod producer_ids;
 pub mod protocol;
 pub mod server;
+pub mod time;

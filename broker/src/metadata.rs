@@ -85,13 +85,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
 /// The kind of value a topic config takes, for validation.
 #[derive(Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     Ratio,
     Bool,
     OneOf(&'static [&'static str]),
     ListOf(&'static [&'static str]),
+    /// The name of another topic (Kairos' `kairos.delay.target`).
+    TopicName,
 }
+
+/// Kairos' own topic configs (delay topics, design.md §4).
+pub const DELAY_TARGET: &str = "kairos.delay.target";
+pub const DELAY_MS: &str = "kairos.delay.ms";
 
 /// Topic-level configs Kairos accepts: Kafka's name, the broker key whose value is the default,
 /// and the value kind.
@@ -193,6 +203,17 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ),
 ];
 
+/// Kairos topic configs: no broker-level default.
+const KAIROS_TOPIC_CONFIGS: &[(&str, Kind)] = &[
+    (DELAY_TARGET, Kind::TopicName),
+    (DELAY_MS, Kind::Long { min: 0 }),
+];
+
+/// Kairos' own topic config names (no broker default).
+pub fn kairos_topic_config_names() -> impl Iterator<Item = &'static str> {
+    KAIROS_TOPIC_CONFIGS.iter().map(|(n, _)| *n)
+}
+
 /// Names of every topic config, with the broker key that supplies its default.
 pub fn topic_config_names() -> impl Iterator<Item = (&'static str, &'static str)> {
     TOPIC_CONFIGS.iter().map(|(n, b, _)| (*n, *b))
@@ -200,7 +221,17 @@ pub fn topic_config_names() -> impl Iterator<Item = (&'static str, &'static str)
 
 /// Checks one topic config the way Kafka's LogConfig.validate does.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
-    let Some((_, _, kind)) = TOPIC_CONFIGS.iter().find(|(n, _, _)| *n == key) else {
+    let kind = TOPIC_CONFIGS
+        .iter()
+        .find(|(n, _, _)| *n == key)
+        .map(|(_, _, k)| k)
+        .or_else(|| {
+            KAIROS_TOPIC_CONFIGS
+                .iter()
+                .find(|(n, _)| *n == key)
+                .map(|(_, k)| k)
+        });
+    let Some(kind) = kind else {
         return Err(MetaError::new(
             codes::INVALID_CONFIG,
             format!("Unknown topic config name: {key}"),
@@ -220,6 +251,10 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
             }
             Ok(_) => Ok(()),
             Err(_) => invalid("Not a number".into()),
+        },
+        Kind::TopicName => match validate_topic_name(value.trim()) {
+            Ok(()) => Ok(()),
+            Err(e) => invalid(e.message),
         },
         Kind::Ratio => match value.trim().parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
@@ -245,6 +280,49 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
             }
         }
     }
+}
+
+/// Checks what a delay topic's configs mean across topics (INVALID_CONFIG otherwise): the target
+/// is not the topic itself, following targets never loops back, and a delay topic is not
+/// compacted (its pending records must stay until delivered).
+fn validate_delay_configs(
+    topics: &BTreeMap<String, TopicInfo>,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), MetaError> {
+    let Some(target) = configs.get(DELAY_TARGET).map(|t| t.trim().to_string()) else {
+        if configs.contains_key(DELAY_MS) {
+            return Err(MetaError::new(
+                codes::INVALID_CONFIG,
+                format!("{DELAY_MS} needs {DELAY_TARGET}: only delay topics delay records"),
+            ));
+        }
+        return Ok(());
+    };
+    let invalid = |why: String| Err(MetaError::new(codes::INVALID_CONFIG, why));
+    if target == name {
+        return invalid(format!("Invalid value {target} for configuration {DELAY_TARGET}: a delay topic cannot target itself"));
+    }
+    if configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.contains("compact"))
+    {
+        return invalid(format!("A delay topic ({DELAY_TARGET}) cannot use cleanup.policy=compact: pending records must stay until delivered"));
+    }
+    // Follow the chain of delay targets; bounded by the number of topics.
+    let mut next = target.clone();
+    for _ in 0..=topics.len() {
+        let Some(t) = topics.get(&next).and_then(|t| t.configs.get(DELAY_TARGET)) else {
+            return Ok(());
+        };
+        if t == name {
+            return invalid(format!("Invalid value {target} for configuration {DELAY_TARGET}: delay topics would forward in a loop ({name} -> {target} -> ... -> {name})"));
+        }
+        next = t.clone();
+    }
+    invalid(format!(
+        "Invalid value {target} for configuration {DELAY_TARGET}: the chain of delay targets loops"
+    ))
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -373,6 +451,7 @@ impl TopicRegistry {
                 format!("Topic '{name}' already exists."),
             ));
         }
+        validate_delay_configs(&topics, name, &configs)?;
         let info = TopicInfo {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -462,6 +541,7 @@ impl TopicRegistry {
                 "This server does not host this topic-partition.",
             ));
         };
+        validate_delay_configs(&topics, name, &configs)?;
         info.configs = configs;
         if validate_only {
             return Ok(info);
@@ -508,6 +588,87 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn delay_topic_configs_are_checked_across_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = TopicRegistry::open(dir.path()).unwrap();
+        let cfg = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        reg.create("orders.cancel", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        reg.create(
+            "orders.delay",
+            1,
+            1,
+            cfg(&[(DELAY_TARGET, "orders.cancel"), (DELAY_MS, "1800000")]),
+            false,
+        )
+        .unwrap();
+        let code = |r: Result<TopicInfo, MetaError>| r.unwrap_err().code;
+        assert_eq!(
+            code(reg.create("self", 1, 1, cfg(&[(DELAY_TARGET, "self")]), false)),
+            codes::INVALID_CONFIG
+        );
+        assert_eq!(
+            code(reg.create("bad", 1, 1, cfg(&[(DELAY_TARGET, "a b")]), false)),
+            codes::INVALID_CONFIG
+        );
+        assert_eq!(
+            code(reg.create(
+                "neg",
+                1,
+                1,
+                cfg(&[(DELAY_TARGET, "x"), (DELAY_MS, "-5")]),
+                false
+            )),
+            codes::INVALID_CONFIG
+        );
+        assert_eq!(
+            code(reg.create("nodelay", 1, 1, cfg(&[(DELAY_MS, "5")]), false)),
+            codes::INVALID_CONFIG
+        );
+        assert_eq!(
+            code(reg.create(
+                "c",
+                1,
+                1,
+                cfg(&[(DELAY_TARGET, "x"), ("cleanup.policy", "compact")]),
+                false
+            )),
+            codes::INVALID_CONFIG
+        );
+        // A loop: orders.cancel becomes a delay topic targeting orders.delay.
+        assert_eq!(
+            code(reg.set_configs(
+                "orders.cancel",
+                cfg(&[(DELAY_TARGET, "orders.delay")]),
+                false
+            )),
+            codes::INVALID_CONFIG
+        );
+        // A chain without a loop is fine; the target need not exist yet.
+        reg.create(
+            "stage1",
+            1,
+            1,
+            cfg(&[(DELAY_TARGET, "orders.delay")]),
+            false,
+        )
+        .unwrap();
+        reg.create(
+            "later",
+            1,
+            1,
+            cfg(&[(DELAY_TARGET, "not.yet.created")]),
+            false,
+        )
+        .unwrap();
     }
 
     #[test]

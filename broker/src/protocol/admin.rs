@@ -29,7 +29,9 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 
 use crate::config::BrokerConfig;
-use crate::metadata::{codes, topic_config_names, MetaError, TopicInfo, OFFSETS_TOPIC};
+use crate::metadata::{
+    codes, kairos_topic_config_names, topic_config_names, MetaError, TopicInfo, OFFSETS_TOPIC,
+};
 use crate::server::Broker;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -300,7 +302,24 @@ fn describe_topic(
     synonyms: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
     let cfg = &broker.config;
-    topic_config_names()
+    // Kairos' own configs have no broker default: listed when set on the topic.
+    let kairos = kairos_topic_config_names()
+        .filter(|name| {
+            keys.as_ref()
+                .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
+        })
+        .filter_map(|name| {
+            let value = info.configs.get(name)?;
+            Some(
+                DescribeConfigsResourceResult::default()
+                    .with_name(s(name))
+                    .with_value(Some(s(value.clone())))
+                    .with_config_source(SOURCE_DYNAMIC_TOPIC)
+                    .with_config_type(if name.ends_with(".ms") { 5 } else { 2 }),
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut out: Vec<DescribeConfigsResourceResult> = topic_config_names()
         .filter(|(name, _)| {
             keys.as_ref()
                 .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
@@ -341,7 +360,9 @@ fn describe_topic(
             }
             r
         })
-        .collect()
+        .collect();
+    out.extend(kairos);
+    out
 }
 
 fn describe_broker(

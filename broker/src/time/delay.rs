@@ -1,0 +1,1 @@
+//! The delay engine (filled in next).

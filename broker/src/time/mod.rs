@@ -1,0 +1,10 @@
+//! Time built into the broker: delayed delivery (and, later, retries and dead letters).
+//!
+//! - [`headers`] — the `kairos.*` record headers and their parsing (pure).
+//! - [`murmur2`] — the Java client's default partitioner, so forwarded records land where a
+//!   Kafka producer would put them.
+//! - [`delay`]   — the delay engine: indexes delay topics' logs by due time, forwards due
+//!   records to their targets exactly once, applies cancellations.
+pub mod delay;
+pub mod headers;
+pub mod murmur2;
