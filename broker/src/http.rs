@@ -201,6 +201,40 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
             .map(|(t, n)| (vec![("topic", *t)], *n as f64))
             .collect(),
     ));
+    // Delay topics.
+    let mut delay: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for d in broker.delays.partitions() {
+        let e = delay.entry(d.topic.clone()).or_default();
+        e.0 += d.pending() as u64;
+        e.1 += d.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        e.2 += d.cancelled.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    if !delay.is_empty() {
+        let per_topic = |f: fn(&(u64, u64, u64)) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
+            delay
+                .iter()
+                .map(|(t, v)| (vec![("topic", t.as_str())], f(v) as f64))
+                .collect()
+        };
+        out.push(family(
+            "kairos_delay_pending",
+            "Records waiting in a delay topic.",
+            MetricType::GAUGE,
+            per_topic(|v| v.0),
+        ));
+        out.push(family(
+            "kairos_delay_forwarded_total",
+            "Delayed records forwarded to their target.",
+            MetricType::COUNTER,
+            per_topic(|v| v.1),
+        ));
+        out.push(family(
+            "kairos_delay_cancelled_total",
+            "Delayed records cancelled before they were due.",
+            MetricType::COUNTER,
+            per_topic(|v| v.2),
+        ));
+    }
     // Consumer groups: committed offset and lag = log end - committed (never negative).
     struct GroupRow {
         group: String,

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// Requests read and not yet answered (Kafka's request queue size).
     pub in_flight: AtomicI64,
+    /// `kairos_delay_lateness_seconds`: forward time minus due time.
+    pub delay_lateness: Histogram,
 }
 
 /// Latency buckets in milliseconds: from 0.1 ms (a cached metadata answer) to 30 s (a long
@@ -190,8 +192,20 @@ impl Metrics {
                 send_ms: send.get_metric_with_label_values(&labels)?,
             });
         }
+        let delay_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "kairos_delay_lateness_seconds",
+                "How late delayed records were forwarded: forward time minus due time, in seconds.",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+        )?;
+        registry.register(Box::new(delay_lateness.clone()))?;
         Ok(Metrics {
             registry,
+            delay_lateness,
             all_topics: Arc::new(TopicCounters::default()),
             topics: RwLock::new(HashMap::new()),
             requests,

@@ -1,7 +1,6 @@
 //! `__consumer_offsets` as the group coordinator's durable store: records are appended to and
 //! read back from the compacted topic's partitions.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -80,19 +79,12 @@ impl OffsetsLog for PartitionOffsetsLog {
         let mut out = Vec::new();
         let mut offset = p.log_start_offset();
         while offset < p.log_end_offset() {
-            let read = p.read(offset, LOAD_READ_BYTES_MAX).map_err(|e| e.code)?;
-            if read.regions.is_empty() {
+            let mut buf = p
+                .read_bytes(offset, LOAD_READ_BYTES_MAX)
+                .map_err(|e| e.code)?;
+            if buf.is_empty() {
                 break;
             }
-            let mut bytes = BytesMut::with_capacity(read.bytes as usize);
-            for r in &read.regions {
-                let start = bytes.len();
-                bytes.resize(start + r.len as usize, 0);
-                r.file
-                    .read_exact_at(&mut bytes[start..], r.position)
-                    .map_err(|_| codes::KAFKA_STORAGE_ERROR)?;
-            }
-            let mut buf = bytes.freeze();
             let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                 tracing::error!("{OFFSETS_TOPIC}-{partition}: undecodable batch at {offset}: {e}");
                 codes::CORRUPT_MESSAGE

@@ -35,6 +35,8 @@ pub mod codes {
 pub struct PartitionError {
     pub code: i16,
     pub message: String,
+    /// Produce v8+ per-record errors: (index of the record in the request, message).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl PartitionError {
@@ -42,6 +44,7 @@ impl PartitionError {
         Self {
             code,
             message: message.into(),
+            record_errors: Vec::new(),
         }
     }
 }
@@ -161,6 +164,18 @@ impl ProducerStates {
     }
 }
 
+/// Whether appends to this topic are stamped with the broker's clock: `LogAppendTime` topics,
+/// and delay topics (their due times count from the append time, which must be in the log so
+/// the timer index can be rebuilt from it).
+fn stamps_append_time(topic: &TopicInfo) -> bool {
+    topic
+        .configs
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        == Some("LogAppendTime")
+        || topic.configs.contains_key(crate::metadata::DELAY_TARGET)
+}
+
 /// The effective log config of a topic: topic overrides over broker defaults.
 pub fn log_config(topic: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
     let get = |k: &str| topic.configs.get(k).map(String::as_str);
@@ -224,6 +239,8 @@ struct PartitionState {
     log: Log,
     producers: ProducerStates,
     log_append_time: bool,
+    /// A delay topic: `kairos.*` headers are validated on produce.
+    delay: bool,
     compacted: bool,
     max_message_bytes: usize,
 }
@@ -239,6 +256,8 @@ pub struct Partition {
     appended: Notify,
     /// This topic's BrokerTopicMetrics (atomics; resolved once).
     metrics: TopicMetrics,
+    /// Retention keeps offsets at or above this (set by the delay engine to its oldest pending).
+    retention_floor: AtomicI64,
 }
 
 pub fn now_ms() -> i64 {
@@ -285,11 +304,8 @@ impl Partition {
             state: Mutex::new(PartitionState {
                 log,
                 producers,
-                log_append_time: topic
-                    .configs
-                    .get("message.timestamp.type")
-                    .map(String::as_str)
-                    == Some("LogAppendTime"),
+                log_append_time: stamps_append_time(topic),
+                delay: topic.configs.contains_key(crate::metadata::DELAY_TARGET),
                 compacted,
                 max_message_bytes,
             }),
@@ -297,6 +313,7 @@ impl Partition {
             log_start: AtomicI64::new(start),
             appended: Notify::new(),
             metrics,
+            retention_floor: AtomicI64::new(i64::MAX),
         })
     }
 
@@ -344,6 +361,9 @@ impl Partition {
         let mut state = self.state.lock();
         if state.compacted {
             check_keys(&records)?;
+        }
+        if state.delay {
+            check_delay_headers(&records)?;
         }
         // Idempotence: a request is a single batch per partition for idempotent producers.
         let mut appends = Vec::with_capacity(headers.len());
@@ -447,18 +467,40 @@ impl Partition {
         let mut state = self.state.lock();
         state.max_message_bytes = config.max_message_bytes;
         state.compacted = config.cleanup_policy_compact;
-        state.log_append_time = topic
-            .configs
-            .get("message.timestamp.type")
-            .map(String::as_str)
-            == Some("LogAppendTime");
+        state.log_append_time = stamps_append_time(topic);
+        state.delay = topic.configs.contains_key(crate::metadata::DELAY_TARGET);
         state.log.update_config(config);
+    }
+
+    /// Keeps every offset at or above `floor` through retention (`i64::MAX`: no floor).
+    pub fn set_retention_floor(&self, floor: i64) {
+        self.retention_floor.store(floor, Ordering::Release);
+    }
+
+    /// Reads whole batches from `offset` into memory (at least one batch, about `max_bytes`).
+    pub fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
+        use std::os::unix::fs::FileExt;
+        let read = self.read(offset, max_bytes)?;
+        let mut bytes = BytesMut::with_capacity(read.bytes as usize);
+        for r in &read.regions {
+            let start = bytes.len();
+            bytes.resize(start + r.len as usize, 0);
+            r.file
+                .read_exact_at(&mut bytes[start..], r.position)
+                .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        }
+        Ok(bytes.freeze())
     }
 
     /// Retention and compaction; called from the broker's background cleaner task.
     pub fn clean(&self, now: i64) {
+        let mut floor = self.retention_floor.load(Ordering::Acquire);
         let mut state = self.state.lock();
-        if let Err(e) = state.log.enforce_retention(now) {
+        if state.delay && floor == i64::MAX {
+            // The delay engine has not said what is pending yet: keep everything.
+            floor = state.log.log_start_offset();
+        }
+        if let Err(e) = state.log.enforce_retention_above(now, floor) {
             tracing::warn!("{}-{}: retention failed: {e}", self.topic, self.index);
         }
         if state.compacted {
@@ -503,6 +545,42 @@ fn check_keys(records: &[u8]) -> Result<(), PartitionError> {
         }
     }
     Ok(())
+}
+
+/// Delay topics: every `kairos.deliver.at.ms` / `kairos.delay.ms` header must be a
+/// non-negative whole number. A bad record rejects its whole batch (Kafka's rule: batches are
+/// atomic) with INVALID_RECORD, and each bad record is listed with its message.
+fn check_delay_headers(records: &[u8]) -> Result<(), PartitionError> {
+    let mut buf = Bytes::copy_from_slice(records);
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+        PartitionError::new(
+            codes::CORRUPT_MESSAGE,
+            format!("cannot decode records: {e}"),
+        )
+    })?;
+    let mut bad = Vec::new();
+    for (index, record) in sets.iter().flat_map(|s| &s.records).enumerate() {
+        let headers = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()));
+        if let Err(e) = crate::time::headers::due_spec(headers) {
+            bad.push((index as i32, e));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let mut err = PartitionError::new(
+        codes::INVALID_RECORD,
+        format!(
+            "{} record(s) with malformed kairos headers: {}",
+            bad.len(),
+            bad[0].1
+        ),
+    );
+    err.record_errors = bad;
+    Err(err)
 }
 
 /// Stamps every batch with the broker's clock (topic `message.timestamp.type=LogAppendTime`):

@@ -19,6 +19,7 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIdAllocator,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub delays: Arc<crate::time::delay::DelayEngine>,
 }
 
 impl Broker {
@@ -94,6 +95,7 @@ pub fn open(
         groups: groups.clone(),
         producer_ids,
         metrics,
+        delays: Default::default(),
     });
     groups
         .load()
@@ -135,6 +137,7 @@ pub async fn run(
     tasks.spawn(groups.clone().run(wait_for(shutdown.clone())));
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
     tasks.spawn(flusher(broker.clone(), shutdown.clone()));
+    tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
     let dispatcher = Arc::new(crate::protocol::Dispatcher::new(broker.clone()));
     let net_config = crate::net::NetConfig {
         request_bytes_max: config.socket_request_max_bytes,

@@ -68,6 +68,16 @@ impl Log {
     /// below the log start offset (any policy). Never deletes the active segment, but rolls
     /// an expired non-empty active segment so its data can go, like Kafka.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionResult, LogError> {
+        self.enforce_retention_above(now_ms, i64::MAX)
+    }
+
+    /// Retention that never deletes a segment holding an offset at or above `floor` (a delay
+    /// topic's oldest pending record: retention waits for it to be delivered).
+    pub fn enforce_retention_above(
+        &mut self,
+        now_ms: i64,
+        floor: i64,
+    ) -> Result<RetentionResult, LogError> {
         let size_before = self.size_bytes();
         let count_before = self.segments.len();
         if self.config.cleanup_policy_delete && self.config.retention_ms >= 0 {
@@ -84,7 +94,7 @@ impl Log {
                 .rev()
                 .skip(1)
                 .rev()
-                .take_while(|(_, s)| expired(s))
+                .take_while(|(_, s)| expired(s) && s.next_offset() <= floor)
                 .map(|(b, _)| *b)
                 .collect();
             for base in doomed {
@@ -95,7 +105,7 @@ impl Log {
             let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
             let mut doomed = Vec::new();
             for (base, segment) in self.segments.iter().rev().skip(1).rev() {
-                if excess - segment.size_bytes() as i64 >= 0 {
+                if excess - segment.size_bytes() as i64 >= 0 && segment.next_offset() <= floor {
                     excess -= segment.size_bytes() as i64;
                     doomed.push(*base);
                 } else {

@@ -24,6 +24,7 @@ fn partition_error(
     index: i32,
     code: i16,
     message: Option<String>,
+    record_errors: Vec<(i32, String)>,
     version: i16,
 ) -> PartitionProduceResponse {
     let mut r = PartitionProduceResponse::default()
@@ -34,11 +35,20 @@ fn partition_error(
         .with_log_start_offset(-1);
     if version >= 8 {
         r.error_message = message.clone().map(StrBytes::from_string);
-        if code == codes::INVALID_RECORD {
-            r.record_errors = vec![BatchIndexAndErrorMessage::default()
+        r.record_errors = if record_errors.is_empty() && code == codes::INVALID_RECORD {
+            vec![BatchIndexAndErrorMessage::default()
                 .with_batch_index(0)
-                .with_batch_index_error_message(message.map(StrBytes::from_string))];
-        }
+                .with_batch_index_error_message(message.map(StrBytes::from_string))]
+        } else {
+            record_errors
+                .into_iter()
+                .map(|(i, m)| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(i)
+                        .with_batch_index_error_message(Some(StrBytes::from_string(m)))
+                })
+                .collect()
+        };
     }
     r
 }
@@ -55,7 +65,15 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     .with_partition_responses(
                         t.partition_data
                             .iter()
-                            .map(|p| partition_error(p.index, INVALID_REQUIRED_ACKS, None, version))
+                            .map(|p| {
+                                partition_error(
+                                    p.index,
+                                    INVALID_REQUIRED_ACKS,
+                                    None,
+                                    Vec::new(),
+                                    version,
+                                )
+                            })
                             .collect(),
                     )
             })
@@ -83,21 +101,22 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     pd.index,
                     TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                     Some("transactions are not supported by Kairos yet".into()),
+                    Vec::new(),
                     version,
                 ),
-                (None, _) => partition_error(pd.index, codes::UNKNOWN_TOPIC_OR_PARTITION, None, version),
+                (None, _) => partition_error(pd.index, codes::UNKNOWN_TOPIC_OR_PARTITION, None, Vec::new(), version),
                 (Some(_), None) => partition_error(
                     pd.index,
                     codes::CORRUPT_MESSAGE,
                     Some("null record set".into()),
-                    version,
+                    Vec::new(),                    version,
                 ),
                 // One replica: the ISR is {this broker}, so acks=all needs min.insync.replicas <= 1.
                 (Some(_), Some(_)) if acks == -1 && min_isr > 1 => partition_error(
                     pd.index,
                     codes::NOT_ENOUGH_REPLICAS,
                     Some(format!("The size of the current ISR 1 is insufficient to satisfy the min.isr requirement of {min_isr}")),
-                    version,
+                    Vec::new(),                    version,
                 ),
                 (Some(p), Some(records)) => match p.append(records) {
                     Ok(r) => PartitionProduceResponse::default()
@@ -107,7 +126,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                         .with_log_start_offset(r.log_start_offset),
                     Err(e) => {
                         tracing::debug!("produce to {name}-{}: {}", pd.index, e.message);
-                        partition_error(pd.index, e.code, Some(e.message), version)
+                        partition_error(pd.index, e.code, Some(e.message), e.record_errors, version)
                     }
                 },
             };
