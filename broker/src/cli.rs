@@ -18,6 +18,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod delay;
 mod perf;
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ mod perf;
 struct Cli {
     #[command(flatten)]
     conn: Conn,
+    #[command(flatten)]
+    admin: delay::AdminConn,
     #[command(subcommand)]
     command: Command,
 }
@@ -505,6 +508,9 @@ enum Command {
     /// Throughput and latency benchmarks with the columns of Kafka's perf tools.
     #[command(subcommand)]
     Perf(perf::PerfCmd),
+    /// Delay topics: schedule, cancel, list pending, stats.
+    #[command(subcommand)]
+    Delay(delay::DelayCmd),
 }
 
 #[derive(Subcommand)]
@@ -627,6 +633,7 @@ pub fn main() -> i32 {
         Command::Consume(args) => consume(args, &cli.conn),
         Command::Group(cmd) => block_on(group(cmd, &cli.conn)),
         Command::Perf(cmd) => perf::run(cmd, &cli.conn),
+        Command::Delay(cmd) => block_on(delay::run(cmd, &cli.conn, &cli.admin)),
     };
     match result {
         Ok(()) => 0,

@@ -14,7 +14,9 @@
 //! - [`producer_ids`] — producer id blocks for InitProducerId.
 //! - [`server`]    — wiring: shared broker state, `run`, background tasks, shutdown.
 //! - [`http`]      — `metrics.listener`: `/metrics`, `/healthz`, `/readyz`.
+//! - [`admin`]     — the gRPC admin API (`kairos.admin.v1`) on `admin.listener`.
 //! - [`cli`]       — the admin CLI carried by the `kairos` binary.
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod group;

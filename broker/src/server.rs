@@ -138,6 +138,19 @@ pub async fn run(
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
     tasks.spawn(flusher(broker.clone(), shutdown.clone()));
     tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
+    let admin_listener = TcpListener::bind(&config.admin_listener)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on admin.listener {}: {e}",
+                config.admin_listener
+            )
+        })?;
+    tasks.spawn(crate::admin::serve(
+        admin_listener,
+        broker.clone(),
+        wait_for(shutdown.clone()),
+    ));
     let dispatcher = Arc::new(crate::protocol::Dispatcher::new(broker.clone()));
     let net_config = crate::net::NetConfig {
         request_bytes_max: config.socket_request_max_bytes,

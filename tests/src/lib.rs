@@ -49,6 +49,8 @@ pub struct Broker {
     pub port: u16,
     /// `metrics.listener` port (`/metrics`, `/healthz`, `/readyz`).
     pub metrics_port: u16,
+    /// `admin.listener` port (gRPC admin API).
+    pub admin_port: u16,
     pub dir: PathBuf,
     overrides: Vec<String>,
     child: Option<Child>,
@@ -63,6 +65,7 @@ impl Broker {
         let mut b = Broker {
             port: free_port(),
             metrics_port: free_port(),
+            admin_port: free_port(),
             dir,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -85,6 +88,11 @@ impl Broker {
         format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
+    /// `127.0.0.1:<admin port>` for the gRPC admin API.
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -103,6 +111,8 @@ impl Broker {
             .arg(format!("log.dirs={}", self.dir.join("data").display()))
             .arg("--override")
             .arg(format!("metrics.listener=127.0.0.1:{}", self.metrics_port))
+            .arg("--override")
+            .arg(format!("admin.listener=127.0.0.1:{}", self.admin_port))
             // Tests must not wait 3 s for every new group.
             .arg("--override")
             .arg("group.initial.rebalance.delay.ms=0");

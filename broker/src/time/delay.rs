@@ -56,6 +56,9 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 /// tails after the last one, so a longer interval only costs start-up time.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const CHECKPOINT_FILE: &str = "kairos-delay-checkpoint.json";
+/// Delivered offsets below the low water kept anyway, newest first, so a late Cancel can say
+/// "already delivered" (correctness never depends on them).
+const RECENT_DELIVERED_MAX: usize = 100_000;
 const DELIVERED_FILE: &str = "kairos-delay-delivered";
 
 /// Records due within this horizon keep their decoded content in memory (read once while
@@ -105,6 +108,10 @@ pub struct DueIndex {
     by_offset: BTreeMap<i64, Pending>,
     by_key: HashMap<Bytes, BTreeSet<i64>>,
     payload_bytes: usize,
+    /// Delivered offsets at or above the low water (mirrors the delivered file).
+    delivered: BTreeSet<i64>,
+    /// Next offset of the delay log to index.
+    indexed_to: i64,
 }
 
 impl DueIndex {
@@ -196,11 +203,162 @@ pub struct DelayPartition {
     pub cancelled: AtomicU64,
     /// Why due records are waiting (e.g. the target topic does not exist), if they are.
     pub blocked: Mutex<Option<String>>,
+    /// Held by a forwarding round from reading due records to recording them delivered, and
+    /// by an admin cancel: a record is either cancelled or forwarded, never both.
+    forward_lock: Mutex<()>,
+}
+
+/// What an admin cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// This many pending records will not be delivered.
+    Cancelled(usize),
+    /// The record was already forwarded.
+    AlreadyDelivered,
+    /// Nothing pending matched.
+    NotFound,
+}
+
+/// Counts of pending records by due time (relative to `now`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DueStats {
+    pub pending: u64,
+    pub overdue: u64,
+    pub oldest_overdue_ms: i64,
+    pub within_1m: u64,
+    pub within_1h: u64,
+    pub within_1d: u64,
+    pub later: u64,
+}
+
+/// A record appended by the broker itself (cancel markers, tombstones, forwarded records).
+fn broker_record(
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: indexmap::IndexMap<StrBytes, Option<Bytes>>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms(),
+        key,
+        value,
+        headers,
+        delete_horizon: false,
+    }
 }
 
 impl DelayPartition {
     pub fn pending(&self) -> usize {
         self.index.lock().len()
+    }
+
+    /// Cancels the record at `offset`: removed from the index now, and a durable marker is
+    /// appended to `partition` so a restart does not bring it back.
+    pub fn cancel_offset(
+        &self,
+        partition: &Partition,
+        offset: i64,
+    ) -> Result<CancelOutcome, String> {
+        let _round = self.forward_lock.lock();
+        let mut index = self.index.lock();
+        let removed = index.remove(offset).is_some();
+        if !removed {
+            if index.delivered.contains(&offset) {
+                return Ok(CancelOutcome::AlreadyDelivered);
+            }
+            // Not indexed yet (just produced): the marker cancels it when indexing reaches it.
+            let unindexed = offset >= index.indexed_to && offset < partition.log_end_offset();
+            if !unindexed {
+                return Ok(CancelOutcome::NotFound);
+            }
+        }
+        drop(index);
+        let mut headers = indexmap::IndexMap::new();
+        headers.insert(
+            StrBytes::from_static_str(headers::CANCEL_OFFSET),
+            Some(Bytes::from(offset.to_string())),
+        );
+        let bytes = encode_batch(vec![broker_record(None, None, headers)], now_ms())?;
+        partition.append(bytes).map_err(|e| e.message)?;
+        if removed {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(CancelOutcome::Cancelled(1))
+    }
+
+    /// Cancels every pending record with `key` (as a tombstone produced now would), appending
+    /// the tombstone for durability.
+    pub fn cancel_key(&self, partition: &Partition, key: &[u8]) -> Result<CancelOutcome, String> {
+        let _round = self.forward_lock.lock();
+        let key = Bytes::copy_from_slice(key);
+        let mut index = self.index.lock();
+        let n = index.cancel_key(&key, i64::MAX);
+        let unindexed = index.indexed_to < partition.log_end_offset();
+        drop(index);
+        if n == 0 && !unindexed {
+            return Ok(CancelOutcome::NotFound);
+        }
+        let bytes = encode_batch(
+            vec![broker_record(Some(key), None, Default::default())],
+            now_ms(),
+        )?;
+        partition.append(bytes).map_err(|e| e.message)?;
+        self.cancelled.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(if n == 0 {
+            CancelOutcome::NotFound
+        } else {
+            CancelOutcome::Cancelled(n)
+        })
+    }
+
+    /// Pending (offset, due, key), due order, filtered by key and due range [from, to).
+    pub fn list(
+        &self,
+        key: Option<&[u8]>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<(i64, i64, Option<Bytes>)> {
+        let index = self.index.lock();
+        index
+            .by_due
+            .range((from_ms, i64::MIN)..(to_ms, i64::MIN))
+            .filter_map(|(due, offset)| {
+                let p = index.by_offset.get(offset)?;
+                match key {
+                    Some(k) if p.key.as_deref() != Some(k) => None,
+                    _ => Some((*offset, *due, p.key.clone())),
+                }
+            })
+            .collect()
+    }
+
+    pub fn stats(&self, now: i64) -> DueStats {
+        let index = self.index.lock();
+        let mut s = DueStats {
+            pending: index.len() as u64,
+            ..Default::default()
+        };
+        for (due, _) in &index.by_due {
+            let d = due - now;
+            match d {
+                d if d <= 0 => {
+                    s.overdue += 1;
+                    s.oldest_overdue_ms = s.oldest_overdue_ms.max(-d);
+                }
+                d if d < 60_000 => s.within_1m += 1,
+                d if d < 3_600_000 => s.within_1h += 1,
+                d if d < 86_400_000 => s.within_1d += 1,
+                _ => s.later += 1,
+            }
+        }
+        s
     }
 }
 
@@ -213,6 +371,19 @@ pub struct DelayEngine {
 impl DelayEngine {
     pub fn partitions(&self) -> Vec<Arc<DelayPartition>> {
         self.parts.lock().values().cloned().collect()
+    }
+
+    /// The delay partitions of `topic`, by partition number.
+    pub fn topic(&self, topic: &str) -> Vec<Arc<DelayPartition>> {
+        let mut v: Vec<_> = self
+            .parts
+            .lock()
+            .values()
+            .filter(|p| p.topic == topic)
+            .cloned()
+            .collect();
+        v.sort_by_key(|p| p.partition);
+        v
     }
 }
 
@@ -259,6 +430,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 forwarded: AtomicU64::new(0),
                 cancelled: AtomicU64::new(0),
                 blocked: Mutex::new(None),
+                forward_lock: Mutex::new(()),
             });
             broker
                 .delays
@@ -339,10 +511,6 @@ struct PartitionTask {
     partition: Arc<Partition>,
     state: Arc<DelayPartition>,
     dir: PathBuf,
-    /// Next offset of the delay log to index.
-    indexed_to: i64,
-    /// Delivered offsets at or above the low water (mirrors the delivered file).
-    delivered: BTreeSet<i64>,
     delivered_file: Option<std::fs::File>,
     checkpoint_dirty: bool,
     last_checkpoint: std::time::Instant,
@@ -359,8 +527,6 @@ impl PartitionTask {
             partition,
             state,
             dir,
-            indexed_to: 0,
-            delivered: BTreeSet::new(),
             delivered_file: None,
             checkpoint_dirty: false,
             last_checkpoint: std::time::Instant::now(),
@@ -465,9 +631,7 @@ impl PartitionTask {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(chunk);
                     let offset = u64::from_be_bytes(b) as i64;
-                    if offset >= low_water {
-                        self.delivered.insert(offset);
-                    }
+                    self.state.index.lock().delivered.insert(offset);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -497,13 +661,15 @@ impl PartitionTask {
         }
         // 3. Rewrite the delivered file with what is still relevant, and re-index the log.
         self.rewrite_delivered_file()?;
-        self.indexed_to = low_water;
+        self.state.index.lock().indexed_to = low_water;
         self.index_new()?;
+        let (pending, delivered) = {
+            let index = self.state.index.lock();
+            (index.len(), index.delivered.len())
+        };
         tracing::info!(
-            "delay {}: recovered {} pending from offset {low_water} ({} delivered since, {found} found in targets)",
+            "delay {}: recovered {pending} pending from offset {low_water} ({delivered} delivered since, {found} found in targets)",
             self.name(),
-            self.state.pending(),
-            self.delivered.len()
         );
         self.checkpoint_dirty = true;
         Ok(())
@@ -533,7 +699,7 @@ impl PartitionTask {
                 if let (Some(t), Some(p), Some(o)) = origin {
                     if t == self.state.topic && p == self.state.partition.to_string() {
                         if let Ok(o) = o.parse::<i64>() {
-                            if o >= low_water && self.delivered.insert(o) {
+                            if o >= low_water && self.state.index.lock().delivered.insert(o) {
                                 found += 1;
                             }
                         }
@@ -548,10 +714,14 @@ impl PartitionTask {
     fn rewrite_delivered_file(&mut self) -> Result<(), String> {
         let path = self.dir.join(DELIVERED_FILE);
         let tmp = self.dir.join(format!("{DELIVERED_FILE}.tmp"));
-        let mut bytes = Vec::with_capacity(self.delivered.len() * 8);
-        for o in &self.delivered {
-            bytes.extend_from_slice(&(*o as u64).to_be_bytes());
-        }
+        let bytes: Vec<u8> = {
+            let index = self.state.index.lock();
+            index
+                .delivered
+                .iter()
+                .flat_map(|o| (*o as u64).to_be_bytes())
+                .collect()
+        };
         std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
         self.delivered_file = Some(
@@ -568,27 +738,40 @@ impl PartitionTask {
         let Some((_, topic_delay_ms)) = self.config() else {
             return Ok(());
         };
-        self.indexed_to = self.indexed_to.max(self.partition.log_start_offset());
-        while self.indexed_to < self.partition.log_end_offset() {
+        let mut indexed_to = {
+            let mut index = self.state.index.lock();
+            index.indexed_to = index.indexed_to.max(self.partition.log_start_offset());
+            index.indexed_to
+        };
+        while indexed_to < self.partition.log_end_offset() {
             let bytes = self
                 .partition
-                .read_bytes(self.indexed_to, READ_BYTES_MAX)
+                .read_bytes(indexed_to, READ_BYTES_MAX)
                 .map_err(|e| e.message)?;
             if bytes.is_empty() {
                 break;
             }
-            let records = decode(bytes, self.indexed_to)?;
+            let records = decode(bytes, indexed_to)?;
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };
             let mut index = self.state.index.lock();
             for r in records {
+                if let Some(target) = header_str(&r.record, headers::CANCEL_OFFSET) {
+                    // A cancel marker (gRPC Cancel by offset): never forwarded itself.
+                    if let Ok(o) = target.parse::<i64>() {
+                        if index.remove(o).is_some() {
+                            self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
                 match (&r.record.key, &r.record.value) {
                     (Some(key), None) => {
                         let n = index.cancel_key(key, r.offset);
                         self.state.cancelled.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    _ if self.delivered.contains(&r.offset) => {}
+                    _ if index.delivered.contains(&r.offset) => {}
                     _ => {
                         let spec = headers::due_spec(
                             r.record
@@ -619,8 +802,9 @@ impl PartitionTask {
                     }
                 }
             }
+            indexed_to = last + 1;
+            index.indexed_to = indexed_to;
             drop(index);
-            self.indexed_to = last + 1;
             self.checkpoint_dirty = true;
         }
         Ok(())
@@ -656,6 +840,8 @@ impl PartitionTask {
             return Ok(None);
         };
         loop {
+            let state = self.state.clone();
+            let _round = state.forward_lock.lock();
             let now = now_ms();
             let due = self.state.index.lock().due(now, FORWARD_BATCH_RECORDS_MAX);
             if due.is_empty() {
@@ -766,7 +952,7 @@ impl PartitionTask {
                 let mut index = self.state.index.lock();
                 for (offset, due_ms) in &sources {
                     index.remove(*offset);
-                    self.delivered.insert(*offset);
+                    index.delivered.insert(*offset);
                     buf.extend_from_slice(&(*offset as u64).to_be_bytes());
                     self.broker
                         .metrics
@@ -792,8 +978,8 @@ impl PartitionTask {
         let index = self.state.index.lock();
         index
             .oldest_offset()
-            .unwrap_or(self.indexed_to)
-            .min(self.indexed_to)
+            .unwrap_or(index.indexed_to)
+            .min(index.indexed_to)
     }
 
     fn write_checkpoint(&mut self) -> Result<(), String> {
@@ -811,9 +997,20 @@ impl PartitionTask {
             }
         }
         // Delivered offsets below the low water are no longer needed.
-        let before = self.delivered.len();
-        self.delivered = self.delivered.split_off(&low_water);
-        if self.delivered.len() + 4096 < before {
+        let shrunk = {
+            let mut index = self.state.index.lock();
+            let before = index.delivered.len();
+            let recent = index
+                .delivered
+                .iter()
+                .rev()
+                .nth(RECENT_DELIVERED_MAX)
+                .copied()
+                .unwrap_or(i64::MIN);
+            index.delivered = index.delivered.split_off(&low_water.min(recent));
+            index.delivered.len() + 4096 < before
+        };
+        if shrunk {
             self.rewrite_delivered_file()?;
         }
         let checkpoint = Checkpoint {

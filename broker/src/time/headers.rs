@@ -9,6 +9,9 @@ pub const ORIGINAL_TOPIC: &str = "kairos.original.topic";
 pub const ORIGINAL_PARTITION: &str = "kairos.original.partition";
 pub const ORIGINAL_OFFSET: &str = "kairos.original.offset";
 pub const ORIGINAL_TIMESTAMP: &str = "kairos.original.timestamp";
+/// On a delay topic: a marker record (no key, no value) cancelling the record at this offset
+/// of its partition (written by the admin API's Cancel by offset; never forwarded).
+pub const CANCEL_OFFSET: &str = "kairos.cancel.offset";
 
 /// When a delay-topic record is due, as its headers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

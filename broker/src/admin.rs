@@ -1,0 +1,248 @@
+//! The gRPC admin API (`kairos.admin.v1`, tonic) on `admin.listener`.
+pub mod v1 {
+    tonic::include_proto!("kairos.admin.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/kairos_admin_v1_descriptor.bin"));
+}
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use v1::cancel_request::Target;
+use v1::cancel_response::Outcome;
+use v1::delay_admin_server::{DelayAdmin, DelayAdminServer};
+
+use crate::metadata::DELAY_TARGET;
+use crate::server::Broker;
+use crate::time::delay::{CancelOutcome, DelayPartition};
+
+/// Largest page ListPending returns.
+const PAGE_SIZE_MAX: u32 = 1000;
+const PAGE_SIZE_DEFAULT: u32 = 100;
+
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    /// The delay partitions of a delay topic, or a clear status.
+    fn delay_topic(&self, topic: &str) -> Result<Vec<Arc<DelayPartition>>, Status> {
+        let Some(info) = self.broker.topics.get(topic) else {
+            return Err(Status::not_found(format!("topic {topic} does not exist")));
+        };
+        if !info.configs.contains_key(DELAY_TARGET) {
+            return Err(Status::failed_precondition(format!(
+                "topic {topic} is not a delay topic (it has no {DELAY_TARGET})"
+            )));
+        }
+        let parts = self.broker.delays.topic(topic);
+        if parts.len() < info.partitions as usize {
+            return Err(Status::unavailable(format!(
+                "delay topic {topic} is still loading; retry shortly"
+            )));
+        }
+        Ok(parts)
+    }
+}
+
+/// Blocking engine work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("admin task failed: {e}")))
+}
+
+#[tonic::async_trait]
+impl DelayAdmin for AdminService {
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelResponse>, Status> {
+        let req = request.into_inner();
+        let parts = self.delay_topic(&req.topic)?;
+        let broker = self.broker.clone();
+        let topic = req.topic.clone();
+        let outcome = match req.target {
+            None => {
+                return Err(Status::invalid_argument(
+                    "give a key or a record (partition, offset) to cancel",
+                ))
+            }
+            Some(Target::Record(r)) => {
+                let Some(part) = parts.into_iter().find(|p| p.partition == r.partition) else {
+                    return Err(Status::not_found(format!(
+                        "topic {topic} has no partition {}",
+                        r.partition
+                    )));
+                };
+                let Some(log) = broker.replicas.get(&topic, r.partition) else {
+                    return Err(Status::unavailable("partition not loaded"));
+                };
+                blocking(move || part.cancel_offset(&log, r.offset)).await?
+            }
+            Some(Target::Key(key)) => {
+                blocking(move || {
+                    let mut total = 0usize;
+                    for part in parts {
+                        let Some(log) = broker.replicas.get(&topic, part.partition) else {
+                            continue;
+                        };
+                        if let CancelOutcome::Cancelled(n) = part.cancel_key(&log, &key)? {
+                            total += n;
+                        }
+                    }
+                    Ok::<_, String>(if total > 0 {
+                        CancelOutcome::Cancelled(total)
+                    } else {
+                        CancelOutcome::NotFound
+                    })
+                })
+                .await?
+            }
+        }
+        .map_err(|e| Status::internal(format!("cancel failed: {e}")))?;
+        let resp = match outcome {
+            CancelOutcome::Cancelled(n) => v1::CancelResponse {
+                outcome: Outcome::Cancelled as i32,
+                cancelled: n as u32,
+                message: format!("cancelled {n} pending record(s)"),
+            },
+            CancelOutcome::AlreadyDelivered => v1::CancelResponse {
+                outcome: Outcome::AlreadyDelivered as i32,
+                cancelled: 0,
+                message: "already delivered: the record was forwarded to the target".into(),
+            },
+            CancelOutcome::NotFound => v1::CancelResponse {
+                outcome: Outcome::NotFound as i32,
+                cancelled: 0,
+                message: "nothing pending matched (never produced, already cancelled, or already delivered)".into(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<v1::ListPendingRequest>,
+    ) -> Result<Response<v1::ListPendingResponse>, Status> {
+        let req = request.into_inner();
+        let parts = self.delay_topic(&req.topic)?;
+        let page_size = match req.page_size {
+            0 => PAGE_SIZE_DEFAULT,
+            n => n.min(PAGE_SIZE_MAX),
+        } as usize;
+        // Page token: "due:partition:offset" of the last record returned.
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let mut it = req.page_token.split(':').map(str::parse::<i64>);
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(d)), Some(Ok(p)), Some(Ok(o))) => Some((d, p as i32, o)),
+                _ => return Err(Status::invalid_argument("malformed page_token")),
+            }
+        };
+        let from = req.due_from_ms.unwrap_or(i64::MIN);
+        let to = req.due_to_ms.unwrap_or(i64::MAX);
+        if from > to {
+            return Err(Status::invalid_argument("due_from_ms is after due_to_ms"));
+        }
+        let key = req.key.clone();
+        let records = blocking(move || {
+            let mut all: Vec<(i64, i32, i64, Option<bytes::Bytes>)> = Vec::new();
+            for p in parts {
+                for (offset, due, key) in p.list(key.as_deref(), from, to) {
+                    all.push((due, p.partition, offset, key));
+                }
+            }
+            all.sort_unstable_by_key(|(d, p, o, _)| (*d, *p, *o));
+            all
+        })
+        .await?;
+        let start = match after {
+            None => 0,
+            Some(t) => records.partition_point(|(d, p, o, _)| (*d, *p, *o) <= t),
+        };
+        let page: Vec<_> = records[start..].iter().take(page_size).collect();
+        let next_page_token = match (page.last(), start + page.len() < records.len()) {
+            (Some((d, p, o, _)), true) => format!("{d}:{p}:{o}"),
+            _ => String::new(),
+        };
+        let records = page
+            .into_iter()
+            .map(|(due, partition, offset, key)| v1::PendingRecord {
+                partition: *partition,
+                offset: *offset,
+                due_ms: *due,
+                key: key.as_ref().map(|k| k.to_vec()),
+            })
+            .collect();
+        Ok(Response::new(v1::ListPendingResponse {
+            records,
+            next_page_token,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
+        let req = request.into_inner();
+        let parts = self.delay_topic(&req.topic)?;
+        let now = crate::partition::now_ms();
+        let mut resp = v1::StatsResponse {
+            topic: req.topic.clone(),
+            ..Default::default()
+        };
+        let mut blocked = Vec::new();
+        for p in parts {
+            let s = p.stats(now);
+            resp.pending += s.pending;
+            resp.overdue += s.overdue;
+            resp.oldest_overdue_ms = resp.oldest_overdue_ms.max(s.oldest_overdue_ms);
+            resp.due_within_1m += s.within_1m;
+            resp.due_within_1h += s.within_1h;
+            resp.due_within_1d += s.within_1d;
+            resp.due_later += s.later;
+            resp.forwarded += p.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+            resp.cancelled += p.cancelled.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(b) = p.blocked.lock().clone() {
+                blocked.push(format!("partition {}: {b}", p.partition));
+            }
+        }
+        resp.blocked_reason = blocked.join("; ");
+        Ok(Response::new(resp))
+    }
+}
+
+/// Serves the admin API with gRPC health and reflection until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<DelayAdminServer<AdminService>>()
+        .await;
+    let reflection = match tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("gRPC reflection unavailable: {e}");
+            return;
+        }
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(DelayAdminServer::new(AdminService { broker }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(e) = result {
+        tracing::warn!("admin listener stopped: {e}");
+    }
+}
