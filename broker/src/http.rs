@@ -202,15 +202,16 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
             .collect(),
     ));
     // Delay topics.
-    let mut delay: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut delay: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
     for d in broker.delays.partitions() {
         let e = delay.entry(d.topic.clone()).or_default();
         e.0 += d.pending() as u64;
         e.1 += d.forwarded.load(std::sync::atomic::Ordering::Relaxed);
         e.2 += d.cancelled.load(std::sync::atomic::Ordering::Relaxed);
+        e.3 += d.blocked.lock().is_some() as u64;
     }
     if !delay.is_empty() {
-        let per_topic = |f: fn(&(u64, u64, u64)) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
+        let per_topic = |f: fn(&(u64, u64, u64, u64)) -> u64| -> Vec<(Vec<(&str, &str)>, f64)> {
             delay
                 .iter()
                 .map(|(t, v)| (vec![("topic", t.as_str())], f(v) as f64))
@@ -233,6 +234,12 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
             "Delayed records cancelled before they were due.",
             MetricType::COUNTER,
             per_topic(|v| v.2),
+        ));
+        out.push(family(
+            "kairos_delay_blocked",
+            "Partitions of a delay topic whose due records wait (e.g. the target topic does not exist).",
+            MetricType::GAUGE,
+            per_topic(|v| v.3),
         ));
     }
     // Consumer groups: committed offset and lag = log end - committed (never negative).

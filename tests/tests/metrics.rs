@@ -44,11 +44,34 @@ fn workload(b: &Broker) -> [i64; 2] {
     {
         r.unwrap();
     }
+    // A delay topic too, so the Delays panels have data: records due at once, forwarded to
+    // `orders.due` (not `orders`, whose counts the tests check exactly).
+    for t in [
+        NewTopic::new("orders.due", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("orders.later", 1, TopicReplication::Fixed(1))
+            .set("kairos.delay.target", "orders.due"),
+    ] {
+        for r in rt
+            .block_on(admin.create_topics([&t], &AdminOptions::new()))
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    }
     let p: BaseProducer = client(b)
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
         .unwrap();
+    for i in 0..10 {
+        let key = format!("later-{i}");
+        p.send(
+            BaseRecord::<[u8], [u8]>::to("orders.later")
+                .key(key.as_bytes())
+                .payload(b"x"),
+        )
+        .unwrap();
+    }
     let payload = [b'x'; RECORD_BYTES];
     for i in 0..RECORDS {
         let key = format!("order-{i}");
