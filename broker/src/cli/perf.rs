@@ -21,6 +21,33 @@ pub enum PerfCmd {
     Consume(ConsumeArgs),
     /// Produce-to-consume latency at a fixed rate (payload carries the send time).
     E2e(E2eArgs),
+    /// Delay-topic lateness: records scheduled at a steady rate, or a burst all due at once.
+    Delay(DelayArgs),
+}
+
+#[derive(Args)]
+pub struct DelayArgs {
+    /// The delay topic (created, with --target, when missing).
+    #[arg(long)]
+    topic: String,
+    /// Its target topic (created when missing).
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    #[arg(long = "num-records", default_value_t = 50_000)]
+    num_records: u64,
+    #[arg(long = "record-size", default_value_t = 100)]
+    record_size: usize,
+    /// Records scheduled per second (steady mode): each due --delay-ms after it is sent.
+    #[arg(long, default_value_t = 10_000)]
+    throughput: u64,
+    #[arg(long = "delay-ms", default_value_t = 2_000)]
+    delay_ms: i64,
+    /// Burst mode: every record due at the same instant, --delay-ms after the first is sent
+    /// (make it longer than producing them all takes).
+    #[arg(long)]
+    burst: bool,
 }
 
 #[derive(Args)]
@@ -78,6 +105,7 @@ pub fn run(cmd: PerfCmd, conn: &Conn) -> Result<(), String> {
         PerfCmd::Produce(a) => produce(a, conn),
         PerfCmd::Consume(a) => consume(a, conn),
         PerfCmd::E2e(a) => e2e(a, conn),
+        PerfCmd::Delay(a) => delay(a, conn),
     }
 }
 
@@ -463,4 +491,188 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
 /// Wall-clock time as `epoch-ms` (the Java tool prints a date; ms since epoch is unambiguous).
 fn chrono_like_now() -> String {
     crate::partition::now_ms().to_string()
+}
+
+/// Creates `name` when it does not exist (other creation errors are reported).
+fn ensure_topic(
+    conn: &Conn,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let admin = conn.admin()?;
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let res = rt
+        .block_on(admin.create_topics([&t], &AdminOptions::new()))
+        .map_err(|e| format!("creating {name}: {e}"))?;
+    for r in res {
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(format!("creating {t}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
+    ensure_topic(conn, &a.target, a.partitions, &[])?;
+    ensure_topic(
+        conn,
+        &a.topic,
+        a.partitions,
+        &[("kairos.delay.target", a.target.as_str())],
+    )?;
+    let mut ccfg = conn.config()?;
+    ccfg.set("group.id", format!("perf-delay-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.min.bytes", "1");
+    let consumer = conn.consumer(ccfg)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&consumer, conn, &a.target)? {
+        tpl.add_partition_offset(&a.target, p, Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    let mut pcfg = conn.config()?;
+    pcfg.set("linger.ms", "5")
+        .set("acks", "1")
+        .set("queue.buffering.max.messages", "1000000");
+    let producer: BaseProducer = pcfg
+        .create()
+        .map_err(|e| format!("cannot create producer: {e}"))?;
+    let (topic, total, rate, size, delay_ms, burst) = (
+        a.topic.clone(),
+        a.num_records,
+        a.throughput.max(1),
+        a.record_size,
+        a.delay_ms,
+        a.burst,
+    );
+    let burst_due = crate::partition::now_ms() + delay_ms;
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        let payload = vec![b'x'; size];
+        let start = Instant::now();
+        for i in 0..total {
+            if !burst {
+                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            let at = if burst {
+                burst_due
+            } else {
+                crate::partition::now_ms() + delay_ms
+            }
+            .to_string();
+            let key = format!("k{i}");
+            let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "kairos.deliver.at.ms",
+                value: Some(at.as_bytes()),
+            });
+            let mut rec = BaseRecord::to(&topic)
+                .key(key.as_bytes())
+                .payload(&payload[..])
+                .headers(headers);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        producer.poll(Duration::from_millis(1));
+                        rec = r;
+                    }
+                    Err((e, _)) => return Err(format!("produce failed: {e}")),
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+    });
+    // Broker-side lateness: the forwarded record's timestamp (its append to the target) minus
+    // its due time; consumer-side: when this consumer saw it minus its due time.
+    let mut broker_ms = hist();
+    let mut consumer_ms = hist();
+    let mut received = 0u64;
+    let mut last_forward = i64::MIN;
+    let mut last_progress = Instant::now();
+    while received < a.num_records {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let now = crate::partition::now_ms();
+                let due = m
+                    .headers()
+                    .and_then(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .find(|h| h.key == "kairos.deliver.at.ms")
+                            .and_then(|h| h.value)
+                    })
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                let Some(due) = due else { continue };
+                let forwarded = m.timestamp().to_millis().unwrap_or(now);
+                last_forward = last_forward.max(forwarded);
+                // Recorded in microseconds (ms precision from the clocks involved).
+                let _ = broker_ms.record(((forwarded - due).max(0) * 1000 + 1) as u64);
+                let _ = consumer_ms.record(((now - due).max(0) * 1000 + 1) as u64);
+                received += 1;
+                last_progress = Instant::now();
+            }
+            Some(Err(e)) => return Err(format!("consume failed: {e}")),
+            None if last_progress.elapsed() > Duration::from_secs(30) => {
+                return Err(format!(
+                    "no record for 30 s ({received} of {})",
+                    a.num_records
+                ));
+            }
+            None => {}
+        }
+    }
+    sender
+        .join()
+        .map_err(|_| "producer thread panicked".to_string())??;
+    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    if a.burst {
+        println!(
+            "{received} records due at the same instant: all forwarded within {} ms of their due time; lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (consumer saw the last {:.0} ms after due).",
+            last_forward - burst_due,
+            p(&broker_ms, 0.5),
+            p(&broker_ms, 0.99),
+            broker_ms.max() as f64 / 1000.0,
+            consumer_ms.max() as f64 / 1000.0
+        );
+    } else {
+        println!(
+            "{received} records at {} due/s: forwarding lateness {:.0} ms 50th, {:.0} ms 99th, {:.0} ms 99.9th, {:.0} ms max; seen by the consumer {:.0} ms 50th, {:.0} ms 99th, {:.0} ms 99.9th.",
+            a.throughput,
+            p(&broker_ms, 0.5),
+            p(&broker_ms, 0.99),
+            p(&broker_ms, 0.999),
+            broker_ms.max() as f64 / 1000.0,
+            p(&consumer_ms, 0.5),
+            p(&consumer_ms, 0.99),
+            p(&consumer_ms, 0.999)
+        );
+    }
+    Ok(())
 }
