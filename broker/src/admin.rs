@@ -147,33 +147,74 @@ impl DelayAdmin for AdminService {
             return Err(Status::invalid_argument("due_from_ms is after due_to_ms"));
         }
         let key = req.key.clone();
-        let records = blocking(move || {
-            let mut all: Vec<(i64, i32, i64, Option<bytes::Bytes>)> = Vec::new();
-            for p in parts {
-                for (offset, due, key) in p.list(key.as_deref(), from, to) {
-                    all.push((due, p.partition, offset, key));
+        let broker = self.broker.clone();
+        let topic = req.topic.clone();
+        // Each partition contributes its first entries from the token's due time on; merged,
+        // the page is exact unless more than `per_partition` records share one due time.
+        let per_partition = page_size * 2 + 100;
+        let from_due = after.map(|(d, _, _)| from.max(d)).unwrap_or(from);
+        let listed = blocking(move || {
+            let mut all: Vec<(i64, i32, i64)> = Vec::new();
+            for p in &parts {
+                let Some(log) = broker.replicas.get(&topic, p.partition) else {
+                    continue;
+                };
+                for (offset, due, _) in p.list(&log, key.as_deref(), from_due, to, per_partition)? {
+                    all.push((due, p.partition, offset));
                 }
             }
-            all.sort_unstable_by_key(|(d, p, o, _)| (*d, *p, *o));
-            all
+            all.sort_unstable();
+            let start = match after {
+                None => 0,
+                Some(t) => all.partition_point(|r| *r <= t),
+            };
+            let more = all.len() > start + page_size;
+            let page: Vec<(i64, i32, i64)> = all[start..].iter().take(page_size).copied().collect();
+            // Keys come from the log (the index keeps only their hashes).
+            let mut with_keys = Vec::with_capacity(page.len());
+            for p in &parts {
+                let mut offsets: Vec<i64> = page
+                    .iter()
+                    .filter(|r| r.1 == p.partition)
+                    .map(|r| r.2)
+                    .collect();
+                if offsets.is_empty() {
+                    continue;
+                }
+                offsets.sort_unstable();
+                let Some(log) = broker.replicas.get(&topic, p.partition) else {
+                    continue;
+                };
+                let keys = DelayPartition::keys(&log, &offsets)?;
+                for r in page.iter().filter(|r| r.1 == p.partition) {
+                    let k = keys.get(&r.2).cloned().flatten();
+                    // The index matched by key hash: drop the (astronomically rare) collisions.
+                    if key
+                        .as_deref()
+                        .is_some_and(|want| k.as_deref() != Some(want))
+                    {
+                        continue;
+                    }
+                    with_keys.push((r.0, r.1, r.2, k));
+                }
+            }
+            with_keys.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+            Ok::<_, String>((with_keys, more))
         })
-        .await?;
-        let start = match after {
-            None => 0,
-            Some(t) => records.partition_point(|(d, p, o, _)| (*d, *p, *o) <= t),
-        };
-        let page: Vec<_> = records[start..].iter().take(page_size).collect();
-        let next_page_token = match (page.last(), start + page.len() < records.len()) {
+        .await?
+        .map_err(|e| Status::internal(format!("listing failed: {e}")))?;
+        let (page, more) = listed;
+        let next_page_token = match (page.last(), more) {
             (Some((d, p, o, _)), true) => format!("{d}:{p}:{o}"),
             _ => String::new(),
         };
         let records = page
             .into_iter()
             .map(|(due, partition, offset, key)| v1::PendingRecord {
-                partition: *partition,
-                offset: *offset,
-                due_ms: *due,
-                key: key.as_ref().map(|k| k.to_vec()),
+                partition,
+                offset,
+                due_ms: due,
+                key: key.map(|k| k.to_vec()),
             })
             .collect();
         Ok(Response::new(v1::ListPendingResponse {

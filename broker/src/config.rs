@@ -73,6 +73,8 @@ const KNOWN_KEYS: &[&str] = &[
     "admin.listener",
     "retry.redis.url",
     "retry.redis.key.prefix",
+    "kairos.delay.bucket.ms",
+    "kairos.delay.window.ms",
 ];
 
 /// Parsed broker configuration. Field names follow the Kafka keys; units are last.
@@ -116,6 +118,10 @@ pub struct BrokerConfig {
     pub admin_listener: String,
     pub retry_redis_url: Option<String>,
     pub retry_redis_key_prefix: String,
+    /// Delay engine: width of a due-index bucket file, and how far ahead records are held in
+    /// memory (the rest cost no RAM until they come within this window).
+    pub kairos_delay_bucket_ms: i64,
+    pub kairos_delay_window_ms: i64,
     /// Every key=value given, known or not (for DescribeConfigs and later features).
     pub raw: BTreeMap<String, String>,
 }
@@ -331,6 +337,8 @@ impl BrokerConfig {
             admin_listener: p.get("admin.listener", "127.0.0.1:9095".to_string())?,
             retry_redis_url: p.opt("retry.redis.url")?,
             retry_redis_key_prefix: p.get("retry.redis.key.prefix", "kairos".to_string())?,
+            kairos_delay_bucket_ms: p.get("kairos.delay.bucket.ms", 60_000)?,
+            kairos_delay_window_ms: p.get("kairos.delay.window.ms", 120_000)?,
             raw: p.0.clone(),
         };
         if cfg.num_partitions < 1 {
@@ -341,6 +349,12 @@ impl BrokerConfig {
         }
         if cfg.log_segment_bytes < 14 {
             return Err(p.invalid("log.segment.bytes", "must be at least 14"));
+        }
+        if cfg.kairos_delay_bucket_ms < 100 {
+            return Err(p.invalid("kairos.delay.bucket.ms", "must be at least 100"));
+        }
+        if cfg.kairos_delay_window_ms < 0 {
+            return Err(p.invalid("kairos.delay.window.ms", "must not be negative"));
         }
         if cfg.log_dirs.is_empty() {
             return Err(p.invalid("log.dirs", "must name a directory"));

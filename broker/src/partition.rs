@@ -248,6 +248,8 @@ struct PartitionState {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The partition's directory (`<log.dir>/<topic>-<partition>`).
+    dir: PathBuf,
     state: Mutex<PartitionState>,
     /// Log end offset (= high watermark on a single node), readable without the lock.
     leo: AtomicI64,
@@ -301,6 +303,7 @@ impl Partition {
         Ok(Partition {
             topic: topic.name.clone(),
             index,
+            dir: dir.to_path_buf(),
             state: Mutex::new(PartitionState {
                 log,
                 producers,
@@ -328,6 +331,9 @@ impl Partition {
     }
     pub fn leader_epoch(&self) -> i32 {
         0
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
     pub fn appended(&self) -> &Notify {
         &self.appended

@@ -616,6 +616,8 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
     let mut received = 0u64;
     let mut last_forward = i64::MIN;
     let mut last_progress = Instant::now();
+    // Nothing arrives before the first record is due.
+    let stall = Duration::from_millis(a.delay_ms.max(0) as u64) + Duration::from_secs(30);
     while received < a.num_records {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -639,9 +641,10 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
                 last_progress = Instant::now();
             }
             Some(Err(e)) => return Err(format!("consume failed: {e}")),
-            None if last_progress.elapsed() > Duration::from_secs(30) => {
+            None if last_progress.elapsed() > stall => {
                 return Err(format!(
-                    "no record for 30 s ({received} of {})",
+                    "no record for {} s ({received} of {})",
+                    stall.as_secs(),
                     a.num_records
                 ));
             }

@@ -1,26 +1,37 @@
 //! The delay engine: delay topics (`kairos.delay.target`) forward each record to their target
-//! when it is due, exactly once, unless a tombstone for its key came first.
+//! when it is due, exactly once, unless it was cancelled first.
 //!
-//! Per delay partition one task keeps a [`DueIndex`] of pending records, built by reading the
-//! partition's own log (the records are the source of truth; nothing pending lives only in
-//! memory). Due time = `kairos.deliver.at.ms`, else the append time (delay topics are stamped
+//! Per delay partition one task indexes the partition's own log (the records are the source of
+//! truth). Due time = `kairos.deliver.at.ms`, else the append time (delay topics are stamped
 //! with LogAppendTime) plus `kairos.delay.ms` from the header or the topic config.
 //!
-//! Exactly once across crashes:
-//! 1. A due record is appended to its target partition with `kairos.original.topic|partition|
-//!    offset|timestamp` headers; only after that append succeeded is its offset written to the
-//!    partition's delivered file (`kairos-delay-delivered`, u64 big-endian offsets, append-only).
-//! 2. A checkpoint (`kairos-delay-checkpoint.json`) records, after the delivered file is
-//!    written, the low water (oldest offset still pending) and every target partition's log end.
-//! 3. On start, the delivered set = the delivered file ∪ the origin offsets found in the target
-//!    partitions after the checkpointed positions (a crash between 1's append and its file
-//!    write leaves the record in the target: the scan finds it). The log is then re-indexed
-//!    from the low water, skipping delivered offsets and applying tombstones again.
+//! The index ([`DueIndex`]) keeps only the near future in memory: every indexed record gets a
+//! 24-byte entry in a per-minute bucket file of the [`DueStore`]; buckets due within
+//! `kairos.delay.window.ms` are loaded into memory, later ones cost a count and a minimum offset each. So
+//! millions of far-future records cost almost no RAM, and a restart reads bucket files, not the
+//! whole log.
+//!
+//! Files in the partition directory:
+//! - `kairos-delay-due/<bucket>.due` — the due index (see `due_store.rs`);
+//! - `kairos-delay-done` — u64 offsets that must never be forwarded again: delivered (top bit
+//!   clear) or cancelled by offset (top bit set); pruned with their bucket files;
+//! - `kairos-delay-tombstones` — (key hash u64, offset i64) of every tombstone, pruned once no
+//!   pending record is older;
+//! - `kairos-delay-checkpoint.json` — how far the log was indexed and each target partition's
+//!   log end when written.
+//!
+//! Exactly once across crashes: a due record is appended to its target with
+//! `kairos.original.topic|partition|offset|timestamp` headers, and only then is its offset
+//! written to the done file. On start, done = the done file ∪ the origin offsets found in the
+//! target partitions after the checkpointed positions (a crash between the append and the file
+//! write leaves the record in the target, where the scan finds it).
 //!
 //! Cancel: a tombstone (same key, null value) cancels every pending record with that key at a
-//! lower offset. Retention never deletes at or above the low water (see `set_retention_floor`).
+//! lower offset. Keys are compared by their 64-bit FNV-1a hash: a collision (odds about
+//! n²/2⁶⁵ for n keys) could cancel an unrelated key. Retention never deletes at or above the
+//! oldest pending offset (see `set_retention_floor`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +47,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::due_store::{DueEntry, DueStore};
 use super::headers::{self, DueSpec};
 use super::murmur2::partition_for_key;
 use crate::log::batch::BatchHeader;
@@ -55,27 +67,31 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 /// Checkpoints are written at most this often (and on shutdown); recovery re-reads the target
 /// tails after the last one, so a longer interval only costs start-up time.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-const CHECKPOINT_FILE: &str = "kairos-delay-checkpoint.json";
-/// Delivered offsets below the low water kept anyway, newest first, so a late Cancel can say
-/// "already delivered" (correctness never depends on them).
-const RECENT_DELIVERED_MAX: usize = 100_000;
-const DELIVERED_FILE: &str = "kairos-delay-delivered";
-
 /// Records due within this horizon keep their decoded content in memory (read once while
 /// indexing); later ones are read back from the log when they come due.
 const PAYLOAD_HORIZON_MS: i64 = 60_000;
 /// Bound on the record bytes one partition keeps in memory.
 const PAYLOAD_BYTES_MAX: usize = 64 << 20;
+/// Delivered offsets remembered (newest) so a late Cancel can say "already delivered".
+const RECENT_DELIVERED_MAX: usize = 100_000;
+const CHECKPOINT_FILE: &str = "kairos-delay-checkpoint.json";
+const DONE_FILE: &str = "kairos-delay-done";
+const TOMBSTONES_FILE: &str = "kairos-delay-tombstones";
+/// Done-file flag: cancelled by offset (clear: delivered).
+const DONE_CANCELLED: u64 = 1 << 63;
 
 /// A record's content kept for forwarding: (append time, record with owned bytes).
 type Payload = Arc<(i64, Record)>;
 
-/// One pending record.
-#[derive(Debug, Clone)]
-struct Pending {
-    due_ms: i64,
-    key: Option<Bytes>,
-    payload: Option<(Payload, usize)>,
+/// 64-bit FNV-1a of a key; 0 is reserved for "no key".
+pub fn key_hash(key: Option<&[u8]>) -> u64 {
+    let Some(key) = key else { return 0 };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// A record copied out of the buffer it was decoded from (so a kept payload does not pin a
@@ -101,90 +117,132 @@ fn owned_payload(append_ms: i64, r: &Record) -> (Payload, usize) {
     (Arc::new((append_ms, rec)), size)
 }
 
-/// Pending records of one delay partition, by due time, offset and key.
+/// A pending record held in memory (due within the window).
+#[derive(Debug, Clone)]
+struct Entry {
+    due_ms: i64,
+    key_hash: u64,
+    payload: Option<(Payload, usize)>,
+}
+
+/// The due index of one delay partition: the near future in memory, the rest in the
+/// [`DueStore`]'s bucket files.
 #[derive(Default)]
 pub struct DueIndex {
+    /// In-memory window: every pending record whose bucket is below `window_bucket`.
     by_due: BTreeSet<(i64, i64)>,
-    by_offset: BTreeMap<i64, Pending>,
-    by_key: HashMap<Bytes, BTreeSet<i64>>,
+    by_offset: BTreeMap<i64, Entry>,
+    by_key: HashMap<u64, Vec<i64>>,
     payload_bytes: usize,
-    /// Delivered offsets at or above the low water (mirrors the delivered file).
-    delivered: BTreeSet<i64>,
+    window_bucket: i64,
+    /// Buckets not loaded: bucket → (entries, smallest offset). Counts may include entries
+    /// cancelled by offset since (corrected when the bucket loads).
+    far: BTreeMap<i64, (u64, i64)>,
+    /// Loaded buckets → entries still pending (the file goes when it reaches 0).
+    loaded: BTreeMap<i64, u64>,
+    /// Latest tombstone offset per key hash.
+    tombstones: HashMap<u64, i64>,
+    /// Offsets delivered or cancelled by offset whose bucket file may still list them.
+    done: HashSet<i64>,
+    /// Recently delivered offsets (bounded), for "already delivered" answers.
+    delivered_recent: BTreeSet<i64>,
     /// Next offset of the delay log to index.
     indexed_to: i64,
+    /// Width of a due bucket (`kairos.delay.bucket.ms`).
+    bucket_ms: i64,
 }
 
 impl DueIndex {
-    fn insert(
+    fn bucket_of(&self, due_ms: i64) -> i64 {
+        due_ms.div_euclid(self.bucket_ms.max(1))
+    }
+
+    fn insert_window(
         &mut self,
         offset: i64,
         due_ms: i64,
-        key: Option<Bytes>,
+        key_hash: u64,
         payload: Option<(Payload, usize)>,
     ) {
+        if self.by_offset.contains_key(&offset) {
+            return;
+        }
         self.by_due.insert((due_ms, offset));
-        if let Some(k) = &key {
-            self.by_key.entry(k.clone()).or_default().insert(offset);
+        if key_hash != 0 {
+            self.by_key.entry(key_hash).or_default().push(offset);
         }
         if let Some((_, size)) = &payload {
             self.payload_bytes += size;
         }
+        let bucket = self.bucket_of(due_ms);
+        *self.loaded.entry(bucket).or_default() += 1;
         self.by_offset.insert(
             offset,
-            Pending {
+            Entry {
                 due_ms,
-                key,
+                key_hash,
                 payload,
             },
         );
     }
 
-    fn remove(&mut self, offset: i64) -> Option<Pending> {
-        let p = self.by_offset.remove(&offset)?;
-        if let Some((_, size)) = &p.payload {
+    /// Removes a window entry; returns it and whether its bucket has no pending entry left.
+    fn remove(&mut self, offset: i64) -> Option<(Entry, Option<i64>)> {
+        let e = self.by_offset.remove(&offset)?;
+        if let Some((_, size)) = &e.payload {
             self.payload_bytes -= size;
         }
-        self.by_due.remove(&(p.due_ms, offset));
-        if let Some(k) = &p.key {
-            if let Some(set) = self.by_key.get_mut(k) {
-                set.remove(&offset);
-                if set.is_empty() {
-                    self.by_key.remove(k);
+        self.by_due.remove(&(e.due_ms, offset));
+        if e.key_hash != 0 {
+            if let Some(v) = self.by_key.get_mut(&e.key_hash) {
+                v.retain(|o| *o != offset);
+                if v.is_empty() {
+                    self.by_key.remove(&e.key_hash);
                 }
             }
         }
-        Some(p)
+        let bucket = self.bucket_of(e.due_ms);
+        let mut emptied = None;
+        if let Some(n) = self.loaded.get_mut(&bucket) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.loaded.remove(&bucket);
+                emptied = Some(bucket);
+            }
+        }
+        Some((e, emptied))
     }
 
-    /// Removes every pending record with `key` below `before`; returns how many.
-    fn cancel_key(&mut self, key: &Bytes, before: i64) -> usize {
-        let offsets: Vec<i64> = match self.by_key.get(key) {
-            Some(set) => set.range(..before).copied().collect(),
-            None => return 0,
-        };
-        for o in &offsets {
-            self.remove(*o);
-        }
-        offsets.len()
+    /// Whether a tombstone cancels the record at `offset` with `key_hash`.
+    fn tombstoned(&self, offset: i64, key_hash: u64) -> bool {
+        key_hash != 0 && self.tombstones.get(&key_hash).is_some_and(|t| *t > offset)
     }
 
     pub fn len(&self) -> usize {
-        self.by_offset.len()
+        self.by_offset.len() + self.far.values().map(|(n, _)| *n as usize).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_offset.is_empty()
+        self.len() == 0
     }
 
-    fn oldest_offset(&self) -> Option<i64> {
-        self.by_offset.keys().next().copied()
+    /// The oldest offset that may still be pending.
+    fn low_water(&self) -> i64 {
+        let window = self.by_offset.keys().next().copied().unwrap_or(i64::MAX);
+        let far = self.far.values().map(|(_, o)| *o).min().unwrap_or(i64::MAX);
+        window.min(far).min(self.indexed_to)
     }
 
     fn next_due(&self) -> Option<i64> {
-        self.by_due.iter().next().map(|(d, _)| *d)
+        let window = self.by_due.iter().next().map(|(d, _)| *d);
+        let far = self.far.keys().next().map(|b| b * self.bucket_ms);
+        match (window, far) {
+            (Some(w), Some(f)) => Some(w.min(f)),
+            (w, f) => w.or(f),
+        }
     }
 
-    /// Offsets due at `now`, earliest first, at most `max`.
+    /// (due, offset) due at `now`, earliest first, at most `max`.
     fn due(&self, now: i64, max: usize) -> Vec<(i64, i64)> {
         self.by_due
             .range(..(now.saturating_add(1), i64::MIN))
@@ -231,6 +289,75 @@ pub struct DueStats {
     pub later: u64,
 }
 
+/// Files of one delay partition besides the log.
+struct DelayFiles {
+    dir: PathBuf,
+    store: DueStore,
+}
+
+impl DelayFiles {
+    fn append_done(&self, offsets: &[(i64, bool)]) -> Result<(), String> {
+        let mut buf = Vec::with_capacity(offsets.len() * 8);
+        for (o, cancelled) in offsets {
+            let v = *o as u64 | if *cancelled { DONE_CANCELLED } else { 0 };
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        append(&self.dir.join(DONE_FILE), &buf)
+    }
+
+    fn append_tombstone(&self, key_hash: u64, offset: i64) -> Result<(), String> {
+        let mut buf = key_hash.to_be_bytes().to_vec();
+        buf.extend_from_slice(&offset.to_be_bytes());
+        append(&self.dir.join(TOMBSTONES_FILE), &buf)
+    }
+
+    /// Deletes a bucket file whose entries are all done, and forgets their done offsets.
+    fn retire_bucket(&self, index: &mut DueIndex, bucket: i64) -> Result<(), String> {
+        let entries = self.store.read(bucket).map_err(|e| e.to_string())?;
+        self.store.delete(bucket).map_err(|e| e.to_string())?;
+        for (_, offset, _) in entries {
+            index.done.remove(&offset);
+        }
+        Ok(())
+    }
+
+    /// Marks offsets done in memory and on disk; retires emptied buckets.
+    fn mark_done(
+        &self,
+        index: &mut DueIndex,
+        offsets: &[(i64, bool)],
+        emptied: &[i64],
+    ) -> Result<(), String> {
+        self.append_done(offsets)?;
+        for (o, cancelled) in offsets {
+            index.done.insert(*o);
+            if !cancelled {
+                index.delivered_recent.insert(*o);
+            }
+        }
+        while index.delivered_recent.len() > RECENT_DELIVERED_MAX {
+            index.delivered_recent.pop_first();
+        }
+        for b in emptied {
+            // Only if still empty: entries indexed after the count hit zero (same batch) live
+            // in this file too.
+            if !index.loaded.contains_key(b) && !index.far.contains_key(b) {
+                self.retire_bucket(index, *b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A record appended by the broker itself (cancel markers, tombstones, forwarded records).
 fn broker_record(
     key: Option<Bytes>,
@@ -259,26 +386,69 @@ impl DelayPartition {
         self.index.lock().len()
     }
 
-    /// Cancels the record at `offset`: removed from the index now, and a durable marker is
-    /// appended to `partition` so a restart does not bring it back.
+    fn files(&self, partition: &Partition) -> Result<DelayFiles, String> {
+        let dir = partition.dir().to_path_buf();
+        let bucket_ms = self.index.lock().bucket_ms;
+        Ok(DelayFiles {
+            store: DueStore::open(&dir, bucket_ms).map_err(|e| e.to_string())?,
+            dir,
+        })
+    }
+
+    /// Cancels the record at `offset`; a durable marker is appended to `partition` so a
+    /// restart does not bring it back.
     pub fn cancel_offset(
         &self,
         partition: &Partition,
         offset: i64,
     ) -> Result<CancelOutcome, String> {
         let _round = self.forward_lock.lock();
+        let files = self.files(partition)?;
         let mut index = self.index.lock();
-        let removed = index.remove(offset).is_some();
-        if !removed {
-            if index.delivered.contains(&offset) {
-                return Ok(CancelOutcome::AlreadyDelivered);
-            }
+        let outcome = if let Some((_, emptied)) = index.remove(offset) {
+            files.mark_done(
+                &mut index,
+                &[(offset, true)],
+                &emptied.into_iter().collect::<Vec<_>>(),
+            )?;
+            CancelOutcome::Cancelled(1)
+        } else if index.delivered_recent.contains(&offset) {
+            return Ok(CancelOutcome::AlreadyDelivered);
+        } else if index.done.contains(&offset) {
+            return Ok(CancelOutcome::NotFound);
+        } else if offset >= index.indexed_to {
             // Not indexed yet (just produced): the marker cancels it when indexing reaches it.
-            let unindexed = offset >= index.indexed_to && offset < partition.log_end_offset();
-            if !unindexed {
+            if offset >= partition.log_end_offset() {
                 return Ok(CancelOutcome::NotFound);
             }
-        }
+            CancelOutcome::Cancelled(1)
+        } else {
+            // Maybe in a far bucket: look it up there.
+            let candidates: Vec<i64> = index
+                .far
+                .iter()
+                .filter(|(_, (_, min))| *min <= offset)
+                .map(|(b, _)| *b)
+                .collect();
+            let mut found = None;
+            for b in candidates {
+                let entries = files.store.read(b).map_err(|e| e.to_string())?;
+                if let Some(e) = entries.iter().find(|e| e.1 == offset) {
+                    if !index.tombstoned(e.1, e.2) {
+                        found = Some(b);
+                    }
+                    break;
+                }
+            }
+            let Some(bucket) = found else {
+                return Ok(CancelOutcome::NotFound);
+            };
+            if let Some((n, _)) = index.far.get_mut(&bucket) {
+                *n = n.saturating_sub(1);
+            }
+            files.mark_done(&mut index, &[(offset, true)], &[])?;
+            CancelOutcome::Cancelled(1)
+        };
         drop(index);
         let mut headers = indexmap::IndexMap::new();
         headers.insert(
@@ -287,26 +457,57 @@ impl DelayPartition {
         );
         let bytes = encode_batch(vec![broker_record(None, None, headers)], now_ms())?;
         partition.append(bytes).map_err(|e| e.message)?;
-        if removed {
-            self.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(CancelOutcome::Cancelled(1))
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
     }
 
-    /// Cancels every pending record with `key` (as a tombstone produced now would), appending
-    /// the tombstone for durability.
+    /// Cancels every pending record with `key` (as a tombstone produced now would) and appends
+    /// that tombstone for durability.
     pub fn cancel_key(&self, partition: &Partition, key: &[u8]) -> Result<CancelOutcome, String> {
         let _round = self.forward_lock.lock();
-        let key = Bytes::copy_from_slice(key);
+        let hash = key_hash(Some(key));
+        let files = self.files(partition)?;
         let mut index = self.index.lock();
-        let n = index.cancel_key(&key, i64::MAX);
+        let offsets = index.by_key.get(&hash).cloned().unwrap_or_default();
+        let mut emptied = Vec::new();
+        for o in &offsets {
+            if let Some((_, e)) = index.remove(*o) {
+                emptied.extend(e);
+            }
+        }
+        for b in emptied {
+            if !index.loaded.contains_key(&b) && !index.far.contains_key(&b) {
+                files.retire_bucket(&mut index, b)?;
+            }
+        }
+        // Far buckets: count the matches (the tombstone cancels them when they load).
+        let mut far = 0usize;
+        let buckets: Vec<i64> = index.far.keys().copied().collect();
+        for b in buckets {
+            let entries = files.store.read(b).map_err(|e| e.to_string())?;
+            let n = entries
+                .iter()
+                .filter(|e| {
+                    e.2 == hash && !index.done.contains(&e.1) && !index.tombstoned(e.1, e.2)
+                })
+                .count();
+            if let Some((count, _)) = index.far.get_mut(&b) {
+                *count = count.saturating_sub(n as u64);
+            }
+            far += n;
+        }
+        let n = offsets.len() + far;
         let unindexed = index.indexed_to < partition.log_end_offset();
         drop(index);
         if n == 0 && !unindexed {
             return Ok(CancelOutcome::NotFound);
         }
         let bytes = encode_batch(
-            vec![broker_record(Some(key), None, Default::default())],
+            vec![broker_record(
+                Some(Bytes::copy_from_slice(key)),
+                None,
+                Default::default(),
+            )],
             now_ms(),
         )?;
         partition.append(bytes).map_err(|e| e.message)?;
@@ -318,25 +519,75 @@ impl DelayPartition {
         })
     }
 
-    /// Pending (offset, due, key), due order, filtered by key and due range [from, to).
+    /// Pending (offset, due, key hash) in due order, due in [from, to), matching `key` if given,
+    /// at most `limit` (window first, then far buckets read from disk).
     pub fn list(
         &self,
+        partition: &Partition,
         key: Option<&[u8]>,
         from_ms: i64,
         to_ms: i64,
-    ) -> Vec<(i64, i64, Option<Bytes>)> {
+        limit: usize,
+    ) -> Result<Vec<(i64, i64, u64)>, String> {
+        let want = key.map(|k| key_hash(Some(k)));
+        let files = self.files(partition)?; // before the index lock: it takes it too
         let index = self.index.lock();
-        index
+        let mut out: Vec<(i64, i64, u64)> = index
             .by_due
             .range((from_ms, i64::MIN)..(to_ms, i64::MIN))
             .filter_map(|(due, offset)| {
-                let p = index.by_offset.get(offset)?;
-                match key {
-                    Some(k) if p.key.as_deref() != Some(k) => None,
-                    _ => Some((*offset, *due, p.key.clone())),
-                }
+                let e = index.by_offset.get(offset)?;
+                (want.is_none() || want == Some(e.key_hash)).then_some((*offset, *due, e.key_hash))
             })
-            .collect()
+            .take(limit)
+            .collect();
+        if out.len() < limit {
+            for (b, _) in index.far.range(index.bucket_of(from_ms)..) {
+                if b * index.bucket_ms >= to_ms || out.len() >= limit {
+                    break;
+                }
+                let mut entries: Vec<DueEntry> = files
+                    .store
+                    .read(*b)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|(due, o, h)| {
+                        *due >= from_ms
+                            && *due < to_ms
+                            && !index.done.contains(o)
+                            && !index.tombstoned(*o, *h)
+                            && (want.is_none() || want == Some(*h))
+                    })
+                    .collect();
+                entries.sort_unstable();
+                out.extend(
+                    entries
+                        .into_iter()
+                        .map(|(due, o, h)| (o, due, h))
+                        .take(limit - out.len()),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys of records at `offsets` (ascending), read from the log.
+    pub fn keys(
+        partition: &Partition,
+        offsets: &[i64],
+    ) -> Result<HashMap<i64, Option<Bytes>>, String> {
+        let mut out = HashMap::new();
+        let mut batch: Vec<LogRecord> = Vec::new();
+        for o in offsets {
+            if !batch.iter().any(|r| r.offset == *o) {
+                let bytes = partition.read_bytes(*o, 1).map_err(|e| e.message)?;
+                batch = decode(bytes, 0)?;
+            }
+            if let Some(r) = batch.iter().find(|r| r.offset == *o) {
+                out.insert(*o, r.record.key.clone());
+            }
+        }
+        Ok(out)
     }
 
     pub fn stats(&self, now: i64) -> DueStats {
@@ -345,18 +596,21 @@ impl DelayPartition {
             pending: index.len() as u64,
             ..Default::default()
         };
-        for (due, _) in &index.by_due {
-            let d = due - now;
-            match d {
-                d if d <= 0 => {
-                    s.overdue += 1;
-                    s.oldest_overdue_ms = s.oldest_overdue_ms.max(-d);
-                }
-                d if d < 60_000 => s.within_1m += 1,
-                d if d < 3_600_000 => s.within_1h += 1,
-                d if d < 86_400_000 => s.within_1d += 1,
-                _ => s.later += 1,
+        let count = |d: i64, n: u64, s: &mut DueStats| match d {
+            d if d <= 0 => {
+                s.overdue += n;
+                s.oldest_overdue_ms = s.oldest_overdue_ms.max(-d);
             }
+            d if d < 60_000 => s.within_1m += n,
+            d if d < 3_600_000 => s.within_1h += n,
+            d if d < 86_400_000 => s.within_1d += n,
+            _ => s.later += n,
+        };
+        for (due, _) in &index.by_due {
+            count(due - now, 1, &mut s);
+        }
+        for (b, (n, _)) in &index.far {
+            count((b * index.bucket_ms - now).max(1), *n, &mut s);
         }
         s
     }
@@ -389,9 +643,11 @@ impl DelayEngine {
 
 #[derive(Serialize, Deserialize, Default, Debug)]
 struct Checkpoint {
-    /// Oldest offset that may still be pending; re-indexing starts here.
-    low_water: i64,
+    /// The log is indexed (into the due store) below this offset.
+    #[serde(default)]
+    indexed_to: i64,
     /// Target topic → partition → log end offset when the checkpoint was written.
+    #[serde(default)]
     target_positions: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
@@ -441,8 +697,13 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
             let b = broker.clone();
             let global = shutdown.clone();
             let handle = tokio::spawn(async move {
-                let mut task = PartitionTask::new(b, partition, state);
-                task.run(rx, global).await;
+                match PartitionTask::new(b, partition, state.clone()) {
+                    Ok(mut task) => task.run(rx, global).await,
+                    Err(e) => {
+                        tracing::error!("delay {}-{}: {e}", state.topic, state.partition);
+                        *state.blocked.lock() = Some(e);
+                    }
+                }
             });
             tasks.insert(key, (tx, handle));
         }
@@ -510,8 +771,7 @@ struct PartitionTask {
     broker: Arc<Broker>,
     partition: Arc<Partition>,
     state: Arc<DelayPartition>,
-    dir: PathBuf,
-    delivered_file: Option<std::fs::File>,
+    files: DelayFiles,
     checkpoint_dirty: bool,
     last_checkpoint: std::time::Instant,
     /// (offset range) → decoded records of the last batch read for forwarding.
@@ -520,19 +780,25 @@ struct PartitionTask {
 }
 
 impl PartitionTask {
-    fn new(broker: Arc<Broker>, partition: Arc<Partition>, state: Arc<DelayPartition>) -> Self {
-        let dir = broker.config.log_dirs[0].join(format!("{}-{}", state.topic, state.partition));
-        PartitionTask {
+    fn new(
+        broker: Arc<Broker>,
+        partition: Arc<Partition>,
+        state: Arc<DelayPartition>,
+    ) -> Result<Self, String> {
+        let dir = partition.dir().to_path_buf();
+        let store = DueStore::open(&dir, broker.config.kairos_delay_bucket_ms)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        state.index.lock().bucket_ms = store.bucket_ms();
+        Ok(PartitionTask {
             broker,
             partition,
             state,
-            dir,
-            delivered_file: None,
+            files: DelayFiles { dir, store },
             checkpoint_dirty: false,
             last_checkpoint: std::time::Instant::now(),
             cache: None,
             warned_target: None,
-        }
+        })
     }
 
     fn name(&self) -> String {
@@ -569,8 +835,10 @@ impl PartitionTask {
             tokio::pin!(appended);
             appended.as_mut().enable();
             let mut wait = IDLE_WAKE;
-            let (indexed, forwarded) =
-                tokio::task::block_in_place(|| (self.index_new(), self.forward_due()));
+            let (indexed, forwarded) = tokio::task::block_in_place(|| {
+                let indexed = self.index_new().and_then(|_| self.advance_window());
+                (indexed, self.forward_due())
+            });
             if let Err(e) = indexed {
                 tracing::warn!("delay {}: indexing failed: {e}", self.name());
             }
@@ -586,7 +854,8 @@ impl PartitionTask {
                 }
             }
             // Retention must keep everything from the oldest pending record on.
-            self.partition.set_retention_floor(self.low_water());
+            self.partition
+                .set_retention_floor(self.state.index.lock().low_water());
             if self.checkpoint_dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
                 if let Err(e) = tokio::task::block_in_place(|| self.write_checkpoint()) {
                     tracing::warn!("delay {}: checkpoint failed: {e}", self.name());
@@ -608,41 +877,64 @@ impl PartitionTask {
     }
 
     fn checkpoint_path(&self) -> PathBuf {
-        self.dir.join(CHECKPOINT_FILE)
+        self.files.dir.join(CHECKPOINT_FILE)
     }
 
-    /// Rebuilds the delivered set and the due index (see the module doc).
+    /// Rebuilds the index from its files, the targets' tails and the log's tail.
     fn recover(&mut self) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let checkpoint: Checkpoint = match std::fs::read(self.checkpoint_path()) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| format!("{CHECKPOINT_FILE}: {e}"))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint {
-                low_water: self.partition.log_start_offset(),
-                target_positions: BTreeMap::new(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
             Err(e) => return Err(format!("{CHECKPOINT_FILE}: {e}")),
         };
-        let low_water = checkpoint.low_water.max(self.partition.log_start_offset());
-        // 1. The delivered file.
-        match std::fs::read(self.dir.join(DELIVERED_FILE)) {
-            Ok(bytes) => {
-                for chunk in bytes.chunks_exact(8) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(chunk);
-                    let offset = u64::from_be_bytes(b) as i64;
-                    self.state.index.lock().delivered.insert(offset);
-                }
+        let indexed_to = checkpoint.indexed_to.max(self.partition.log_start_offset());
+        let read = |name: &str| -> Result<Vec<u8>, String> {
+            match std::fs::read(self.files.dir.join(name)) {
+                Ok(b) => Ok(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(format!("{name}: {e}")),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{DELIVERED_FILE}: {e}")),
+        };
+        let u64s = |bytes: &[u8]| -> Vec<u64> {
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        };
+        let mut index = DueIndex {
+            indexed_to,
+            bucket_ms: self.files.store.bucket_ms(),
+            ..Default::default()
+        };
+        let window_ms = self.broker.config.kairos_delay_window_ms;
+        // 1. Done offsets and tombstones.
+        for v in u64s(&read(DONE_FILE)?) {
+            let offset = (v & !DONE_CANCELLED) as i64;
+            index.done.insert(offset);
+            if v & DONE_CANCELLED == 0 {
+                index.delivered_recent.insert(offset);
+            }
         }
-        // 2. Records this partition forwarded after the checkpoint, found in the targets.
+        while index.delivered_recent.len() > RECENT_DELIVERED_MAX {
+            index.delivered_recent.pop_first();
+        }
+        let tombs = u64s(&read(TOMBSTONES_FILE)?);
+        for pair in tombs.chunks_exact(2) {
+            let (hash, offset) = (pair[0], pair[1] as i64);
+            if offset < indexed_to {
+                let t = index.tombstones.entry(hash).or_insert(offset);
+                *t = (*t).max(offset);
+            }
+        }
+        // 2. Records forwarded after the checkpoint, found in the targets.
         let mut targets = checkpoint.target_positions.clone();
         if let Some((target, _)) = self.config() {
             targets.entry(target).or_default();
         }
-        let mut found = 0usize;
+        let mut found = Vec::new();
         for (topic, positions) in &targets {
             let Some(info) = self.broker.topics.get(topic) else {
                 continue;
@@ -656,29 +948,61 @@ impl PartitionTask {
                     .copied()
                     .unwrap_or(0)
                     .max(tp.log_start_offset());
-                found += self.scan_target(&tp, start, low_water)?;
+                self.scan_target(&tp, start, &index.done, &mut found)?;
             }
         }
-        // 3. Rewrite the delivered file with what is still relevant, and re-index the log.
-        self.rewrite_delivered_file()?;
-        self.state.index.lock().indexed_to = low_water;
+        let found_count = found.len();
+        self.files
+            .append_done(&found.iter().map(|o| (*o, false)).collect::<Vec<_>>())?;
+        for o in found {
+            index.done.insert(o);
+            index.delivered_recent.insert(o);
+        }
+        // 3. Bucket files: cut what was indexed after the checkpoint, load the near ones.
+        index.window_bucket = index.bucket_of(now_ms() + window_ms) + 1;
+        for b in self.files.store.buckets().map_err(|e| e.to_string())? {
+            let entries = self
+                .files
+                .store
+                .truncate_from(b, indexed_to)
+                .map_err(|e| e.to_string())?;
+            let live: Vec<DueEntry> = entries
+                .into_iter()
+                .filter(|(_, o, h)| !index.done.contains(o) && !index.tombstoned(*o, *h))
+                .collect();
+            if live.is_empty() {
+                self.files.retire_bucket(&mut index, b)?;
+            } else if b < index.window_bucket {
+                for (due, o, h) in live {
+                    index.insert_window(o, due, h, None);
+                }
+            } else {
+                let min = live.iter().map(|e| e.1).min().unwrap_or(i64::MAX);
+                index.far.insert(b, (live.len() as u64, min));
+            }
+        }
+        *self.state.index.lock() = index;
+        // 4. The log's tail.
         self.index_new()?;
-        let (pending, delivered) = {
-            let index = self.state.index.lock();
-            (index.len(), index.delivered.len())
-        };
+        let pending = self.state.pending();
         tracing::info!(
-            "delay {}: recovered {pending} pending from offset {low_water} ({delivered} delivered since, {found} found in targets)",
+            "delay {}: recovered {pending} pending in {} ms (indexed to {indexed_to}, {found_count} found in targets)",
             self.name(),
+            started.elapsed().as_millis()
         );
         self.checkpoint_dirty = true;
         Ok(())
     }
 
-    /// Adds to `delivered` every origin offset of this partition found in `tp` from `start`.
-    fn scan_target(&mut self, tp: &Partition, start: i64, low_water: i64) -> Result<usize, String> {
+    /// Collects every origin offset of this partition found in `tp` from `start`.
+    fn scan_target(
+        &self,
+        tp: &Partition,
+        start: i64,
+        done: &HashSet<i64>,
+        found: &mut Vec<i64>,
+    ) -> Result<(), String> {
         let mut offset = start;
-        let mut found = 0;
         while offset < tp.log_end_offset() {
             let bytes = tp
                 .read_bytes(offset, READ_BYTES_MAX)
@@ -699,8 +1023,8 @@ impl PartitionTask {
                 if let (Some(t), Some(p), Some(o)) = origin {
                     if t == self.state.topic && p == self.state.partition.to_string() {
                         if let Ok(o) = o.parse::<i64>() {
-                            if o >= low_water && self.state.index.lock().delivered.insert(o) {
-                                found += 1;
+                            if !done.contains(&o) {
+                                found.push(o);
                             }
                         }
                     }
@@ -708,32 +1032,11 @@ impl PartitionTask {
             }
             offset = last + 1;
         }
-        Ok(found)
-    }
-
-    fn rewrite_delivered_file(&mut self) -> Result<(), String> {
-        let path = self.dir.join(DELIVERED_FILE);
-        let tmp = self.dir.join(format!("{DELIVERED_FILE}.tmp"));
-        let bytes: Vec<u8> = {
-            let index = self.state.index.lock();
-            index
-                .delivered
-                .iter()
-                .flat_map(|o| (*o as u64).to_be_bytes())
-                .collect()
-        };
-        std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-        self.delivered_file = Some(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| e.to_string())?,
-        );
         Ok(())
     }
 
-    /// Indexes records appended since the last call; applies tombstones.
+    /// Indexes records appended since the last call: entries to the due store, near ones to
+    /// memory; applies tombstones and cancel markers.
     fn index_new(&mut self) -> Result<(), String> {
         let Some((_, topic_delay_ms)) = self.config() else {
             return Ok(());
@@ -755,58 +1058,119 @@ impl PartitionTask {
             let Some(last) = records.last().map(|r| r.offset) else {
                 break;
             };
+            let now = now_ms();
+            let mut new_entries: Vec<DueEntry> = Vec::new();
+            let mut done: Vec<(i64, bool)> = Vec::new();
+            let mut emptied = Vec::new();
             let mut index = self.state.index.lock();
             for r in records {
                 if let Some(target) = header_str(&r.record, headers::CANCEL_OFFSET) {
-                    // A cancel marker (gRPC Cancel by offset): never forwarded itself.
+                    // A cancel marker (admin Cancel by offset): never forwarded itself.
                     if let Ok(o) = target.parse::<i64>() {
-                        if index.remove(o).is_some() {
-                            self.state.cancelled.fetch_add(1, Ordering::Relaxed);
+                        if let Some((_, e)) = index.remove(o) {
+                            emptied.extend(e);
+                        }
+                        if !index.done.contains(&o) {
+                            done.push((o, true));
                         }
                     }
                     continue;
                 }
-                match (&r.record.key, &r.record.value) {
-                    (Some(key), None) => {
-                        let n = index.cancel_key(key, r.offset);
-                        self.state.cancelled.fetch_add(n as u64, Ordering::Relaxed);
+                let hash = key_hash(r.record.key.as_deref());
+                if r.record.value.is_none() && hash != 0 {
+                    // A tombstone: cancels this key's pending records below it.
+                    let t = index.tombstones.entry(hash).or_insert(r.offset);
+                    *t = (*t).max(r.offset);
+                    self.files.append_tombstone(hash, r.offset)?;
+                    let offsets: Vec<i64> = index
+                        .by_key
+                        .get(&hash)
+                        .map(|v| v.iter().copied().filter(|o| *o < r.offset).collect())
+                        .unwrap_or_default();
+                    for o in &offsets {
+                        if let Some((_, e)) = index.remove(*o) {
+                            emptied.extend(e);
+                        }
                     }
-                    _ if index.delivered.contains(&r.offset) => {}
-                    _ => {
-                        let spec = headers::due_spec(
-                            r.record
-                                .headers
-                                .iter()
-                                .map(|(k, v)| (k.as_str(), v.as_deref())),
-                        )
-                        .unwrap_or_else(|e| {
-                            // Validated at produce; a record written before the topic became a
-                            // delay topic may still carry junk: deliver it at once.
-                            tracing::warn!(
-                                "delay {}-{} offset {}: {e}; due now",
-                                self.state.topic,
-                                self.state.partition,
-                                r.offset
-                            );
-                            DueSpec::After(0)
-                        });
-                        let due_ms = spec.due_ms(r.append_ms, topic_delay_ms);
-                        let payload = (due_ms - now_ms() <= PAYLOAD_HORIZON_MS
-                            && index.payload_bytes < PAYLOAD_BYTES_MAX)
-                            .then(|| owned_payload(r.append_ms, &r.record));
-                        let key = payload
-                            .as_ref()
-                            .and_then(|(p, _)| p.1.key.clone())
-                            .or_else(|| r.record.key.as_ref().map(|k| Bytes::copy_from_slice(k)));
-                        index.insert(r.offset, due_ms, key, payload);
-                    }
+                    self.state
+                        .cancelled
+                        .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+                    continue;
+                }
+                if index.done.contains(&r.offset) {
+                    continue;
+                }
+                let spec = headers::due_spec(
+                    r.record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_deref())),
+                )
+                .unwrap_or_else(|e| {
+                    // Validated at produce; a record written before the topic became a delay
+                    // topic may still carry junk: deliver it at once.
+                    tracing::warn!(
+                        "delay {}-{} offset {}: {e}; due now",
+                        self.state.topic,
+                        self.state.partition,
+                        r.offset
+                    );
+                    DueSpec::After(0)
+                });
+                let due_ms = spec.due_ms(r.append_ms, topic_delay_ms);
+                new_entries.push((due_ms, r.offset, hash));
+                let bucket = index.bucket_of(due_ms);
+                if bucket < index.window_bucket {
+                    let payload = (due_ms - now <= PAYLOAD_HORIZON_MS
+                        && index.payload_bytes < PAYLOAD_BYTES_MAX)
+                        .then(|| owned_payload(r.append_ms, &r.record));
+                    index.insert_window(r.offset, due_ms, hash, payload);
+                } else {
+                    let far = index.far.entry(bucket).or_insert((0, r.offset));
+                    far.0 += 1;
+                    far.1 = far.1.min(r.offset);
                 }
             }
+            // The due store first: a crash after this and before the checkpoint re-indexes
+            // the same records (recovery cuts their entries and writes them again).
+            self.files
+                .store
+                .append(&new_entries)
+                .map_err(|e| e.to_string())?;
+            self.files.mark_done(&mut index, &done, &emptied)?;
             indexed_to = last + 1;
             index.indexed_to = indexed_to;
             drop(index);
             self.checkpoint_dirty = true;
         }
+        Ok(())
+    }
+
+    /// Loads far buckets that came within the window.
+    fn advance_window(&mut self) -> Result<(), String> {
+        let mut index = self.state.index.lock();
+        let target_bucket =
+            index.bucket_of(now_ms() + self.broker.config.kairos_delay_window_ms) + 1;
+        if target_bucket <= index.window_bucket {
+            return Ok(());
+        }
+        let due: Vec<i64> = index.far.range(..target_bucket).map(|(b, _)| *b).collect();
+        for b in due {
+            index.far.remove(&b);
+            let entries = self.files.store.read(b).map_err(|e| e.to_string())?;
+            let mut live = 0;
+            for (due_ms, o, h) in entries {
+                if index.done.contains(&o) || index.tombstoned(o, h) {
+                    continue;
+                }
+                index.insert_window(o, due_ms, h, None);
+                live += 1;
+            }
+            if live == 0 {
+                self.files.retire_bucket(&mut index, b)?;
+            }
+        }
+        index.window_bucket = target_bucket;
         Ok(())
     }
 
@@ -878,19 +1242,27 @@ impl PartitionTask {
                 }
             }
             missing.sort_unstable();
+            let mut gone = Vec::new();
             for (offset, due_ms) in missing {
                 match self.record_at(offset)? {
                     Some((append_ms, record)) => resolved.push((due_ms, offset, append_ms, record)),
-                    None => {
-                        // Gone from the log (DeleteRecords): nothing to forward.
-                        self.state.index.lock().remove(offset);
+                    // Gone from the log (DeleteRecords): nothing to forward.
+                    None => gone.push((offset, true)),
+                }
+            }
+            if !gone.is_empty() {
+                let mut index = self.state.index.lock();
+                let mut emptied = Vec::new();
+                for (o, _) in &gone {
+                    if let Some((_, e)) = index.remove(*o) {
+                        emptied.extend(e);
                     }
                 }
+                self.files.mark_done(&mut index, &gone, &emptied)?;
             }
             // Forward in due order (and offset order among equal due times: a fixed-delay topic
             // keeps its partition order).
             resolved.sort_unstable_by_key(|(due_ms, offset, _, _)| (*due_ms, *offset));
-            // Group due records by target partition, within the batch bounds.
             let mut batches: BTreeMap<i32, ForwardBatch> = BTreeMap::new();
             let source_partitions = self
                 .broker
@@ -947,23 +1319,22 @@ impl PartitionTask {
                 tp.append(bytes)
                     .map_err(|e| format!("appending to {target}-{tp_index}: {}", e.message))?;
                 // Delivered: record it (the target append is already durable to a crash).
-                let mut buf = Vec::with_capacity(sources.len() * 8);
                 let now = now_ms();
                 let mut index = self.state.index.lock();
+                let mut emptied = Vec::new();
+                let mut done = Vec::with_capacity(sources.len());
                 for (offset, due_ms) in &sources {
-                    index.remove(*offset);
-                    index.delivered.insert(*offset);
-                    buf.extend_from_slice(&(*offset as u64).to_be_bytes());
+                    if let Some((_, e)) = index.remove(*offset) {
+                        emptied.extend(e);
+                    }
+                    done.push((*offset, false));
                     self.broker
                         .metrics
                         .delay_lateness
                         .observe((now - due_ms).max(0) as f64 / 1000.0);
                 }
+                self.files.mark_done(&mut index, &done, &emptied)?;
                 drop(index);
-                if let Some(f) = self.delivered_file.as_mut() {
-                    f.write_all(&buf)
-                        .map_err(|e| format!("{DELIVERED_FILE}: {e}"))?;
-                }
                 self.state
                     .forwarded
                     .fetch_add(sources.len() as u64, Ordering::Relaxed);
@@ -972,18 +1343,11 @@ impl PartitionTask {
         }
     }
 
-    /// The oldest offset that may still be pending: the oldest indexed pending record, or the
-    /// first record not indexed yet.
-    fn low_water(&self) -> i64 {
-        let index = self.state.index.lock();
-        index
-            .oldest_offset()
-            .unwrap_or(index.indexed_to)
-            .min(index.indexed_to)
-    }
-
     fn write_checkpoint(&mut self) -> Result<(), String> {
-        let low_water = self.low_water();
+        let (indexed_to, low_water) = {
+            let index = self.state.index.lock();
+            (index.indexed_to, index.low_water())
+        };
         let mut target_positions = BTreeMap::new();
         if let Some((target, _)) = self.config() {
             if let Some(info) = self.broker.topics.get(&target) {
@@ -996,36 +1360,67 @@ impl PartitionTask {
                 target_positions.insert(target, positions);
             }
         }
-        // Delivered offsets below the low water are no longer needed.
-        let shrunk = {
-            let mut index = self.state.index.lock();
-            let before = index.delivered.len();
-            let recent = index
-                .delivered
-                .iter()
-                .rev()
-                .nth(RECENT_DELIVERED_MAX)
-                .copied()
-                .unwrap_or(i64::MIN);
-            index.delivered = index.delivered.split_off(&low_water.min(recent));
-            index.delivered.len() + 4096 < before
-        };
-        if shrunk {
-            self.rewrite_delivered_file()?;
-        }
         let checkpoint = Checkpoint {
-            low_water,
+            indexed_to,
             target_positions,
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(|e| e.to_string())?;
-        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let tmp = self.files.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, self.checkpoint_path()).map_err(|e| e.to_string())?;
+        self.compact_files(low_water)?;
         self.partition.set_retention_floor(low_water);
         self.checkpoint_dirty = false;
         self.last_checkpoint = std::time::Instant::now();
         Ok(())
     }
+
+    /// Rewrites the done and tombstone files when most of their entries are no longer needed.
+    fn compact_files(&mut self, low_water: i64) -> Result<(), String> {
+        let dir = &self.files.dir;
+        let size = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let mut index = self.state.index.lock();
+        // Tombstones below the low water cancel nothing any more.
+        index.tombstones.retain(|_, t| *t >= low_water);
+        let live_tombs = index.tombstones.len() as u64 * 16;
+        if size(TOMBSTONES_FILE) > 4096 && size(TOMBSTONES_FILE) > 2 * live_tombs {
+            let bytes: Vec<u8> = index
+                .tombstones
+                .iter()
+                .flat_map(|(h, o)| h.to_be_bytes().into_iter().chain(o.to_be_bytes()))
+                .collect();
+            rewrite(&dir.join(TOMBSTONES_FILE), &bytes)?;
+        }
+        let live_done = (index.done.len() + index.delivered_recent.len()) as u64 * 8;
+        if size(DONE_FILE) > 4096 && size(DONE_FILE) > 2 * live_done {
+            let mut bytes = Vec::with_capacity(live_done as usize);
+            for o in &index.done {
+                let cancelled = !index.delivered_recent.contains(o);
+                bytes.extend_from_slice(
+                    &(*o as u64 | if cancelled { DONE_CANCELLED } else { 0 }).to_be_bytes(),
+                );
+            }
+            for o in index
+                .delivered_recent
+                .iter()
+                .filter(|o| !index.done.contains(o))
+            {
+                bytes.extend_from_slice(&(*o as u64).to_be_bytes());
+            }
+            rewrite(&dir.join(DONE_FILE), &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Records bound for one target partition: the records, their (source offset, due time), and
@@ -1064,21 +1459,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_index_orders_by_due_and_cancels_by_key_below_an_offset() {
-        let mut ix = DueIndex::default();
-        let k = |s: &'static str| Some(Bytes::from_static(s.as_bytes()));
-        ix.insert(0, 500, k("a"), None);
-        ix.insert(1, 100, k("b"), None);
-        ix.insert(2, 300, k("a"), None);
-        ix.insert(3, 200, None, None);
-        assert_eq!(ix.due(250, 10), vec![(100, 1), (200, 3)]);
+    fn window_entries_order_by_due_and_track_their_buckets() {
+        let mut ix = DueIndex {
+            window_bucket: i64::MAX,
+            bucket_ms: 60_000,
+            ..Default::default()
+        };
+        ix.insert_window(0, 500, 7, None);
+        ix.insert_window(1, 100, 8, None);
+        ix.insert_window(2, 300, 7, None);
+        ix.insert_window(3, 70_000, 0, None);
+        assert_eq!(ix.due(350, 10), vec![(100, 1), (300, 2)]);
         assert_eq!(ix.next_due(), Some(100));
-        // A tombstone at offset 2 cancels key "a" below 2 only.
-        assert_eq!(ix.cancel_key(&Bytes::from_static(b"a"), 2), 1);
-        assert_eq!(ix.len(), 3);
-        assert_eq!(ix.oldest_offset(), Some(1));
-        assert!(ix.remove(2).is_some());
-        assert_eq!(ix.cancel_key(&Bytes::from_static(b"a"), 100), 0);
-        assert_eq!(ix.due(i64::MAX, 10), vec![(100, 1), (200, 3)]);
+        assert_eq!(ix.low_water(), 0);
+        assert_eq!(ix.loaded.get(&0), Some(&3));
+        let (_, emptied) = ix.remove(3).unwrap();
+        assert_eq!(emptied, Some(1), "bucket 1 has no pending entry left");
+        ix.far.insert(5, (10, 42));
+        assert_eq!(ix.len(), 13);
+        assert_eq!(ix.next_due(), Some(100));
+        ix.tombstones.insert(7, 2);
+        assert!(ix.tombstoned(0, 7) && !ix.tombstoned(2, 7) && !ix.tombstoned(0, 0));
+    }
+
+    #[test]
+    fn key_hash_is_stable_and_never_zero_for_a_key() {
+        assert_eq!(key_hash(None), 0);
+        assert_eq!(key_hash(Some(b"")), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(key_hash(Some(b"a")), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(key_hash(Some(b"order-1")), key_hash(Some(b"order-2")));
     }
 }
