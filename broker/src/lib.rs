@@ -12,6 +12,7 @@
 //! - [`metrics`]   — Prometheus counters and histograms with Kafka's JMX-exporter names.
 //! - [`offsets_log`] — `__consumer_offsets` partitions as the coordinator's durable store.
 //! - [`producer_ids`] — producer id blocks for InitProducerId.
+//! - [`records`]   — record batches the broker writes itself.
 //! - [`server`]    — wiring: shared broker state, `run`, background tasks, shutdown.
 //! - [`http`]      — `metrics.listener`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`admin`]     — the gRPC admin API (`kairos.admin.v1`) on `admin.listener`.
@@ -29,5 +30,6 @@ pub mod offsets_log;
 pub mod partition;
 pub mod producer_ids;
 pub mod protocol;
+pub mod records;
 pub mod server;
 pub mod time;

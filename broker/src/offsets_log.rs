@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::group::OffsetsLog;
 use crate::metadata::OFFSETS_TOPIC;
@@ -37,36 +35,15 @@ impl OffsetsLog for PartitionOffsetsLog {
                 .replicas
                 .get(OFFSETS_TOPIC, partition)
                 .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
-            let now = now_ms();
-            let records: Vec<Record> = records
+            let records = records
                 .into_iter()
-                .enumerate()
-                .map(|(i, (key, value))| Record {
-                    transactional: false,
-                    control: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: -1,
-                    timestamp: now,
-                    key: Some(key),
-                    delete_horizon: false,
-                    value,
-                    headers: Default::default(),
-                })
+                .map(|(key, value)| crate::records::record(Some(key), value, Default::default(), 0))
                 .collect();
-            let mut buf = BytesMut::new();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            };
-            RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(|e| {
+            let batch = crate::records::encode_batch(records, now_ms()).map_err(|e| {
                 tracing::error!("encoding {OFFSETS_TOPIC} records: {e}");
                 codes::KAFKA_STORAGE_ERROR
             })?;
-            p.append(buf.freeze()).map(|_| ()).map_err(|e| e.code)
+            p.append(batch).map(|_| ()).map_err(|e| e.code)
         })();
         Box::pin(async move { result })
     }

@@ -181,10 +181,16 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Retention and compaction every `log.retention.check.interval.ms`.
-async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let period =
-        std::time::Duration::from_millis(broker.config.log_retention_check_interval_ms.max(10));
+/// Runs `step(partition, now)` over every partition every `period_ms`, off the async workers
+/// (the steps do file I/O), until `shutdown`.
+async fn every_partition(
+    name: &'static str,
+    broker: Arc<Broker>,
+    period_ms: u64,
+    shutdown: watch::Receiver<bool>,
+    step: fn(&crate::partition::Partition, i64),
+) {
+    let period = std::time::Duration::from_millis(period_ms.max(10));
     let stop = wait_for(shutdown);
     tokio::pin!(stop);
     loop {
@@ -193,40 +199,33 @@ async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
             _ = &mut stop => return,
         }
         let b = broker.clone();
-        // Cleaning does file I/O: keep it off the async workers.
         let done = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             for p in b.replicas.all() {
-                p.clean(now);
+                step(&p, now);
             }
         });
         if let Err(e) = done.await {
-            tracing::warn!("cleaner task failed: {e}");
+            tracing::warn!("{name} task failed: {e}");
         }
     }
+}
+
+/// Retention and compaction every `log.retention.check.interval.ms`.
+async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let period_ms = broker.config.log_retention_check_interval_ms;
+    every_partition("cleaner", broker, period_ms, shutdown, |p, now| {
+        p.clean(now)
+    })
+    .await
 }
 
 /// Time-based flushing (`flush.ms` / `log.flush.interval.ms`) of logs that went idle, every
 /// `log.flush.scheduler.interval.ms` (default 1 s here; Kafka leaves it unset).
 async fn flusher(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let period =
-        std::time::Duration::from_millis(broker.config.log_flush_scheduler_interval_ms.max(10));
-    let stop = wait_for(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = &mut stop => return,
-        }
-        let b = broker.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            for p in b.replicas.all() {
-                p.flush_if_due(now);
-            }
-        });
-        if let Err(e) = done.await {
-            tracing::warn!("flusher task failed: {e}");
-        }
-    }
+    let period_ms = broker.config.log_flush_scheduler_interval_ms;
+    every_partition("flusher", broker, period_ms, shutdown, |p, now| {
+        p.flush_if_due(now)
+    })
+    .await
 }

@@ -38,11 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -358,29 +356,6 @@ fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A record appended by the broker itself (cancel markers, tombstones, forwarded records).
-fn broker_record(
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-    headers: indexmap::IndexMap<StrBytes, Option<Bytes>>,
-) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms(),
-        key,
-        value,
-        headers,
-        delete_horizon: false,
-    }
-}
-
 impl DelayPartition {
     pub fn pending(&self) -> usize {
         self.index.lock().len()
@@ -455,7 +430,10 @@ impl DelayPartition {
             StrBytes::from_static_str(headers::CANCEL_OFFSET),
             Some(Bytes::from(offset.to_string())),
         );
-        let bytes = encode_batch(vec![broker_record(None, None, headers)], now_ms())?;
+        let bytes = crate::records::encode_batch(
+            vec![crate::records::record(None, None, headers, now_ms())],
+            now_ms(),
+        )?;
         partition.append(bytes).map_err(|e| e.message)?;
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         Ok(outcome)
@@ -502,11 +480,12 @@ impl DelayPartition {
         if n == 0 && !unindexed {
             return Ok(CancelOutcome::NotFound);
         }
-        let bytes = encode_batch(
-            vec![broker_record(
+        let bytes = crate::records::encode_batch(
+            vec![crate::records::record(
                 Some(Bytes::copy_from_slice(key)),
                 None,
                 Default::default(),
+                now_ms(),
             )],
             now_ms(),
         )?;
@@ -1315,7 +1294,7 @@ impl PartitionTask {
                         "target partition {target}-{tp_index} is not hosted here"
                     ));
                 };
-                let bytes = encode_batch(records, now_ms())?;
+                let bytes = crate::records::encode_batch(records, now_ms())?;
                 tp.append(bytes)
                     .map_err(|e| format!("appending to {target}-{tp_index}: {}", e.message))?;
                 // Delivered: record it (the target append is already durable to a crash).
@@ -1426,33 +1405,6 @@ fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 /// Records bound for one target partition: the records, their (source offset, due time), and
 /// their estimated bytes.
 type ForwardBatch = (Vec<Record>, Vec<(i64, i64)>, usize);
-
-/// One uncompressed v2 batch of forwarded records, timestamped now.
-fn encode_batch(records: Vec<Record>, now: i64) -> Result<Bytes, String> {
-    let records: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut r)| {
-            r.offset = i as i64;
-            r.sequence = i as i32 - 1;
-            r.producer_id = -1;
-            r.producer_epoch = -1;
-            r.transactional = false;
-            r.control = false;
-            r.partition_leader_epoch = 0;
-            r.timestamp_type = TimestampType::Creation;
-            r.timestamp = now;
-            r
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
-}
 
 #[cfg(test)]
 mod tests {
