@@ -414,6 +414,12 @@ impl Log {
         let segment =
             LogSegment::create(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
         self.segments.insert(base, segment);
+        // Every segment below `base` was fsynced when it rolled: recovery after a crash only
+        // needs to look at the new active segment (Kafka advances its recovery point likewise).
+        if self.recovery_point < base {
+            self.recovery_point = base;
+            checkpoint::write_offset(&self.dir.join(RECOVERY_POINT_FILE), base)?;
+        }
         Ok(())
     }
 
