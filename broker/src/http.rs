@@ -203,7 +203,24 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
     ));
     // Delay topics.
     let mut delay: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+    // Retry topics (scheduled by the same engine) are reported on their own.
+    let mut retry_pending: BTreeMap<String, u64> = BTreeMap::new();
+    let mut retry_scheduled: BTreeMap<String, u64> = BTreeMap::new();
+    let mut redelivered: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut dead_lettered: BTreeMap<String, u64> = BTreeMap::new();
     for d in broker.delays.partitions() {
+        let r = d.retry.lock().clone();
+        if r.is_retry {
+            *retry_pending.entry(d.topic.clone()).or_default() += d.pending() as u64;
+            *retry_scheduled.entry(d.topic.clone()).or_default() += r.scheduled;
+            for (attempt, n) in &r.redelivered {
+                *redelivered
+                    .entry((d.topic.clone(), attempt.to_string()))
+                    .or_default() += n;
+            }
+            *dead_lettered.entry(r.dlq_topic.clone()).or_default() += r.dead_lettered;
+            continue;
+        }
         let e = delay.entry(d.topic.clone()).or_default();
         e.0 += d.pending() as u64;
         e.1 += d.forwarded.load(std::sync::atomic::Ordering::Relaxed);
@@ -240,6 +257,45 @@ fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
             "Partitions of a delay topic whose due records wait (e.g. the target topic does not exist).",
             MetricType::GAUGE,
             per_topic(|v| v.3),
+        ));
+    }
+    if !retry_pending.is_empty() {
+        fn per(m: &BTreeMap<String, u64>) -> Vec<(Vec<(&str, &str)>, f64)> {
+            m.iter()
+                .map(|(t, v)| (vec![("topic", t.as_str())], *v as f64))
+                .collect()
+        }
+        out.push(family(
+            "kairos_retry_pending",
+            "Records waiting in a retry topic.",
+            MetricType::GAUGE,
+            per(&retry_pending),
+        ));
+        out.push(family(
+            "kairos_retry_scheduled_total",
+            "Failed records scheduled for a retry.",
+            MetricType::COUNTER,
+            per(&retry_scheduled),
+        ));
+        out.push(family(
+            "kairos_retry_redelivered_total",
+            "Records redelivered to their target, by attempt.",
+            MetricType::COUNTER,
+            redelivered
+                .iter()
+                .map(|((t, a), n)| {
+                    (
+                        vec![("topic", t.as_str()), ("attempt", a.as_str())],
+                        *n as f64,
+                    )
+                })
+                .collect(),
+        ));
+        out.push(family(
+            "kairos_dlq_records_total",
+            "Records sent to a dead-letter topic.",
+            MetricType::COUNTER,
+            per(&dead_lettered),
         ));
     }
     // Consumer groups: committed offset and lag = log end - committed (never negative).

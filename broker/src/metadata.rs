@@ -97,11 +97,23 @@ enum Kind {
     ListOf(&'static [&'static str]),
     /// The name of another topic (Kairos' `kairos.delay.target`).
     TopicName,
+    /// A comma-separated list of non-negative longs (`kairos.retry.backoff.ms`).
+    LongList,
 }
 
 /// Kairos' own topic configs (delay topics, design.md §4).
 pub const DELAY_TARGET: &str = "kairos.delay.target";
 pub const DELAY_MS: &str = "kairos.delay.ms";
+/// Retry topics (design.md §4).
+pub const RETRY_TARGET: &str = "kairos.retry.target";
+pub const RETRY_BACKOFF_MS: &str = "kairos.retry.backoff.ms";
+pub const RETRY_MAX_ATTEMPTS: &str = "kairos.retry.max.attempts";
+pub const RETRY_JITTER_MS: &str = "kairos.retry.jitter.ms";
+pub const DLQ_TOPIC: &str = "kairos.dlq.topic";
+/// Kafka's default retry schedule for Kairos retry topics.
+pub const RETRY_BACKOFF_DEFAULT: &str =
+    "10000,30000,60000,120000,300000,600000,1800000,3600000,7200000";
+pub const RETRY_MAX_ATTEMPTS_DEFAULT: i64 = 9;
 
 /// Topic-level configs Kairos accepts: Kafka's name, the broker key whose value is the default,
 /// and the value kind.
@@ -207,6 +219,11 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
 const KAIROS_TOPIC_CONFIGS: &[(&str, Kind)] = &[
     (DELAY_TARGET, Kind::TopicName),
     (DELAY_MS, Kind::Long { min: 0 }),
+    (RETRY_TARGET, Kind::TopicName),
+    (RETRY_BACKOFF_MS, Kind::LongList),
+    (RETRY_MAX_ATTEMPTS, Kind::Int { min: 1 }),
+    (RETRY_JITTER_MS, Kind::Long { min: 0 }),
+    (DLQ_TOPIC, Kind::TopicName),
 ];
 
 /// Kairos' own topic config names (no broker default).
@@ -252,6 +269,18 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
             Ok(_) => Ok(()),
             Err(_) => invalid("Not a number".into()),
         },
+        Kind::LongList => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.is_empty()
+                || items
+                    .iter()
+                    .any(|i| i.parse::<i64>().map(|v| v < 0).unwrap_or(true))
+            {
+                invalid("Expected a comma-separated list of non-negative milliseconds".into())
+            } else {
+                Ok(())
+            }
+        }
         Kind::TopicName => match validate_topic_name(value.trim()) {
             Ok(()) => Ok(()),
             Err(e) => invalid(e.message),
@@ -290,6 +319,7 @@ fn validate_delay_configs(
     name: &str,
     configs: &BTreeMap<String, String>,
 ) -> Result<(), MetaError> {
+    validate_retry_configs(name, configs)?;
     let Some(target) = configs.get(DELAY_TARGET).map(|t| t.trim().to_string()) else {
         if configs.contains_key(DELAY_MS) {
             return Err(MetaError::new(
@@ -323,6 +353,47 @@ fn validate_delay_configs(
     invalid(format!(
         "Invalid value {target} for configuration {DELAY_TARGET}: the chain of delay targets loops"
     ))
+}
+
+/// A retry topic's configs: target not itself, DLQ neither the target nor the retry topic,
+/// retry keys only on a retry topic, and not a delay topic at the same time.
+fn validate_retry_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(), MetaError> {
+    let invalid = |why: String| Err(MetaError::new(codes::INVALID_CONFIG, why));
+    let Some(target) = configs.get(RETRY_TARGET).map(|t| t.trim().to_string()) else {
+        for k in [
+            RETRY_BACKOFF_MS,
+            RETRY_MAX_ATTEMPTS,
+            RETRY_JITTER_MS,
+            DLQ_TOPIC,
+        ] {
+            if configs.contains_key(k) {
+                return invalid(format!(
+                    "{k} needs {RETRY_TARGET}: only retry topics retry records"
+                ));
+            }
+        }
+        return Ok(());
+    };
+    if configs.contains_key(DELAY_TARGET) {
+        return invalid(format!("A topic cannot be both a delay topic ({DELAY_TARGET}) and a retry topic ({RETRY_TARGET})"));
+    }
+    if target == name {
+        return invalid(format!("Invalid value {target} for configuration {RETRY_TARGET}: a retry topic cannot target itself"));
+    }
+    let dlq = configs
+        .get(DLQ_TOPIC)
+        .map(|d| d.trim().to_string())
+        .unwrap_or_else(|| format!("{target}.dlq"));
+    if dlq == target || dlq == name {
+        return invalid(format!("Invalid value {dlq} for configuration {DLQ_TOPIC}: the dead-letter topic must differ from the target and the retry topic"));
+    }
+    if configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.contains("compact"))
+    {
+        return invalid(format!("A retry topic ({RETRY_TARGET}) cannot use cleanup.policy=compact: pending retries must stay until delivered"));
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -669,6 +740,47 @@ mod tests {
             false,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn retry_topic_configs_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = TopicRegistry::open(dir.path()).unwrap();
+        let cfg = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let code = |r: Result<TopicInfo, MetaError>| r.unwrap_err().code;
+        reg.create(
+            "orders.retry",
+            1,
+            1,
+            cfg(&[
+                (RETRY_TARGET, "orders"),
+                (RETRY_BACKOFF_MS, "100, 200"),
+                (RETRY_MAX_ATTEMPTS, "3"),
+            ]),
+            false,
+        )
+        .unwrap();
+        for bad in [
+            vec![(RETRY_TARGET, "r")],
+            vec![(RETRY_TARGET, "t"), (RETRY_BACKOFF_MS, "10,-1")],
+            vec![(RETRY_TARGET, "t"), (RETRY_BACKOFF_MS, "soon")],
+            vec![(RETRY_TARGET, "t"), (RETRY_MAX_ATTEMPTS, "0")],
+            vec![(RETRY_TARGET, "t"), (DLQ_TOPIC, "t")],
+            vec![(RETRY_TARGET, "t"), (DLQ_TOPIC, "r")],
+            vec![(RETRY_MAX_ATTEMPTS, "3")],
+            vec![(RETRY_TARGET, "t"), (DELAY_TARGET, "x")],
+        ] {
+            assert_eq!(
+                code(reg.create("r", 1, 1, cfg(&bad), false)),
+                codes::INVALID_CONFIG,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

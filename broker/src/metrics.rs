@@ -132,6 +132,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     /// `kairos_delay_lateness_seconds`: forward time minus due time.
     pub delay_lateness: Histogram,
+    /// `kairos_retry_lateness_seconds`: redelivery time minus due time.
+    pub retry_lateness: Histogram,
 }
 
 /// Latency buckets in milliseconds: from 0.1 ms (a cached metadata answer) to 30 s (a long
@@ -203,9 +205,21 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(delay_lateness.clone()))?;
+        let retry_lateness = Histogram::with_opts(
+            HistogramOpts::new(
+                "kairos_retry_lateness_seconds",
+                "How late retries were redelivered: redelivery time minus due time, in seconds.",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+        )?;
+        registry.register(Box::new(retry_lateness.clone()))?;
         Ok(Metrics {
             registry,
             delay_lateness,
+            retry_lateness,
             all_topics: Arc::new(TopicCounters::default()),
             topics: RwLock::new(HashMap::new()),
             requests,

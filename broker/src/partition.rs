@@ -164,6 +164,12 @@ impl ProducerStates {
     }
 }
 
+/// Delay and retry topics: the broker schedules their records (and keeps them until done).
+fn is_scheduled(topic: &TopicInfo) -> bool {
+    topic.configs.contains_key(crate::metadata::DELAY_TARGET)
+        || topic.configs.contains_key(crate::metadata::RETRY_TARGET)
+}
+
 /// Whether appends to this topic are stamped with the broker's clock: `LogAppendTime` topics,
 /// and delay topics (their due times count from the append time, which must be in the log so
 /// the timer index can be rebuilt from it).
@@ -241,6 +247,8 @@ struct PartitionState {
     log_append_time: bool,
     /// A delay topic: `kairos.*` headers are validated on produce.
     delay: bool,
+    /// A delay or retry topic: retention waits for the scheduler's floor.
+    scheduled: bool,
     compacted: bool,
     max_message_bytes: usize,
 }
@@ -309,6 +317,7 @@ impl Partition {
                 producers,
                 log_append_time: stamps_append_time(topic),
                 delay: topic.configs.contains_key(crate::metadata::DELAY_TARGET),
+                scheduled: is_scheduled(topic),
                 compacted,
                 max_message_bytes,
             }),
@@ -475,6 +484,7 @@ impl Partition {
         state.compacted = config.cleanup_policy_compact;
         state.log_append_time = stamps_append_time(topic);
         state.delay = topic.configs.contains_key(crate::metadata::DELAY_TARGET);
+        state.scheduled = is_scheduled(topic);
         state.log.update_config(config);
     }
 
@@ -502,8 +512,8 @@ impl Partition {
     pub fn clean(&self, now: i64) {
         let mut floor = self.retention_floor.load(Ordering::Acquire);
         let mut state = self.state.lock();
-        if state.delay && floor == i64::MAX {
-            // The delay engine has not said what is pending yet: keep everything.
+        if state.scheduled && floor == i64::MAX {
+            // The scheduler has not said what is pending yet: keep everything.
             floor = state.log.log_start_offset();
         }
         if let Err(e) = state.log.enforce_retention_above(now, floor) {

@@ -46,10 +46,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::due_store::{DueEntry, DueStore};
-use super::headers::{self, DueSpec};
+use super::headers;
 use super::murmur2::partition_for_key;
 use crate::log::batch::BatchHeader;
-use crate::metadata::{DELAY_MS, DELAY_TARGET};
+use crate::metadata::{
+    TopicInfo, DELAY_MS, DELAY_TARGET, DLQ_TOPIC, RETRY_BACKOFF_DEFAULT, RETRY_BACKOFF_MS,
+    RETRY_JITTER_MS, RETRY_MAX_ATTEMPTS, RETRY_MAX_ATTEMPTS_DEFAULT, RETRY_TARGET,
+};
 use crate::partition::{now_ms, Partition};
 use crate::server::Broker;
 
@@ -113,6 +116,188 @@ fn owned_payload(append_ms: i64, r: &Record) -> (Payload, usize) {
             .sum::<usize>()
         + 64;
     (Arc::new((append_ms, rec)), size)
+}
+
+/// What a scheduled topic does with its records: a delay topic forwards each to its target
+/// when due; a retry topic redelivers to its target after a backoff, or dead-letters it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Delay {
+        target: String,
+        delay_ms: i64,
+    },
+    Retry {
+        target: String,
+        backoff_ms: Vec<i64>,
+        max_attempts: i64,
+        jitter_ms: i64,
+        dlq: String,
+    },
+}
+
+impl Schedule {
+    pub fn from_topic(info: &TopicInfo) -> Option<Schedule> {
+        let num = |k: &str| {
+            info.configs
+                .get(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        if let Some(target) = info.configs.get(DELAY_TARGET) {
+            return Some(Schedule::Delay {
+                target: target.trim().to_string(),
+                delay_ms: num(DELAY_MS).unwrap_or(0),
+            });
+        }
+        let target = info.configs.get(RETRY_TARGET)?.trim().to_string();
+        let backoff_ms = info
+            .configs
+            .get(RETRY_BACKOFF_MS)
+            .map(String::as_str)
+            .unwrap_or(RETRY_BACKOFF_DEFAULT)
+            .split(',')
+            .filter_map(|v| v.trim().parse::<i64>().ok())
+            .collect::<Vec<_>>();
+        Some(Schedule::Retry {
+            dlq: info
+                .configs
+                .get(DLQ_TOPIC)
+                .map(|d| d.trim().to_string())
+                .unwrap_or_else(|| format!("{target}.dlq")),
+            target,
+            backoff_ms: if backoff_ms.is_empty() {
+                vec![0]
+            } else {
+                backoff_ms
+            },
+            max_attempts: num(RETRY_MAX_ATTEMPTS)
+                .unwrap_or(RETRY_MAX_ATTEMPTS_DEFAULT)
+                .max(1),
+            jitter_ms: num(RETRY_JITTER_MS).unwrap_or(0).max(0),
+        })
+    }
+
+    /// Every topic records may go to (scanned on recovery for exactly-once).
+    fn destinations(&self) -> Vec<String> {
+        match self {
+            Schedule::Delay { target, .. } => vec![target.clone()],
+            Schedule::Retry { target, dlq, .. } => vec![target.clone(), dlq.clone()],
+        }
+    }
+
+    /// The attempt a retry record stands for: previous `kairos.retry.attempt` + 1 (a missing
+    /// or malformed header counts as a first failure).
+    fn attempt(record: &Record) -> i64 {
+        match header_str(record, headers::RETRY_ATTEMPT) {
+            None => 1,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => n.saturating_add(1),
+                _ => {
+                    tracing::warn!(
+                        "malformed {} header {v:?}: treated as a first failure",
+                        headers::RETRY_ATTEMPT
+                    );
+                    1
+                }
+            },
+        }
+    }
+
+    /// When the record at `offset` is due (deterministic: recovery recomputes the same time).
+    fn due_ms(&self, record: &Record, append_ms: i64, offset: i64) -> Result<i64, String> {
+        match self {
+            Schedule::Delay { delay_ms, .. } => {
+                let spec = headers::due_spec(
+                    record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_deref())),
+                )?;
+                Ok(spec.due_ms(append_ms, *delay_ms))
+            }
+            Schedule::Retry {
+                backoff_ms,
+                max_attempts,
+                jitter_ms,
+                ..
+            } => {
+                let n = Self::attempt(record);
+                if n > *max_attempts {
+                    return Ok(append_ms); // dead-lettered at once
+                }
+                let step = backoff_ms[((n - 1) as usize).min(backoff_ms.len() - 1)];
+                let jitter = if *jitter_ms > 0 {
+                    (key_hash(Some(&offset.to_be_bytes())) % (*jitter_ms as u64 + 1)) as i64
+                } else {
+                    0
+                };
+                Ok(append_ms.saturating_add(step).saturating_add(jitter))
+            }
+        }
+    }
+
+    /// Where the record goes and the headers it gets; `(topic, partition, offset, append)` are
+    /// its coordinates in the scheduled topic.
+    fn route(
+        &self,
+        record: &mut Record,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        append_ms: i64,
+    ) -> (String, Option<i64>) {
+        let put =
+            |h: &mut indexmap::IndexMap<StrBytes, Option<Bytes>>, k: &'static str, v: String| {
+                h.insert(StrBytes::from_static_str(k), Some(Bytes::from(v)));
+            };
+        let h = &mut record.headers;
+        match self {
+            Schedule::Delay { target, .. } => {
+                put(h, headers::ORIGINAL_TOPIC, topic.to_string());
+                put(h, headers::ORIGINAL_PARTITION, partition.to_string());
+                put(h, headers::ORIGINAL_OFFSET, offset.to_string());
+                put(h, headers::ORIGINAL_TIMESTAMP, append_ms.to_string());
+                (target.clone(), None)
+            }
+            Schedule::Retry {
+                target,
+                max_attempts,
+                dlq,
+                ..
+            } => {
+                let n = Self::attempt(record);
+                let h = &mut record.headers;
+                // The first failure's coordinates stay on the record through every attempt.
+                if !h.contains_key(headers::ORIGINAL_TOPIC.as_bytes()) {
+                    put(h, headers::ORIGINAL_TOPIC, topic.to_string());
+                    put(h, headers::ORIGINAL_PARTITION, partition.to_string());
+                    put(h, headers::ORIGINAL_OFFSET, offset.to_string());
+                    put(h, headers::ORIGINAL_TIMESTAMP, append_ms.to_string());
+                }
+                if n <= *max_attempts {
+                    put(h, headers::RETRY_ATTEMPT, n.to_string());
+                    return (target.clone(), Some(n));
+                }
+                let first = h
+                    .get(headers::ORIGINAL_TIMESTAMP.as_bytes())
+                    .and_then(|v| v.as_ref())
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                    .unwrap_or(append_ms);
+                let reason = h
+                    .get(headers::RETRY_REASON.as_bytes())
+                    .and_then(|v| v.as_ref())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_else(|| {
+                        format!("retries exhausted after {max_attempts} attempt(s)")
+                    });
+                put(h, headers::DLQ_REASON, reason);
+                put(h, headers::DLQ_ATTEMPTS, (n - 1).to_string());
+                put(h, headers::DLQ_FIRST_FAILURE_MS, first.to_string());
+                put(h, headers::DLQ_LAST_FAILURE_MS, append_ms.to_string());
+                put(h, headers::DLQ_SOURCE_TOPIC, target.clone());
+                (dlq.clone(), None)
+            }
+        }
+    }
 }
 
 /// A pending record held in memory (due within the window).
@@ -262,6 +447,17 @@ pub struct DelayPartition {
     /// Held by a forwarding round from reading due records to recording them delivered, and
     /// by an admin cancel: a record is either cancelled or forwarded, never both.
     forward_lock: Mutex<()>,
+    /// Retry topics: records scheduled, redeliveries by attempt, records dead-lettered.
+    pub retry: Mutex<RetryCounters>,
+}
+
+#[derive(Default, Clone, Debug)]
+pub struct RetryCounters {
+    pub is_retry: bool,
+    pub scheduled: u64,
+    pub redelivered: BTreeMap<i64, u64>,
+    pub dead_lettered: u64,
+    pub dlq_topic: String,
 }
 
 /// What an admin cancel found.
@@ -640,7 +836,9 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
             .topics
             .all()
             .into_iter()
-            .filter(|t| t.configs.contains_key(DELAY_TARGET))
+            .filter(|t| {
+                t.configs.contains_key(DELAY_TARGET) || t.configs.contains_key(RETRY_TARGET)
+            })
             .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
             .collect();
         tasks.retain(|k, (tx, handle)| {
@@ -666,6 +864,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 cancelled: AtomicU64::new(0),
                 blocked: Mutex::new(None),
                 forward_lock: Mutex::new(()),
+                retry: Mutex::new(RetryCounters::default()),
             });
             broker
                 .delays
@@ -784,16 +983,15 @@ impl PartitionTask {
         format!("{}-{}", self.state.topic, self.state.partition)
     }
 
-    /// (target topic, topic default delay) from the current topic config.
-    fn config(&self) -> Option<(String, i64)> {
-        let info = self.broker.topics.get(&self.state.topic)?;
-        let target = info.configs.get(DELAY_TARGET)?.trim().to_string();
-        let delay = info
-            .configs
-            .get(DELAY_MS)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        Some((target, delay))
+    /// The topic's current schedule (configs may change while running).
+    fn schedule(&self) -> Option<Schedule> {
+        let schedule = Schedule::from_topic(&self.broker.topics.get(&self.state.topic)?)?;
+        let mut r = self.state.retry.lock();
+        r.is_retry = matches!(schedule, Schedule::Retry { .. });
+        if let Schedule::Retry { dlq, .. } = &schedule {
+            r.dlq_topic.clone_from(dlq);
+        }
+        Some(schedule)
     }
 
     async fn run(&mut self, mut stop: watch::Receiver<bool>, mut global: watch::Receiver<bool>) {
@@ -910,8 +1108,10 @@ impl PartitionTask {
         }
         // 2. Records forwarded after the checkpoint, found in the targets.
         let mut targets = checkpoint.target_positions.clone();
-        if let Some((target, _)) = self.config() {
-            targets.entry(target).or_default();
+        if let Some(schedule) = self.schedule() {
+            for t in schedule.destinations() {
+                targets.entry(t).or_default();
+            }
         }
         let mut found = Vec::new();
         for (topic, positions) in &targets {
@@ -1017,7 +1217,7 @@ impl PartitionTask {
     /// Indexes records appended since the last call: entries to the due store, near ones to
     /// memory; applies tombstones and cancel markers.
     fn index_new(&mut self) -> Result<(), String> {
-        let Some((_, topic_delay_ms)) = self.config() else {
+        let Some(schedule) = self.schedule() else {
             return Ok(());
         };
         let mut indexed_to = {
@@ -1079,24 +1279,22 @@ impl PartitionTask {
                 if index.done.contains(&r.offset) {
                     continue;
                 }
-                let spec = headers::due_spec(
-                    r.record
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_deref())),
-                )
-                .unwrap_or_else(|e| {
-                    // Validated at produce; a record written before the topic became a delay
-                    // topic may still carry junk: deliver it at once.
-                    tracing::warn!(
-                        "delay {}-{} offset {}: {e}; due now",
-                        self.state.topic,
-                        self.state.partition,
-                        r.offset
-                    );
-                    DueSpec::After(0)
-                });
-                let due_ms = spec.due_ms(r.append_ms, topic_delay_ms);
+                let due_ms = schedule
+                    .due_ms(&r.record, r.append_ms, r.offset)
+                    .unwrap_or_else(|e| {
+                        // Validated at produce; a record written before the topic became a delay
+                        // topic may still carry junk: deliver it at once.
+                        tracing::warn!(
+                            "delay {}-{} offset {}: {e}; due now",
+                            self.state.topic,
+                            self.state.partition,
+                            r.offset
+                        );
+                        r.append_ms
+                    });
+                if matches!(schedule, Schedule::Retry { .. }) {
+                    self.state.retry.lock().scheduled += 1;
+                }
                 new_entries.push((due_ms, r.offset, hash));
                 let bucket = index.bucket_of(due_ms);
                 if bucket < index.window_bucket {
@@ -1179,7 +1377,7 @@ impl PartitionTask {
 
     /// Forwards every due record; returns the next due time still pending.
     fn forward_due(&mut self) -> Result<Option<i64>, String> {
-        let Some((target, _)) = self.config() else {
+        let Some(schedule) = self.schedule() else {
             return Ok(None);
         };
         loop {
@@ -1191,7 +1389,18 @@ impl PartitionTask {
                 *self.state.blocked.lock() = None;
                 return Ok(self.state.index.lock().next_due());
             }
-            let Some(info) = self.broker.topics.get(&target) else {
+            // Every destination must exist; otherwise due records wait (nothing is dropped).
+            let mut partitions_of: BTreeMap<String, i32> = BTreeMap::new();
+            let mut missing_topic = None;
+            for t in schedule.destinations() {
+                match self.broker.topics.get(&t) {
+                    Some(info) => {
+                        partitions_of.insert(t, info.partitions);
+                    }
+                    None => missing_topic = Some(t),
+                }
+            }
+            if let Some(target) = missing_topic {
                 let why = format!(
                     "target topic {target} does not exist; {} due record(s) wait",
                     due.len()
@@ -1242,7 +1451,7 @@ impl PartitionTask {
             // Forward in due order (and offset order among equal due times: a fixed-delay topic
             // keeps its partition order).
             resolved.sort_unstable_by_key(|(due_ms, offset, _, _)| (*due_ms, *offset));
-            let mut batches: BTreeMap<i32, ForwardBatch> = BTreeMap::new();
+            let mut batches: BTreeMap<(String, i32), ForwardBatch> = BTreeMap::new();
             let source_partitions = self
                 .broker
                 .topics
@@ -1250,25 +1459,19 @@ impl PartitionTask {
                 .map(|t| t.partitions)
                 .unwrap_or(1);
             for (due_ms, offset, append_ms, mut record) in resolved {
-                let target_partition = match &record.key {
-                    Some(k) => partition_for_key(k, info.partitions),
-                    None if source_partitions == info.partitions => self.state.partition,
-                    None => self.state.partition % info.partitions.max(1),
-                };
-                let h = &mut record.headers;
-                let put = |h: &mut indexmap::IndexMap<StrBytes, Option<Bytes>>,
-                           k: &'static str,
-                           v: String| {
-                    h.insert(StrBytes::from_static_str(k), Some(Bytes::from(v)));
-                };
-                put(h, headers::ORIGINAL_TOPIC, self.state.topic.clone());
-                put(
-                    h,
-                    headers::ORIGINAL_PARTITION,
-                    self.state.partition.to_string(),
+                let (dest, attempt) = schedule.route(
+                    &mut record,
+                    &self.state.topic,
+                    self.state.partition,
+                    offset,
+                    append_ms,
                 );
-                put(h, headers::ORIGINAL_OFFSET, offset.to_string());
-                put(h, headers::ORIGINAL_TIMESTAMP, append_ms.to_string());
+                let partitions = partitions_of.get(&dest).copied().unwrap_or(1).max(1);
+                let target_partition = match &record.key {
+                    Some(k) => partition_for_key(k, partitions),
+                    None if source_partitions == partitions => self.state.partition,
+                    None => self.state.partition % partitions,
+                };
                 let size = record.key.as_ref().map_or(0, |k| k.len())
                     + record.value.as_ref().map_or(0, |v| v.len())
                     + record
@@ -1277,18 +1480,18 @@ impl PartitionTask {
                         .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 8)
                         .sum::<usize>()
                     + 32;
-                let entry = batches.entry(target_partition).or_default();
+                let entry = batches.entry((dest, target_partition)).or_default();
                 if entry.2 + size > FORWARD_BATCH_BYTES_MAX && !entry.0.is_empty() {
                     break;
                 }
                 entry.0.push(record);
-                entry.1.push((offset, due_ms));
+                entry.1.push((offset, due_ms, attempt));
                 entry.2 += size;
             }
             if batches.is_empty() {
                 continue;
             }
-            for (tp_index, (records, sources, _)) in batches {
+            for ((target, tp_index), (records, sources, _)) in batches {
                 let Some(tp) = self.broker.replicas.get(&target, tp_index) else {
                     return Err(format!(
                         "target partition {target}-{tp_index} is not hosted here"
@@ -1302,16 +1505,23 @@ impl PartitionTask {
                 let mut index = self.state.index.lock();
                 let mut emptied = Vec::new();
                 let mut done = Vec::with_capacity(sources.len());
-                for (offset, due_ms) in &sources {
+                let mut retry = self.state.retry.lock();
+                for (offset, due_ms, attempt) in &sources {
                     if let Some((_, e)) = index.remove(*offset) {
                         emptied.extend(e);
                     }
                     done.push((*offset, false));
-                    self.broker
-                        .metrics
-                        .delay_lateness
-                        .observe((now - due_ms).max(0) as f64 / 1000.0);
+                    let late = (now - due_ms).max(0) as f64 / 1000.0;
+                    match (retry.is_retry, attempt) {
+                        (false, _) => self.broker.metrics.delay_lateness.observe(late),
+                        (true, Some(n)) => {
+                            *retry.redelivered.entry(*n).or_default() += 1;
+                            self.broker.metrics.retry_lateness.observe(late);
+                        }
+                        (true, None) => retry.dead_lettered += 1,
+                    }
                 }
+                drop(retry);
                 self.files.mark_done(&mut index, &done, &emptied)?;
                 drop(index);
                 self.state
@@ -1328,7 +1538,11 @@ impl PartitionTask {
             (index.indexed_to, index.low_water())
         };
         let mut target_positions = BTreeMap::new();
-        if let Some((target, _)) = self.config() {
+        for target in self
+            .schedule()
+            .map(|s| s.destinations())
+            .unwrap_or_default()
+        {
             if let Some(info) = self.broker.topics.get(&target) {
                 let mut positions = BTreeMap::new();
                 for p in 0..info.partitions {
@@ -1404,7 +1618,7 @@ fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 
 /// Records bound for one target partition: the records, their (source offset, due time), and
 /// their estimated bytes.
-type ForwardBatch = (Vec<Record>, Vec<(i64, i64)>, usize);
+type ForwardBatch = (Vec<Record>, Vec<(i64, i64, Option<i64>)>, usize);
 
 #[cfg(test)]
 mod tests {

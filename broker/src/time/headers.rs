@@ -9,6 +9,17 @@ pub const ORIGINAL_TOPIC: &str = "kairos.original.topic";
 pub const ORIGINAL_PARTITION: &str = "kairos.original.partition";
 pub const ORIGINAL_OFFSET: &str = "kairos.original.offset";
 pub const ORIGINAL_TIMESTAMP: &str = "kairos.original.timestamp";
+/// Retry topics: the attempt a redelivered record is on (1 = first retry).
+pub const RETRY_ATTEMPT: &str = "kairos.retry.attempt";
+/// Set by the consumer that failed: why (carried to the dead-letter record).
+pub const RETRY_REASON: &str = "kairos.retry.reason";
+/// Dead-letter records: why, how many attempts, first and last failure times (epoch ms), and
+/// the topic a redrive sends the record back to.
+pub const DLQ_REASON: &str = "kairos.dlq.reason";
+pub const DLQ_ATTEMPTS: &str = "kairos.dlq.attempts";
+pub const DLQ_FIRST_FAILURE_MS: &str = "kairos.dlq.first.failure.ms";
+pub const DLQ_LAST_FAILURE_MS: &str = "kairos.dlq.last.failure.ms";
+pub const DLQ_SOURCE_TOPIC: &str = "kairos.dlq.source.topic";
 /// On a delay topic: a marker record (no key, no value) cancelling the record at this offset
 /// of its partition (written by the admin API's Cancel by offset; never forwarded).
 pub const CANCEL_OFFSET: &str = "kairos.cancel.offset";

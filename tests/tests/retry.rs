@@ -1,0 +1,228 @@
+//! Retry topics on the embedded scheduler (no `retry.redis.url`): real broker, rdkafka clients.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kairos_tests::{http_get, Broker};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn client(b: &Broker) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", b.bootstrap());
+    c
+}
+
+fn create(b: &Broker, name: &str, configs: &[(&str, &str)]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
+    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.create_topics([&t], &AdminOptions::new()))
+        .map_err(|e| e.to_string())?
+    {
+        r.map_err(|(_, e)| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn headers_of(m: &OwnedMessage) -> HashMap<String, String> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A consumer reading `topic` from the beginning.
+fn reader(b: &Broker, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = client(b)
+        .set("group.id", format!("r-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    c
+}
+
+fn next(c: &BaseConsumer) -> OwnedMessage {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            return m.unwrap().detach();
+        }
+        assert!(Instant::now() < deadline, "no record arrived");
+    }
+}
+
+/// Produces `m` (a record the consumer failed on) to the retry topic, keeping its headers, the
+/// way a consumer hands a failure back.
+fn fail(p: &BaseProducer, retry_topic: &str, m: &OwnedMessage, reason: &str) {
+    let mut hs = OwnedHeaders::new();
+    for (k, v) in headers_of(m) {
+        if k != "kairos.retry.reason" {
+            hs = hs.insert(Header {
+                key: &k,
+                value: Some(v.as_bytes()),
+            });
+        }
+    }
+    hs = hs.insert(Header {
+        key: "kairos.retry.reason",
+        value: Some(reason.as_bytes()),
+    });
+    p.send(
+        BaseRecord::<[u8], [u8]>::to(retry_topic)
+            .key(m.key().unwrap())
+            .payload(m.payload().unwrap())
+            .headers(hs),
+    )
+    .unwrap();
+    p.flush(WAIT).unwrap();
+}
+
+#[test]
+fn retries_count_attempts_wait_their_backoff_and_end_in_the_dlq() {
+    // Proves the retry contract on the embedded scheduler: each failure comes back after its
+    // backoff with the attempt count and the first failure's coordinates; after the last
+    // attempt the record lands in the dead-letter topic with reason, attempts and times.
+    let b = Broker::start(&[]);
+    create(&b, "work", &[]).unwrap();
+    create(&b, "work.dlq", &[]).unwrap();
+    create(
+        &b,
+        "work.retry",
+        &[
+            ("kairos.retry.target", "work"),
+            ("kairos.retry.backoff.ms", "300,700"),
+            ("kairos.retry.max.attempts", "3"),
+        ],
+    )
+    .unwrap();
+    let p: BaseProducer = client(&b).set("linger.ms", "0").create().unwrap();
+    let work = reader(&b, "work");
+    let dlq = reader(&b, "work.dlq");
+
+    // First failure of an original record.
+    let produced_at = Instant::now();
+    p.send(
+        BaseRecord::<[u8], [u8]>::to("work.retry")
+            .key(b"order-7")
+            .payload(b"charge")
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "kairos.retry.reason",
+                value: Some(b"card declined"),
+            })),
+    )
+    .unwrap();
+    p.flush(WAIT).unwrap();
+    let mut m = next(&work);
+    let waited = produced_at.elapsed();
+    let h = headers_of(&m);
+    assert_eq!(h["kairos.retry.attempt"], "1");
+    assert_eq!(h["kairos.original.topic"], "work.retry");
+    assert_eq!(h["kairos.original.offset"], "0");
+    assert!(
+        waited >= Duration::from_millis(290),
+        "attempt 1 after its 300 ms backoff ({waited:?})"
+    );
+    let first_failure = h["kairos.original.timestamp"].clone();
+
+    // Attempts 2 and 3 use the last backoff (700 ms) and keep the first failure's coordinates.
+    for attempt in 2..=3 {
+        let failed_at = Instant::now();
+        fail(&p, "work.retry", &m, &format!("still declined ({attempt})"));
+        m = next(&work);
+        let h = headers_of(&m);
+        assert_eq!(h["kairos.retry.attempt"], attempt.to_string());
+        assert_eq!(
+            h["kairos.original.timestamp"], first_failure,
+            "first failure kept"
+        );
+        assert!(
+            failed_at.elapsed() >= Duration::from_millis(690),
+            "attempt {attempt} waited 700 ms"
+        );
+        assert_eq!(m.payload(), Some(&b"charge"[..]));
+    }
+
+    // The fourth failure exceeds max attempts: dead-lettered at once.
+    let failed_at = Instant::now();
+    fail(&p, "work.retry", &m, "gave up");
+    let d = next(&dlq);
+    assert!(
+        failed_at.elapsed() < Duration::from_millis(2000),
+        "dead-lettered without a backoff"
+    );
+    let h = headers_of(&d);
+    assert_eq!(h["kairos.dlq.reason"], "gave up");
+    assert_eq!(h["kairos.dlq.attempts"], "3");
+    assert_eq!(h["kairos.dlq.first.failure.ms"], first_failure);
+    assert_eq!(h["kairos.dlq.source.topic"], "work");
+    assert!(
+        h["kairos.dlq.last.failure.ms"].parse::<i64>().unwrap()
+            >= first_failure.parse::<i64>().unwrap()
+    );
+    assert_eq!(d.key(), Some(&b"order-7"[..]));
+
+    // Metrics.
+    let (_, text) = http_get(&format!("{}/metrics", b.metrics_url()));
+    for line in [
+        "kairos_retry_scheduled_total{topic=\"work.retry\"} 4",
+        "kairos_retry_redelivered_total{topic=\"work.retry\",attempt=\"1\"} 1",
+        "kairos_retry_redelivered_total{topic=\"work.retry\",attempt=\"3\"} 1",
+        "kairos_dlq_records_total{topic=\"work.dlq\"} 1",
+        "kairos_retry_pending{topic=\"work.retry\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} in metrics");
+    }
+}
+
+#[test]
+fn bad_retry_configs_are_refused() {
+    // Proves INVALID_CONFIG for negative or non-numeric backoffs, max attempts below 1, and a
+    // dead-letter topic equal to the target or the retry topic.
+    let b = Broker::start(&[]);
+    for bad in [
+        vec![
+            ("kairos.retry.target", "t"),
+            ("kairos.retry.backoff.ms", "100,-1"),
+        ],
+        vec![
+            ("kairos.retry.target", "t"),
+            ("kairos.retry.backoff.ms", "soon"),
+        ],
+        vec![
+            ("kairos.retry.target", "t"),
+            ("kairos.retry.max.attempts", "0"),
+        ],
+        vec![("kairos.retry.target", "t"), ("kairos.dlq.topic", "t")],
+        vec![("kairos.retry.target", "t"), ("kairos.dlq.topic", "r")],
+    ] {
+        let e = create(&b, "r", &bad).unwrap_err();
+        assert!(e.contains("InvalidConfig"), "{bad:?}: {e}");
+    }
+}
