@@ -12,7 +12,7 @@ use v1::cancel_request::Target;
 use v1::cancel_response::Outcome;
 use v1::delay_admin_server::{DelayAdmin, DelayAdminServer};
 
-use crate::metadata::DELAY_TARGET;
+use crate::metadata::{DELAY_TARGET, RETRY_TARGET};
 use crate::server::Broker;
 use crate::time::delay::{CancelOutcome, DelayPartition};
 
@@ -30,9 +30,9 @@ impl AdminService {
         let Some(info) = self.broker.topics.get(topic) else {
             return Err(Status::not_found(format!("topic {topic} does not exist")));
         };
-        if !info.configs.contains_key(DELAY_TARGET) {
+        if !info.configs.contains_key(DELAY_TARGET) && !info.configs.contains_key(RETRY_TARGET) {
             return Err(Status::failed_precondition(format!(
-                "topic {topic} is not a delay topic (it has no {DELAY_TARGET})"
+                "topic {topic} is not a delay topic or retry topic (it has no {DELAY_TARGET} or {RETRY_TARGET})"
             )));
         }
         let parts = self.broker.delays.topic(topic);
@@ -249,9 +249,49 @@ impl DelayAdmin for AdminService {
             if let Some(b) = p.blocked.lock().clone() {
                 blocked.push(format!("partition {}: {b}", p.partition));
             }
+            let r = p.retry.lock();
+            resp.retry |= r.is_retry;
+            resp.dead_lettered += r.dead_lettered;
         }
         resp.blocked_reason = blocked.join("; ");
         Ok(Response::new(resp))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::dlq_admin_server::DlqAdmin for AdminService {
+    async fn redrive(
+        &self,
+        request: Request<v1::RedriveRequest>,
+    ) -> Result<Response<v1::RedriveResponse>, Status> {
+        let req = request.into_inner();
+        if req.dlq_topic.is_empty() {
+            return Err(Status::invalid_argument("dlq_topic is required"));
+        }
+        let r = crate::time::dlq::RedriveRequest {
+            dlq_topic: req.dlq_topic,
+            key: req.key,
+            from_ms: req.from_ms.unwrap_or(i64::MIN),
+            to_ms: req.to_ms.unwrap_or(i64::MAX),
+            to_topic: (!req.to_topic.is_empty()).then_some(req.to_topic),
+            dry_run: req.dry_run,
+        };
+        let broker = self.broker.clone();
+        let report = blocking(move || crate::time::dlq::redrive(&broker, &r))
+            .await?
+            .map_err(|e| {
+                if e.contains("does not exist") {
+                    Status::not_found(e)
+                } else {
+                    Status::internal(e)
+                }
+            })?;
+        Ok(Response::new(v1::RedriveResponse {
+            matched: report.matched,
+            redriven: report.redriven,
+            skipped: report.skipped,
+            problems: report.problems,
+        }))
     }
 }
 
@@ -264,6 +304,9 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<DelayAdminServer<AdminService>>()
+        .await;
+    reporter
+        .set_serving::<v1::dlq_admin_server::DlqAdminServer<AdminService>>()
         .await;
     let reflection = match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
@@ -280,7 +323,12 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(DelayAdminServer::new(AdminService { broker }))
+        .add_service(DelayAdminServer::new(AdminService {
+            broker: broker.clone(),
+        }))
+        .add_service(v1::dlq_admin_server::DlqAdminServer::new(AdminService {
+            broker,
+        }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     if let Err(e) = result {

@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 mod delay;
+mod dlq;
 mod perf;
 
 #[derive(Parser)]
@@ -511,6 +512,12 @@ enum Command {
     /// Delay topics: schedule, cancel, list pending, stats.
     #[command(subcommand)]
     Delay(delay::DelayCmd),
+    /// Dead-letter topics: list records, redrive them to their source.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCmd),
+    /// Retry topics: stats.
+    #[command(subcommand)]
+    Retry(dlq::RetryCmd),
 }
 
 #[derive(Subcommand)]
@@ -634,6 +641,8 @@ pub fn main() -> i32 {
         Command::Group(cmd) => block_on(group(cmd, &cli.conn)),
         Command::Perf(cmd) => perf::run(cmd, &cli.conn),
         Command::Delay(cmd) => block_on(delay::run(cmd, &cli.conn, &cli.admin)),
+        Command::Dlq(cmd) => block_on(dlq::dlq(cmd, &cli.conn, &cli.admin)),
+        Command::Retry(cmd) => block_on(dlq::retry(cmd, &cli.admin)),
     };
     match result {
         Ok(()) => 0,

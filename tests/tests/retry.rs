@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kairos_tests::{http_get, Broker};
+use kairos_tests::{http_get, kairos_bin, Broker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -187,6 +187,50 @@ fn retries_count_attempts_wait_their_backoff_and_end_in_the_dlq() {
             >= first_failure.parse::<i64>().unwrap()
     );
     assert_eq!(d.key(), Some(&b"order-7"[..]));
+
+    // The CLI: list the DLQ, stats of the retry topic, redrive (dry run, to a missing topic,
+    // then for real: back in `work` with the attempt count reset).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(kairos_bin())
+            .args(["-b", &b.bootstrap(), "--admin-server", &b.admin_addr()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["dlq", "ls", "work.dlq"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("order-7") && out.contains("gave up") && out.contains(" work "),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&["retry", "stats", "work.retry"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("dead-lettered  1") && out.contains("pending        0"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["dlq", "redrive", "work.dlq", "--dry-run"]);
+    assert!(ok && out.contains("would redrive 1 of 1"), "{out}");
+    let (ok, _, err) = cli(&["dlq", "redrive", "work.dlq", "--to", "gone"]);
+    assert!(!ok && err.contains("no longer exists"), "{err}");
+    let (ok, out, err) = cli(&["dlq", "redrive", "work.dlq"]);
+    assert!(ok && out.contains("redrove 1 of 1"), "{out}{err}");
+    let back = next(&work);
+    let h = headers_of(&back);
+    assert_eq!(back.key(), Some(&b"order-7"[..]));
+    assert!(
+        !h.contains_key("kairos.retry.attempt") && !h.keys().any(|k| k.starts_with("kairos.dlq.")),
+        "{h:?}"
+    );
+    assert_eq!(
+        h["kairos.original.timestamp"], first_failure,
+        "the first failure stays traceable"
+    );
 
     // Metrics.
     let (_, text) = http_get(&format!("{}/metrics", b.metrics_url()));

@@ -94,19 +94,22 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
-async fn client(admin: &AdminConn) -> Result<DelayAdminClient<tonic::transport::Channel>, String> {
+pub async fn client_channel(admin: &AdminConn) -> Result<tonic::transport::Channel, String> {
     let endpoint = format!("http://{}", admin.admin);
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+    tonic::transport::Endpoint::from_shared(endpoint)
         .map_err(|e| format!("invalid --admin-server {}: {e}", admin.admin))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(120))
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.admin))?;
-    Ok(DelayAdminClient::new(channel))
+        .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.admin))
 }
 
-fn status(e: tonic::Status) -> String {
+async fn client(admin: &AdminConn) -> Result<DelayAdminClient<tonic::transport::Channel>, String> {
+    Ok(DelayAdminClient::new(client_channel(admin).await?))
+}
+
+pub fn status(e: tonic::Status) -> String {
     format!("{} ({:?})", e.message(), e.code())
 }
 

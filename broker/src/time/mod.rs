@@ -4,9 +4,11 @@
 //! - [`murmur2`] — the Java client's default partitioner, so forwarded records land where a
 //!   Kafka producer would put them.
 //! - [`due_store`] — the on-disk due-time index (per-minute bucket files).
+//! - [`dlq`]       — redrive of dead-letter records.
 //! - [`delay`]   — the delay engine: indexes delay topics' logs by due time, forwards due
 //!   records to their targets exactly once, applies cancellations.
 pub mod delay;
+pub mod dlq;
 pub mod due_store;
 pub mod headers;
 pub mod murmur2;
