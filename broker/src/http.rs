@@ -93,6 +93,8 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
             Err(e) => tracing::warn!("collecting broker metrics: {e}"),
         }
     }
+    // A family without samples (e.g. no redelivery yet) is not valid exposition: leave it out.
+    families.retain(|f| !f.get_metric().is_empty());
     let mut buf = Vec::with_capacity(64 * 1024);
     if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut buf) {
         return (

@@ -134,6 +134,9 @@ pub struct Metrics {
     pub delay_lateness: Histogram,
     /// `kairos_retry_lateness_seconds`: redelivery time minus due time.
     pub retry_lateness: Histogram,
+    /// `kairos_redis_up`: 1 when the retry scheduler's last Redis call worked, 0 when not,
+    /// -1 before any call (Redis not configured or no retry topic yet; not exported).
+    pub redis_up: AtomicI64,
 }
 
 /// Latency buckets in milliseconds: from 0.1 ms (a cached metadata answer) to 30 s (a long
@@ -220,6 +223,7 @@ impl Metrics {
             registry,
             delay_lateness,
             retry_lateness,
+            redis_up: AtomicI64::new(-1),
             all_topics: Arc::new(TopicCounters::default()),
             topics: RwLock::new(HashMap::new()),
             requests,
@@ -351,6 +355,15 @@ impl Metrics {
                 self.connections.load(Ordering::Relaxed) as f64,
             )],
         ));
+        let redis_up = self.redis_up.load(Ordering::Relaxed);
+        if redis_up >= 0 {
+            out.push(family(
+                "kairos_redis_up",
+                "1 when the retry scheduler reaches Redis, 0 when it does not.",
+                MetricType::GAUGE,
+                vec![(vec![], redis_up as f64)],
+            ));
+        }
         out.push(family(
             "kafka_network_requestchannel_requestqueuesize",
             "Requests read and not yet answered.",

@@ -186,7 +186,7 @@ impl Schedule {
 
     /// The attempt a retry record stands for: previous `kairos.retry.attempt` + 1 (a missing
     /// or malformed header counts as a first failure).
-    fn attempt(record: &Record) -> i64 {
+    pub(crate) fn attempt(record: &Record) -> i64 {
         match header_str(record, headers::RETRY_ATTEMPT) {
             None => 1,
             Some(v) => match v.trim().parse::<i64>() {
@@ -203,7 +203,12 @@ impl Schedule {
     }
 
     /// When the record at `offset` is due (deterministic: recovery recomputes the same time).
-    fn due_ms(&self, record: &Record, append_ms: i64, offset: i64) -> Result<i64, String> {
+    pub(crate) fn due_ms(
+        &self,
+        record: &Record,
+        append_ms: i64,
+        offset: i64,
+    ) -> Result<i64, String> {
         match self {
             Schedule::Delay { delay_ms, .. } => {
                 let spec = headers::due_spec(
@@ -237,7 +242,7 @@ impl Schedule {
 
     /// Where the record goes and the headers it gets; `(topic, partition, offset, append)` are
     /// its coordinates in the scheduled topic.
-    fn route(
+    pub(crate) fn route(
         &self,
         record: &mut Record,
         topic: &str,
@@ -449,6 +454,8 @@ pub struct DelayPartition {
     forward_lock: Mutex<()>,
     /// Retry topics: records scheduled, redeliveries by attempt, records dead-lettered.
     pub retry: Mutex<RetryCounters>,
+    /// Retry topics scheduled in Redis: entries waiting there (due + in flight).
+    pub redis_pending: AtomicU64,
 }
 
 #[derive(Default, Clone, Debug)]
@@ -554,7 +561,7 @@ fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 
 impl DelayPartition {
     pub fn pending(&self) -> usize {
-        self.index.lock().len()
+        self.index.lock().len() + self.redis_pending.load(Ordering::Relaxed) as usize
     }
 
     fn files(&self, partition: &Partition) -> Result<DelayFiles, String> {
@@ -865,6 +872,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 blocked: Mutex::new(None),
                 forward_lock: Mutex::new(()),
                 retry: Mutex::new(RetryCounters::default()),
+                redis_pending: AtomicU64::new(0),
             });
             broker
                 .delays
@@ -875,6 +883,23 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
             let b = broker.clone();
             let global = shutdown.clone();
             let handle = tokio::spawn(async move {
+                let redis_url = b.config.retry_redis_url.clone();
+                let info = b.topics.get(&state.topic);
+                let retry = info
+                    .as_ref()
+                    .and_then(Schedule::from_topic)
+                    .filter(|s| matches!(s, Schedule::Retry { .. }));
+                if let (Some(url), Some(Schedule::Retry { dlq, .. })) = (redis_url, retry) {
+                    {
+                        let mut r = state.retry.lock();
+                        r.is_retry = true;
+                        r.dlq_topic = dlq;
+                    }
+                    let mut task =
+                        super::retry_redis::RedisRetryTask::new(b, partition, state, url);
+                    task.run(rx, global).await;
+                    return;
+                }
                 match PartitionTask::new(b, partition, state.clone()) {
                     Ok(mut task) => task.run(rx, global).await,
                     Err(e) => {
@@ -934,6 +959,19 @@ fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
         pos = end;
     }
     Ok(out)
+}
+
+/// (offset, append time, record) of the whole batches in `bytes`, from `from` on.
+pub(crate) fn decode_records(bytes: Bytes, from: i64) -> Result<Vec<(i64, i64, Record)>, String> {
+    Ok(decode(bytes, from)?
+        .into_iter()
+        .map(|r| (r.offset, r.append_ms, r.record))
+        .collect())
+}
+
+/// A header's value as text.
+pub(crate) fn header_value(record: &Record, name: &str) -> Option<String> {
+    header_str(record, name)
 }
 
 fn header_str(record: &Record, name: &str) -> Option<String> {
@@ -1145,9 +1183,17 @@ impl PartitionTask {
                 .store
                 .truncate_from(b, indexed_to)
                 .map_err(|e| e.to_string())?;
+            // Entries a tombstone cancelled become done: the tombstone may be pruned later,
+            // the bucket file still lists them.
+            let cancelled: Vec<(i64, bool)> = entries
+                .iter()
+                .filter(|(_, o, h)| !index.done.contains(o) && index.tombstoned(*o, *h))
+                .map(|(_, o, _)| (*o, true))
+                .collect();
+            self.files.mark_done(&mut index, &cancelled, &[])?;
             let live: Vec<DueEntry> = entries
                 .into_iter()
-                .filter(|(_, o, h)| !index.done.contains(o) && !index.tombstoned(*o, *h))
+                .filter(|(_, o, _)| !index.done.contains(o))
                 .collect();
             if live.is_empty() {
                 self.files.retire_bucket(&mut index, b)?;
@@ -1336,13 +1382,23 @@ impl PartitionTask {
             index.far.remove(&b);
             let entries = self.files.store.read(b).map_err(|e| e.to_string())?;
             let mut live = 0;
+            let mut cancelled = Vec::new();
             for (due_ms, o, h) in entries {
-                if index.done.contains(&o) || index.tombstoned(o, h) {
+                if index.done.contains(&o) {
+                    continue;
+                }
+                if index.tombstoned(o, h) {
+                    // Done on disk too: the tombstone may be pruned before the file goes.
+                    cancelled.push((o, true));
                     continue;
                 }
                 index.insert_window(o, due_ms, h, None);
                 live += 1;
             }
+            self.state
+                .cancelled
+                .fetch_add(cancelled.len() as u64, Ordering::Relaxed);
+            self.files.mark_done(&mut index, &cancelled, &[])?;
             if live == 0 {
                 self.files.retire_bucket(&mut index, b)?;
             }

@@ -5,6 +5,7 @@
 //!   Kafka producer would put them.
 //! - [`due_store`] — the on-disk due-time index (per-minute bucket files).
 //! - [`dlq`]       — redrive of dead-letter records.
+//! - [`retry_redis`] — retry topics scheduled in Redis sorted sets (`retry.redis.url`).
 //! - [`delay`]   — the delay engine: indexes delay topics' logs by due time, forwards due
 //!   records to their targets exactly once, applies cancellations.
 pub mod delay;
@@ -12,3 +13,4 @@ pub mod dlq;
 pub mod due_store;
 pub mod headers;
 pub mod murmur2;
+pub mod retry_redis;
