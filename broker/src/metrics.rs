@@ -137,6 +137,8 @@ pub struct Metrics {
     /// `kairos_redis_up`: 1 when the retry scheduler's last Redis call worked, 0 when not,
     /// -1 before any call (Redis not configured or no retry topic yet; not exported).
     pub redis_up: AtomicI64,
+    /// `kairos_redis_request_seconds`: round trip of the retry scheduler's Redis calls.
+    pub redis_latency: Histogram,
 }
 
 /// Latency buckets in milliseconds: from 0.1 ms (a cached metadata answer) to 30 s (a long
@@ -219,11 +221,20 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(retry_lateness.clone()))?;
+        let redis_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "kairos_redis_request_seconds",
+                "Round trip of the retry scheduler's Redis calls (scripts and pipelines), in seconds.",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )?;
+        registry.register(Box::new(redis_latency.clone()))?;
         Ok(Metrics {
             registry,
             delay_lateness,
             retry_lateness,
             redis_up: AtomicI64::new(-1),
+            redis_latency,
             all_topics: Arc::new(TopicCounters::default()),
             topics: RwLock::new(HashMap::new()),
             requests,

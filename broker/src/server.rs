@@ -138,6 +138,10 @@ pub async fn run(
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
     tasks.spawn(flusher(broker.clone(), shutdown.clone()));
     tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
+    if let Some(url) = config.retry_redis_url.clone() {
+        let b = broker.clone();
+        tasks.spawn(async move { crate::time::retry_redis::probe(&url, &b.metrics).await });
+    }
     let admin_listener = TcpListener::bind(&config.admin_listener)
         .await
         .map_err(|e| {

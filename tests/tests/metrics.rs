@@ -63,6 +63,40 @@ fn workload(b: &Broker) -> [i64; 2] {
         .set("linger.ms", "5")
         .create()
         .unwrap();
+    // And a retry topic: one record redelivered (attempt 1), one dead-lettered.
+    for t in [
+        NewTopic::new("orders.failed", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("orders.failed.dlq", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("orders.failed.retry", 1, TopicReplication::Fixed(1))
+            .set("kairos.retry.target", "orders.failed")
+            .set("kairos.retry.backoff.ms", "100")
+            .set("kairos.retry.max.attempts", "1"),
+    ] {
+        for r in rt
+            .block_on(admin.create_topics([&t], &AdminOptions::new()))
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    }
+    p.send(
+        BaseRecord::<[u8], [u8]>::to("orders.failed.retry")
+            .key(b"f-1")
+            .payload(b"x"),
+    )
+    .unwrap();
+    p.send(
+        BaseRecord::<[u8], [u8]>::to("orders.failed.retry")
+            .key(b"f-2")
+            .payload(b"x")
+            .headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "kairos.retry.attempt",
+                    value: Some(&b"1"[..]),
+                }),
+            ),
+    )
+    .unwrap();
     for i in 0..10 {
         let key = format!("later-{i}");
         p.send(
@@ -247,13 +281,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // Proves the Grafana dashboards fit the broker's metrics: with a real Prometheus scraping
     // during a workload, every panel's PromQL (template variables substituted) returns at
     // least one series, and every template variable's label exists.
-    let b = Broker::start(&[]);
+    // With Redis, so the Redis panels have data too.
+    let redis = kairos_tests::Redis::start();
+    let b = Broker::start(&[&format!("retry.redis.url={}", redis.url())]);
     let prom = Prometheus::start(&[format!("127.0.0.1:{}", b.metrics_port)]);
     workload(&b);
     // Keep a consumer fetching so fetch-side series keep moving while Prometheus scrapes.
     let deadline = Instant::now() + WAIT;
     loop {
         let ready = prom.query("kafka_consumergroup_lag").len() == 2
+            && !prom.query("kairos_dlq_records_total > 0").is_empty()
+            && !prom.query("kairos_retry_redelivered_total > 0").is_empty()
             && prom
                 .query("count_over_time(kafka_server_brokertopicmetrics_messagesin_total{topic=\"orders\"}[1m]) >= 3")
                 .len()

@@ -256,7 +256,12 @@ impl RedisRetryTask {
             self.reaped_at_start = true;
         }
         self.index(&mut con, &schedule).await?;
+        let started = Instant::now();
         self.reap(&mut con, now_ms()).await?;
+        self.broker
+            .metrics
+            .redis_latency
+            .observe(started.elapsed().as_secs_f64());
         let wait = self.deliver(&mut con, &schedule).await?;
         let pending: (u64, u64) = redis::pipe()
             .zcard(&self.keys.due)
@@ -496,6 +501,50 @@ impl RedisRetryTask {
 
 /// Records bound for one destination partition, with their (entry id, due, attempt).
 type ClaimedBatch = (Vec<Record>, Vec<(String, i64, Option<i64>)>);
+
+/// Checks `retry.redis.url` once at start-up: one clear line either way, and `kairos_redis_up`.
+pub async fn probe(url: &str, metrics: &crate::metrics::Metrics) {
+    let result = async {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("invalid retry.redis.url: {e}"))?;
+        let mut con = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| "no answer within 3 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics
+            .redis_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok::<_, String>(pong)
+    }
+    .await;
+    let shown = redact(url);
+    match result {
+        Ok(_) => {
+            metrics.redis_up.store(1, Ordering::Relaxed);
+            tracing::info!("retry scheduler: Redis at {shown} answers");
+        }
+        Err(e) => {
+            metrics.redis_up.store(0, Ordering::Relaxed);
+            tracing::error!("retry scheduler: cannot use Redis at {shown}: {e}; retry records wait in their topics until it answers");
+        }
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
 
 /// (append time, record) from a `rec` value.
 fn decode_blob(blob: &[u8]) -> Option<(i64, Record)> {
