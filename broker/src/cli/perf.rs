@@ -23,6 +23,34 @@ pub enum PerfCmd {
     E2e(E2eArgs),
     /// Delay-topic lateness: records scheduled at a steady rate, or a burst all due at once.
     Delay(DelayArgs),
+    /// Retry throughput and lateness: failed records at a steady rate, each redelivered after
+    /// --backoff-ms (through Redis when the broker has retry.redis.url).
+    Retry(RetryArgs),
+}
+
+#[derive(Args)]
+pub struct RetryArgs {
+    /// The retry topic (created with --target when missing: kairos.retry.backoff.ms =
+    /// --backoff-ms, one attempt).
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    #[arg(long = "num-records", default_value_t = 100_000)]
+    num_records: u64,
+    #[arg(long = "record-size", default_value_t = 100)]
+    record_size: usize,
+    /// Failures produced per second.
+    #[arg(long, default_value_t = 50_000)]
+    throughput: u64,
+    #[arg(long = "backoff-ms", default_value_t = 1_000)]
+    backoff_ms: i64,
+    /// Also report Redis memory per pending retry (INFO memory before and after scheduling,
+    /// measured before the first redelivery: use a --backoff-ms longer than producing takes).
+    #[arg(long = "redis-url")]
+    redis_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -106,6 +134,7 @@ pub fn run(cmd: PerfCmd, conn: &Conn) -> Result<(), String> {
         PerfCmd::Consume(a) => consume(a, conn),
         PerfCmd::E2e(a) => e2e(a, conn),
         PerfCmd::Delay(a) => delay(a, conn),
+        PerfCmd::Retry(a) => retry(a, conn),
     }
 }
 
@@ -675,6 +704,173 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
             p(&consumer_ms, 0.5),
             p(&consumer_ms, 0.99),
             p(&consumer_ms, 0.999)
+        );
+    }
+    Ok(())
+}
+
+fn redis_used_memory(url: &str) -> Result<i64, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("--redis-url: {e}"))?;
+    let mut con = client.get_connection().map_err(|e| format!("redis: {e}"))?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut con)
+        .map_err(|e| format!("redis: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "redis INFO has no used_memory".to_string())
+}
+
+fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
+    let dlq = format!("{}.dlq", a.target);
+    ensure_topic(conn, &a.target, a.partitions, &[])?;
+    ensure_topic(conn, &dlq, a.partitions, &[])?;
+    let backoff = a.backoff_ms.to_string();
+    ensure_topic(
+        conn,
+        &a.topic,
+        a.partitions,
+        &[
+            ("kairos.retry.target", a.target.as_str()),
+            ("kairos.retry.backoff.ms", backoff.as_str()),
+            ("kairos.retry.max.attempts", "1"),
+        ],
+    )?;
+    let mem_before = a.redis_url.as_deref().map(redis_used_memory).transpose()?;
+    let mut ccfg = conn.config()?;
+    ccfg.set("group.id", format!("perf-retry-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    let consumer = conn.consumer(ccfg)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&consumer, conn, &a.target)? {
+        tpl.add_partition_offset(&a.target, p, Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    let mut pcfg = conn.config()?;
+    pcfg.set("linger.ms", "5")
+        .set("acks", "1")
+        .set("queue.buffering.max.messages", "1000000");
+    let producer: BaseProducer = pcfg
+        .create()
+        .map_err(|e| format!("cannot create producer: {e}"))?;
+    let (topic, total, rate, size) = (
+        a.topic.clone(),
+        a.num_records,
+        a.throughput.max(1),
+        a.record_size,
+    );
+    let produce_start = Instant::now();
+    let sender = std::thread::spawn(move || -> Result<f64, String> {
+        let payload = vec![b'x'; size];
+        let start = Instant::now();
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let key = format!("r{i}");
+            let mut rec = BaseRecord::<[u8], [u8]>::to(&topic)
+                .key(key.as_bytes())
+                .payload(&payload[..]);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        producer.poll(Duration::from_millis(1));
+                        rec = r;
+                    }
+                    Err((e, _)) => return Err(format!("produce failed: {e}")),
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        Ok(start.elapsed().as_secs_f64())
+    });
+    let mut late = hist();
+    let mut received = 0u64;
+    let mut first_at: Option<Instant> = None;
+    let mut mem_peak: Option<(i64, u64)> = None;
+    let stall = Duration::from_millis(a.backoff_ms.max(0) as u64) + Duration::from_secs(30);
+    let mut last_progress = Instant::now();
+    while received < a.num_records {
+        // Redis memory with everything scheduled and nothing redelivered yet.
+        if let (Some(url), None, None) = (&a.redis_url, &mem_peak, first_at) {
+            if sender.is_finished() {
+                std::thread::sleep(Duration::from_millis(300));
+                mem_peak = Some((redis_used_memory(url)?, a.num_records));
+            }
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                use rdkafka::message::Headers;
+                first_at.get_or_insert_with(Instant::now);
+                let original = m
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "kairos.original.timestamp")
+                            .and_then(|h| h.value)
+                    })
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                if let Some(t) = original {
+                    let forwarded = m.timestamp().to_millis().unwrap_or(t);
+                    let _ =
+                        late.record(((forwarded - (t + a.backoff_ms)).max(0) * 1000 + 1) as u64);
+                }
+                received += 1;
+                last_progress = Instant::now();
+            }
+            Some(Err(e)) => return Err(format!("consume failed: {e}")),
+            None if last_progress.elapsed() > stall => {
+                return Err(format!(
+                    "no redelivery for {} s ({received} of {})",
+                    stall.as_secs(),
+                    a.num_records
+                ));
+            }
+            None => {}
+        }
+    }
+    let produce_secs = sender
+        .join()
+        .map_err(|_| "producer thread panicked".to_string())??;
+    let redeliver_secs = first_at
+        .map(|f| f.elapsed().as_secs_f64())
+        .unwrap_or(1e-9)
+        .max(1e-9);
+    let p = |q: f64| late.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{received} retries: scheduled at {:.0}/s, redelivered at {:.0}/s; lateness {:.0} ms 50th, {:.0} ms 99th, {:.0} ms 99.9th, {:.0} ms max (total run {:.1} s).",
+        a.num_records as f64 / produce_secs,
+        received as f64 / redeliver_secs,
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        late.max() as f64 / 1000.0,
+        produce_start.elapsed().as_secs_f64()
+    );
+    if let (Some(before), Some((after, n))) = (mem_before, mem_peak) {
+        println!(
+            "Redis memory: {} bytes per pending retry ({} pending, {} → {} bytes used).",
+            (after - before) / n.max(1) as i64,
+            n,
+            before,
+            after
         );
     }
     Ok(())
