@@ -432,3 +432,112 @@ impl Drop for Redis {
         self.kill9();
     }
 }
+
+/// A local 3-master Redis Cluster (`redis-server --cluster-enabled yes` ×3 joined with
+/// `redis-cli --cluster create`), SIGKILLed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    _dirs: Vec<tempfile::TempDir>,
+    children: Vec<Child>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut dirs = Vec::new();
+        let mut children = Vec::new();
+        for p in &ports {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &p.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning redis-server");
+            dirs.push(dir);
+            children.push(child);
+        }
+        let cluster = RedisCluster {
+            ports,
+            _dirs: dirs,
+            children,
+        };
+        for p in &cluster.ports {
+            cluster.wait_ping(*p);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        assert!(status.success(), "creating the Redis Cluster failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.ports.iter().all(|p| {
+            cluster
+                .cli(*p, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        }) {
+            assert!(Instant::now() < deadline, "Redis Cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn wait_ping(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.cli(port, &["PING"]).contains("PONG") {
+            assert!(Instant::now() < deadline, "redis-server {port} not ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs one redis-cli command against a node; its stdout.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `retry.redis.url` for the cluster: every node, comma-separated.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

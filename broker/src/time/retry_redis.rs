@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
-use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::watch;
 
 use super::delay::{decode_records, header_value, DelayPartition, Schedule};
@@ -94,6 +94,74 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
 return #ids";
 
+/// One Redis server (auto-reconnecting) or a Redis Cluster (`retry.redis.url` lists several
+/// comma-separated node URLs). All keys of a retry partition share a hash tag, so every script
+/// and pipeline here runs within one slot.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connects to `retry.redis.url`: one URL, or comma-separated cluster node URLs.
+pub async fn connect(url: &str) -> Result<RedisConn, String> {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if nodes.len() > 1 {
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("invalid retry.redis.url: {e}"))?;
+        return client
+            .get_async_connection()
+            .await
+            .map(RedisConn::Cluster)
+            .map_err(|e| e.to_string());
+    }
+    let client = redis::Client::open(url).map_err(|e| format!("invalid retry.redis.url: {e}"))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(1);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map(RedisConn::Single)
+        .map_err(|e| e.to_string())
+}
+
 struct Keys {
     due: String,
     rec: String,
@@ -121,7 +189,7 @@ pub struct RedisRetryTask {
     state: Arc<DelayPartition>,
     url: String,
     keys: Keys,
-    con: Option<ConnectionManager>,
+    con: Option<RedisConn>,
     indexed_to: i64,
     last_checkpoint: Instant,
     warned_down: bool,
@@ -214,20 +282,11 @@ impl RedisRetryTask {
         self.write_checkpoint();
     }
 
-    async fn connection(&mut self) -> Result<ConnectionManager, String> {
+    async fn connection(&mut self) -> Result<RedisConn, String> {
         if let Some(c) = &self.con {
             return Ok(c.clone());
         }
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|e| format!("retry.redis.url: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(1);
-        let con = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| e.to_string())?;
+        let con = connect(&self.url).await?;
         self.con = Some(con.clone());
         Ok(con)
     }
@@ -279,7 +338,7 @@ impl RedisRetryTask {
         Ok(wait)
     }
 
-    async fn reap(&self, con: &mut ConnectionManager, before: i64) -> Result<(), String> {
+    async fn reap(&self, con: &mut RedisConn, before: i64) -> Result<(), String> {
         let _: i64 = Script::new(REAP_LUA)
             .key(&self.keys.inflight)
             .key(&self.keys.due)
@@ -293,11 +352,7 @@ impl RedisRetryTask {
     }
 
     /// Reads the retry partition from the checkpoint and schedules its records in Redis.
-    async fn index(
-        &mut self,
-        con: &mut ConnectionManager,
-        schedule: &Schedule,
-    ) -> Result<(), String> {
+    async fn index(&mut self, con: &mut RedisConn, schedule: &Schedule) -> Result<(), String> {
         self.indexed_to = self.indexed_to.max(self.partition.log_start_offset());
         while self.indexed_to < self.partition.log_end_offset() {
             let bytes = self
@@ -348,7 +403,7 @@ impl RedisRetryTask {
     /// until the next due entry (bounded).
     async fn deliver(
         &mut self,
-        con: &mut ConnectionManager,
+        con: &mut RedisConn,
         schedule: &Schedule,
     ) -> Result<Duration, String> {
         loop {
@@ -505,15 +560,9 @@ type ClaimedBatch = (Vec<Record>, Vec<(String, i64, Option<i64>)>);
 /// Checks `retry.redis.url` once at start-up: one clear line either way, and `kairos_redis_up`.
 pub async fn probe(url: &str, metrics: &crate::metrics::Metrics) {
     let result = async {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("invalid retry.redis.url: {e}"))?;
-        let mut con = tokio::time::timeout(
-            Duration::from_secs(3),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| "no answer within 3 s".to_string())?
-        .map_err(|e| e.to_string())?;
+        let mut con = tokio::time::timeout(Duration::from_secs(3), connect(url))
+            .await
+            .map_err(|_| "no answer within 3 s".to_string())??;
         let started = Instant::now();
         let pong: String = redis::cmd("PING")
             .query_async(&mut con)
