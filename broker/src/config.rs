@@ -73,6 +73,7 @@ const KNOWN_KEYS: &[&str] = &[
     "admin.listener",
     "retry.redis.url",
     "retry.redis.key.prefix",
+    "retry.redis.tls.ca.file",
     "kairos.delay.bucket.ms",
     "kairos.delay.window.ms",
 ];
@@ -118,6 +119,8 @@ pub struct BrokerConfig {
     pub admin_listener: String,
     pub retry_redis_url: Option<String>,
     pub retry_redis_key_prefix: String,
+    /// PEM CA for `rediss://` when the server's certificate is not in the system roots.
+    pub retry_redis_tls_ca_file: Option<PathBuf>,
     /// Delay engine: width of a due-index bucket file, and how far ahead records are held in
     /// memory (the rest cost no RAM until they come within this window).
     pub kairos_delay_bucket_ms: i64,
@@ -337,6 +340,9 @@ impl BrokerConfig {
             admin_listener: p.get("admin.listener", "127.0.0.1:9095".to_string())?,
             retry_redis_url: p.opt("retry.redis.url")?,
             retry_redis_key_prefix: p.get("retry.redis.key.prefix", "kairos".to_string())?,
+            retry_redis_tls_ca_file: p
+                .opt::<String>("retry.redis.tls.ca.file")?
+                .map(PathBuf::from),
             kairos_delay_bucket_ms: p.get("kairos.delay.bucket.ms", 60_000)?,
             kairos_delay_window_ms: p.get("kairos.delay.window.ms", 120_000)?,
             raw: p.0.clone(),

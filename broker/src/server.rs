@@ -140,7 +140,10 @@ pub async fn run(
     tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
     if let Some(url) = config.retry_redis_url.clone() {
         let b = broker.clone();
-        tasks.spawn(async move { crate::time::retry_redis::probe(&url, &b.metrics).await });
+        tasks.spawn(async move {
+            let ca = b.config.retry_redis_tls_ca_file.clone();
+            crate::time::retry_redis::probe(&url, ca.as_deref(), &b.metrics).await
+        });
     }
     let admin_listener = TcpListener::bind(&config.admin_listener)
         .await

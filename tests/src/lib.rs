@@ -357,6 +357,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS mode: (password, CA file) — the server speaks only TLS and requires the password.
+    tls: Option<(String, PathBuf)>,
 }
 
 impl Redis {
@@ -365,25 +367,137 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            tls: None,
         };
         r.spawn();
         r
     }
 
+    /// A TLS-only server (self-signed certificate made with `openssl`) requiring `password`.
+    pub fn start_tls(password: &str) -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A CA, and a server certificate for 127.0.0.1 signed by it (webpki refuses a
+        // self-signed certificate used as its own CA).
+        let d = dir.path();
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kairos-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let ca = dir.path().join("ca.pem");
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+            tls: Some((password.to_string(), ca)),
+        };
+        r.spawn();
+        r
+    }
+
+    /// The CA file of a TLS server.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, ca)| ca.as_path())
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.tls {
+            Some((password, _)) => format!("rediss://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            Some((password, ca)) => {
+                let ca = ca.to_string_lossy().to_string();
+                let cert = self
+                    .dir
+                    .path()
+                    .join("cert.pem")
+                    .to_string_lossy()
+                    .to_string();
+                let key = self
+                    .dir
+                    .path()
+                    .join("key.pem")
+                    .to_string_lossy()
+                    .to_string();
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args([
+                    "--tls-cert-file",
+                    &cert,
+                    "--tls-key-file",
+                    &key,
+                    "--tls-ca-cert-file",
+                    &ca,
+                ])
+                .args(["--requirepass", password]);
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -394,6 +508,33 @@ impl Redis {
             .expect("spawning redis-server (apt-get install redis-server; scripts/test.sh does)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some((password, ca)) = &self.tls {
+            loop {
+                let out = Command::new("redis-cli")
+                    .args(["--tls", "--cacert"])
+                    .arg(ca)
+                    .args([
+                        "-p",
+                        &self.port.to_string(),
+                        "-a",
+                        password,
+                        "--no-auth-warning",
+                        "PING",
+                    ])
+                    .output();
+                if out
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+                    .unwrap_or(false)
+                {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "TLS redis-server not ready in 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         loop {
             if let Ok(mut s) = TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], self.port)),

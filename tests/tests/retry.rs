@@ -120,6 +120,18 @@ fn redis_scheduled_retries_count_attempts_wait_their_backoff_and_end_in_the_dlq(
     attempts_backoff_dlq_and_redrive(&b, true);
 }
 
+#[test]
+fn redis_over_tls_with_a_password_schedules_retries() {
+    // Proves rediss:// with a private CA (retry.redis.tls.ca.file) and a password in the URL.
+    let redis = Redis::start_tls("s3cret");
+    let ca = redis.ca_file().unwrap().display().to_string();
+    let b = Broker::start(&[
+        &format!("retry.redis.url={}", redis.url()),
+        &format!("retry.redis.tls.ca.file={ca}"),
+    ]);
+    attempts_backoff_dlq_and_redrive(&b, true);
+}
+
 fn attempts_backoff_dlq_and_redrive(b: &Broker, redis: bool) {
     create(b, "work", &[]).unwrap();
     create(b, "work.dlq", &[]).unwrap();

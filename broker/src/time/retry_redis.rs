@@ -131,13 +131,37 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// Connects to `retry.redis.url`: one URL, or comma-separated cluster node URLs.
-pub async fn connect(url: &str) -> Result<RedisConn, String> {
+/// Connects to `retry.redis.url`: one URL, or comma-separated cluster node URLs. `rediss://`
+/// uses TLS, verified against `ca_file` (PEM) when given, else the system's roots.
+pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<RedisConn, String> {
+    if url.starts_with("rediss://") {
+        // rustls needs a process-wide crypto provider; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let nodes: Vec<&str> = url
         .split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .collect();
+    if let (Some(ca), 1) = (ca_file, nodes.len()) {
+        let root_cert = std::fs::read(ca)
+            .map_err(|e| format!("retry.redis.tls.ca.file {}: {e}", ca.display()))?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        let client = redis::Client::build_with_tls(url, certs)
+            .map_err(|e| format!("invalid retry.redis.url: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(5))
+            .set_number_of_retries(1);
+        return client
+            .get_connection_manager_with_config(config)
+            .await
+            .map(RedisConn::Single)
+            .map_err(|e| e.to_string());
+    }
     if nodes.len() > 1 {
         let client = redis::cluster::ClusterClient::builder(nodes)
             .connection_timeout(Duration::from_secs(2))
@@ -286,7 +310,11 @@ impl RedisRetryTask {
         if let Some(c) = &self.con {
             return Ok(c.clone());
         }
-        let con = connect(&self.url).await?;
+        let con = connect(
+            &self.url,
+            self.broker.config.retry_redis_tls_ca_file.as_deref(),
+        )
+        .await?;
         self.con = Some(con.clone());
         Ok(con)
     }
@@ -558,9 +586,13 @@ impl RedisRetryTask {
 type ClaimedBatch = (Vec<Record>, Vec<(String, i64, Option<i64>)>);
 
 /// Checks `retry.redis.url` once at start-up: one clear line either way, and `kairos_redis_up`.
-pub async fn probe(url: &str, metrics: &crate::metrics::Metrics) {
+pub async fn probe(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    metrics: &crate::metrics::Metrics,
+) {
     let result = async {
-        let mut con = tokio::time::timeout(Duration::from_secs(3), connect(url))
+        let mut con = tokio::time::timeout(Duration::from_secs(3), connect(url, ca_file))
             .await
             .map_err(|_| "no answer within 3 s".to_string())??;
         let started = Instant::now();
