@@ -534,3 +534,67 @@ fn redis_cluster_schedules_retries_across_slots() {
         "each redelivered exactly once"
     );
 }
+
+#[test]
+fn two_brokers_sharing_one_redis_never_deliver_twice() {
+    // Proves brokers sharing one Redis (same key prefix) keep to their own retry partitions:
+    // every failure is redelivered exactly once, by its own broker, to its own target.
+    let redis = Redis::start();
+    let url = format!("retry.redis.url={}", redis.url());
+    let brokers = [Broker::start(&[&url]), Broker::start(&[&url])];
+    for (i, b) in brokers.iter().enumerate() {
+        create(b, &format!("t{i}"), &[]).unwrap();
+        create(b, &format!("t{i}.dlq"), &[]).unwrap();
+        create(
+            b,
+            &format!("t{i}.retry"),
+            &[
+                ("kairos.retry.target", &format!("t{i}")),
+                ("kairos.retry.backoff.ms", "500"),
+            ],
+        )
+        .unwrap();
+    }
+    for (i, b) in brokers.iter().enumerate() {
+        let p: BaseProducer = client(b).set("linger.ms", "5").create().unwrap();
+        for n in 0..2_000 {
+            let key = format!("b{i}-{n}");
+            p.send(
+                BaseRecord::<[u8], [u8]>::to(&format!("t{i}.retry"))
+                    .key(key.as_bytes())
+                    .payload(b"x"),
+            )
+            .unwrap();
+            p.poll(Duration::ZERO);
+        }
+        p.flush(WAIT).unwrap();
+    }
+    for (i, b) in brokers.iter().enumerate() {
+        let c = reader(b, &format!("t{i}"));
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let deadline = Instant::now() + WAIT;
+        let mut quiet = Instant::now();
+        while seen.len() < 2_000 || quiet.elapsed() < Duration::from_secs(1) {
+            assert!(
+                Instant::now() < deadline,
+                "broker {i}: only {} of 2000 redelivered",
+                seen.len()
+            );
+            while let Some(m) = c.poll(Duration::ZERO) {
+                let key = String::from_utf8(m.unwrap().key().unwrap().to_vec()).unwrap();
+                assert!(
+                    key.starts_with(&format!("b{i}-")),
+                    "broker {i} got another broker's record {key}"
+                );
+                *seen.entry(key).or_default() += 1;
+                quiet = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(seen.len(), 2_000);
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "broker {i}: each redelivered exactly once"
+        );
+    }
+}
