@@ -598,3 +598,80 @@ fn two_brokers_sharing_one_redis_never_deliver_twice() {
         );
     }
 }
+
+#[test]
+fn malformed_attempt_header_counts_as_a_first_failure_and_jitter_stays_in_bounds() {
+    // Proves a garbage kairos.retry.attempt never breaks scheduling (it is attempt 1), and
+    // kairos.retry.jitter.ms delays a retry by at most the jitter on top of the backoff.
+    let b = Broker::start(&[]);
+    create(&b, "jt", &[]).unwrap();
+    create(&b, "jt.dlq", &[]).unwrap();
+    create(
+        &b,
+        "jt.retry",
+        &[
+            ("kairos.retry.target", "jt"),
+            ("kairos.retry.backoff.ms", "200"),
+            ("kairos.retry.jitter.ms", "300"),
+        ],
+    )
+    .unwrap();
+    let p: BaseProducer = client(&b).set("linger.ms", "0").create().unwrap();
+    let sent = Instant::now();
+    for bad in ["abc", "-4", ""] {
+        let hs = OwnedHeaders::new().insert(Header {
+            key: "kairos.retry.attempt",
+            value: Some(bad.as_bytes()),
+        });
+        p.send(
+            BaseRecord::<[u8], [u8]>::to("jt.retry")
+                .key(bad.as_bytes())
+                .payload(b"x")
+                .headers(hs),
+        )
+        .unwrap();
+    }
+    p.flush(WAIT).unwrap();
+    let c = reader(&b, "jt");
+    for _ in 0..3 {
+        let m = next(&c);
+        assert_eq!(headers_of(&m)["kairos.retry.attempt"], "1");
+    }
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(190),
+        "the backoff applies ({took:?})"
+    );
+    assert!(
+        took < Duration::from_millis(200 + 300 + 2000),
+        "jitter stays bounded ({took:?})"
+    );
+}
+
+#[test]
+fn unreachable_redis_is_reported_and_the_broker_stays_up() {
+    // Proves a misconfigured Redis (nothing listening) is one clear log line and
+    // kairos_redis_up 0, while the broker serves and stays ready.
+    let port = kairos_tests::free_port();
+    let b = Broker::start(&[&format!("retry.redis.url=redis://:pw@127.0.0.1:{port}")]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = http_get(&format!("{}/metrics", b.metrics_url()));
+        if text.contains("kairos_redis_up 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kairos_redis_up never reported 0"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(&format!("{}/readyz", b.metrics_url())).0, 200);
+    let log = b.log();
+    assert!(
+        log.contains("cannot use Redis at redis://***@127.0.0.1"),
+        "clear line, password hidden: {log}"
+    );
+    assert!(!log.contains(":pw@"), "the password is never logged");
+    create(&b, "still-works", &[]).unwrap();
+}
