@@ -35,4 +35,5 @@ export KAIROS_PYTHON="$venv/bin/python"
 
 # Build the broker binary first: end-to-end tests start it as a separate process.
 cargo build --workspace --all-targets
+export KAIROS_BIN="$target_dir/debug/kairos"
 cargo test --workspace -- --test-threads "${KAIROS_TEST_THREADS:-2}"

@@ -1137,12 +1137,13 @@ impl PartitionTask {
             index.delivered_recent.pop_first();
         }
         let tombs = u64s(&read(TOMBSTONES_FILE)?);
+        // Every tombstone written, also those past the checkpoint: each is in the log, and the
+        // bucket files below must be filtered by all of them (re-indexing the tail would apply
+        // the newer ones too late for the far-bucket counts).
         for pair in tombs.chunks_exact(2) {
             let (hash, offset) = (pair[0], pair[1] as i64);
-            if offset < indexed_to {
-                let t = index.tombstones.entry(hash).or_insert(offset);
-                *t = (*t).max(offset);
-            }
+            let t = index.tombstones.entry(hash).or_insert(offset);
+            *t = (*t).max(offset);
         }
         // 2. Records forwarded after the checkpoint, found in the targets.
         let mut targets = checkpoint.target_positions.clone();
