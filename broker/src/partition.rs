@@ -364,7 +364,10 @@ impl Partition {
     }
 
     fn append_inner(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
-        let max_message_bytes = self.state.lock().max_message_bytes;
+        let (max_message_bytes, compacted, delay) = {
+            let state = self.state.lock();
+            (state.max_message_bytes, state.compacted, state.delay)
+        };
         let headers = validate_batches(&records, max_message_bytes)
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
         if headers.is_empty() {
@@ -373,13 +376,14 @@ impl Partition {
                 "produce request holds no record batch",
             ));
         }
-        let mut state = self.state.lock();
-        if state.compacted {
+        // Record-level checks decode the batches: done before taking the partition lock.
+        if compacted {
             check_keys(&records)?;
         }
-        if state.delay {
+        if delay {
             check_delay_headers(&records)?;
         }
+        let mut state = self.state.lock();
         // Idempotence: a request is a single batch per partition for idempotent producers.
         let mut appends = Vec::with_capacity(headers.len());
         for h in &headers {
@@ -543,15 +547,22 @@ impl Partition {
     }
 }
 
-/// Compacted topics need a key on every record (Kafka: InvalidRecordException).
-fn check_keys(records: &[u8]) -> Result<(), PartitionError> {
-    let mut buf = Bytes::copy_from_slice(records);
-    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+/// Decodes the batches of a produce request (a cheap `Bytes` clone, no copy).
+fn decode_record_sets(
+    records: &Bytes,
+) -> Result<Vec<kafka_protocol::records::RecordSet>, PartitionError> {
+    let mut buf = records.clone();
+    kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
         PartitionError::new(
             codes::CORRUPT_MESSAGE,
             format!("cannot decode records: {e}"),
         )
-    })?;
+    })
+}
+
+/// Compacted topics need a key on every record (Kafka: InvalidRecordException).
+fn check_keys(records: &Bytes) -> Result<(), PartitionError> {
+    let sets = decode_record_sets(records)?;
     for set in sets {
         if set.records.iter().any(|r| r.key.is_none()) {
             return Err(PartitionError::new(
@@ -566,14 +577,8 @@ fn check_keys(records: &[u8]) -> Result<(), PartitionError> {
 /// Delay topics: every `kairos.deliver.at.ms` / `kairos.delay.ms` header must be a
 /// non-negative whole number. A bad record rejects its whole batch (Kafka's rule: batches are
 /// atomic) with INVALID_RECORD, and each bad record is listed with its message.
-fn check_delay_headers(records: &[u8]) -> Result<(), PartitionError> {
-    let mut buf = Bytes::copy_from_slice(records);
-    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
-        PartitionError::new(
-            codes::CORRUPT_MESSAGE,
-            format!("cannot decode records: {e}"),
-        )
-    })?;
+fn check_delay_headers(records: &Bytes) -> Result<(), PartitionError> {
+    let sets = decode_record_sets(records)?;
     let mut bad = Vec::new();
     for (index, record) in sets.iter().flat_map(|s| &s.records).enumerate() {
         let headers = record
