@@ -150,6 +150,80 @@ fn partitions(
         .collect())
 }
 
+/// Assigns `consumer` to the end of every partition of `topic` and lets it resolve those
+/// offsets before anything is produced (so it sees exactly the records produced afterwards).
+fn assign_at_end(
+    consumer: &BaseConsumer<CliContext>,
+    conn: &Conn,
+    topic: &str,
+) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(consumer, conn, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::End)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The producer the delay and retry benchmarks load the broker with.
+fn bulk_producer(conn: &Conn) -> Result<BaseProducer, String> {
+    let mut cfg = conn.config()?;
+    cfg.set("linger.ms", "5")
+        .set("acks", "1")
+        .set("queue.buffering.max.messages", "1000000");
+    cfg.create()
+        .map_err(|e| format!("cannot create producer: {e}"))
+}
+
+/// Sends `rec`, waiting for room while librdkafka's queue is full.
+fn send_waiting<C, K, P, D>(
+    producer: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, K, P, D>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    C: ProducerContext<DeliveryOpaque = D>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    D: rdkafka::util::IntoOpaque,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                producer.poll(Duration::from_millis(1));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Sleeps until record `i` of a run started at `start` is due at `rate` records per second.
+fn pace(start: Instant, i: u64, rate: u64) {
+    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
+/// A whole-number header of a consumed record.
+fn header_i64(m: &impl Message, key: &str) -> Option<i64> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?;
+    let v = h.iter().find(|h| h.key == key)?.value?;
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Latencies in TSC ticks: up to 10 min at up to ~10 GHz.
 fn tick_hist() -> Histogram<u64> {
     match Histogram::new_with_bounds(1, 6_000_000_000_000, 3) {
@@ -293,23 +367,10 @@ fn produce(a: ProduceArgs, conn: &Conn) -> Result<(), String> {
             }
         }
         let sent_at = ticks::now() as usize;
-        let mut rec: BaseRecord<'_, (), [u8], usize> =
+        let rec: BaseRecord<'_, (), [u8], usize> =
             BaseRecord::with_opaque_to(&a.topic, sent_at).payload(&payload[..]);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    producer.poll(Duration::from_millis(1));
-                    rec = r;
-                }
-                Err((e, _)) => return Err(producer.context().cli.fail("produce failed", &e)),
-            }
-        }
+        send_waiting(&producer, rec)
+            .map_err(|e| producer.context().cli.fail("produce failed", &e))?;
         if i % 1024 == 0 {
             producer.poll(Duration::ZERO);
             if window_start.elapsed() >= Duration::from_millis(a.reporting_interval_ms) {
@@ -429,16 +490,7 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
         .set("fetch.min.bytes", "1");
     apply_props(&mut ccfg, &a.consumer_props)?;
     let consumer = conn.consumer(ccfg)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, conn, &a.topic)? {
-        tpl.add_partition_offset(&a.topic, p, Offset::End)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    // Let the consumer resolve its end offsets before producing.
-    for _ in 0..20 {
-        consumer.poll(Duration::from_millis(50));
-    }
+    assign_at_end(&consumer, conn, &a.topic)?;
     let mut pcfg = conn.config()?;
     pcfg.set("linger.ms", "0").set("acks", "1");
     apply_props(&mut pcfg, &a.producer_props)?;
@@ -459,11 +511,7 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
         let mut payload = vec![b'x'; size];
         let start = Instant::now();
         for i in 0..total {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+            pace(start, i, rate);
             let t = epoch.elapsed().as_nanos() as u64;
             payload[..8].copy_from_slice(&t.to_be_bytes());
             producer
@@ -566,22 +614,8 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
         .set("fetch.wait.max.ms", "100")
         .set("fetch.min.bytes", "1");
     let consumer = conn.consumer(ccfg)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, conn, &a.target)? {
-        tpl.add_partition_offset(&a.target, p, Offset::End)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    for _ in 0..20 {
-        consumer.poll(Duration::from_millis(50));
-    }
-    let mut pcfg = conn.config()?;
-    pcfg.set("linger.ms", "5")
-        .set("acks", "1")
-        .set("queue.buffering.max.messages", "1000000");
-    let producer: BaseProducer = pcfg
-        .create()
-        .map_err(|e| format!("cannot create producer: {e}"))?;
+    assign_at_end(&consumer, conn, &a.target)?;
+    let producer = bulk_producer(conn)?;
     let (topic, total, rate, size, delay_ms, burst) = (
         a.topic.clone(),
         a.num_records,
@@ -596,11 +630,7 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
         let start = Instant::now();
         for i in 0..total {
             if !burst {
-                let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
+                pace(start, i, rate);
             }
             let at = if burst {
                 burst_due
@@ -613,25 +643,11 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
                 key: "kairos.deliver.at.ms",
                 value: Some(at.as_bytes()),
             });
-            let mut rec = BaseRecord::to(&topic)
+            let rec = BaseRecord::to(&topic)
                 .key(key.as_bytes())
                 .payload(&payload[..])
                 .headers(headers);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        producer.poll(Duration::from_millis(1));
-                        rec = r;
-                    }
-                    Err((e, _)) => return Err(format!("produce failed: {e}")),
-                }
-            }
+            send_waiting(&producer, rec).map_err(|e| format!("produce failed: {e}"))?;
             producer.poll(Duration::ZERO);
         }
         producer
@@ -651,16 +667,9 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let now = crate::partition::now_ms();
-                let due = m
-                    .headers()
-                    .and_then(|h| {
-                        use rdkafka::message::Headers;
-                        h.iter()
-                            .find(|h| h.key == "kairos.deliver.at.ms")
-                            .and_then(|h| h.value)
-                    })
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-                let Some(due) = due else { continue };
+                let Some(due) = header_i64(&m, "kairos.deliver.at.ms") else {
+                    continue;
+                };
                 let forwarded = m.timestamp().to_millis().unwrap_or(now);
                 last_forward = last_forward.max(forwarded);
                 // Recorded in microseconds (ms precision from the clocks involved).
@@ -743,22 +752,8 @@ fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100");
     let consumer = conn.consumer(ccfg)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions(&consumer, conn, &a.target)? {
-        tpl.add_partition_offset(&a.target, p, Offset::End)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    for _ in 0..20 {
-        consumer.poll(Duration::from_millis(50));
-    }
-    let mut pcfg = conn.config()?;
-    pcfg.set("linger.ms", "5")
-        .set("acks", "1")
-        .set("queue.buffering.max.messages", "1000000");
-    let producer: BaseProducer = pcfg
-        .create()
-        .map_err(|e| format!("cannot create producer: {e}"))?;
+    assign_at_end(&consumer, conn, &a.target)?;
+    let producer = bulk_producer(conn)?;
     let (topic, total, rate, size) = (
         a.topic.clone(),
         a.num_records,
@@ -770,30 +765,12 @@ fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
         let payload = vec![b'x'; size];
         let start = Instant::now();
         for i in 0..total {
-            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+            pace(start, i, rate);
             let key = format!("r{i}");
-            let mut rec = BaseRecord::<[u8], [u8]>::to(&topic)
+            let rec = BaseRecord::<[u8], [u8]>::to(&topic)
                 .key(key.as_bytes())
                 .payload(&payload[..]);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        producer.poll(Duration::from_millis(1));
-                        rec = r;
-                    }
-                    Err((e, _)) => return Err(format!("produce failed: {e}")),
-                }
-            }
+            send_waiting(&producer, rec).map_err(|e| format!("produce failed: {e}"))?;
             producer.poll(Duration::ZERO);
         }
         producer
@@ -817,17 +794,8 @@ fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                use rdkafka::message::Headers;
                 first_at.get_or_insert_with(Instant::now);
-                let original = m
-                    .headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == "kairos.original.timestamp")
-                            .and_then(|h| h.value)
-                    })
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-                if let Some(t) = original {
+                if let Some(t) = header_i64(&m, "kairos.original.timestamp") {
                     let forwarded = m.timestamp().to_millis().unwrap_or(t);
                     let _ =
                         late.record(((forwarded - (t + a.backoff_ms)).max(0) * 1000 + 1) as u64);
