@@ -922,15 +922,36 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 }
 
 /// One record of a log, decoded, with its batch's append time.
-struct LogRecord {
+pub(crate) struct LogRecord {
+    pub(crate) offset: i64,
+    pub(crate) append_ms: i64,
+    pub(crate) record: Record,
+}
+
+/// One read's worth (about `READ_BYTES_MAX`, whole batches) of the data records `tp` holds
+/// from `offset` on, and the offset to read next (past the last batch read, so a read of only
+/// control records still moves on); `None` once nothing is left.
+pub(crate) fn read_from(
+    tp: &Partition,
     offset: i64,
-    append_ms: i64,
-    record: Record,
+) -> Result<Option<(Vec<LogRecord>, i64)>, String> {
+    let bytes = tp
+        .read_bytes(offset, READ_BYTES_MAX)
+        .map_err(|e| e.message)?;
+    let (records, next) = decode_batches(bytes, offset)?;
+    Ok((next > offset).then_some((records, next)))
 }
 
 /// Decodes whole batches from `bytes`; skips records below `from`.
 fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
+    Ok(decode_batches(bytes, from)?.0)
+}
+
+/// The data records of the whole batches in `bytes` from `from` on, and the offset after the
+/// last of those batches (`from` when there is none).
+fn decode_batches(bytes: Bytes, from: i64) -> Result<(Vec<LogRecord>, i64), String> {
     let mut out = Vec::new();
+    let mut next = from;
     let mut pos = 0usize;
     while pos < bytes.len() {
         let header = BatchHeader::parse(&bytes[pos..]).map_err(|e| e.to_string())?;
@@ -941,6 +962,7 @@ fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
         let append_ms = header.max_timestamp;
         let mut slice = bytes.slice(pos..end);
         let set = RecordBatchDecoder::decode(&mut slice).map_err(|e| e.to_string())?;
+        next = next.max(header.last_offset() + 1);
         for record in set.records {
             if record.offset >= from && !record.control {
                 let log_append = header.is_log_append_time();
@@ -958,23 +980,11 @@ fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
         }
         pos = end;
     }
-    Ok(out)
-}
-
-/// (offset, append time, record) of the whole batches in `bytes`, from `from` on.
-pub(crate) fn decode_records(bytes: Bytes, from: i64) -> Result<Vec<(i64, i64, Record)>, String> {
-    Ok(decode(bytes, from)?
-        .into_iter()
-        .map(|r| (r.offset, r.append_ms, r.record))
-        .collect())
+    Ok((out, next))
 }
 
 /// A header's value as text.
-pub(crate) fn header_value(record: &Record, name: &str) -> Option<String> {
-    header_str(record, name)
-}
-
-fn header_str(record: &Record, name: &str) -> Option<String> {
+pub(crate) fn header_str(record: &Record, name: &str) -> Option<String> {
     record
         .headers
         .get(name.as_bytes())
@@ -1230,14 +1240,7 @@ impl PartitionTask {
     ) -> Result<(), String> {
         let mut offset = start;
         while offset < tp.log_end_offset() {
-            let bytes = tp
-                .read_bytes(offset, READ_BYTES_MAX)
-                .map_err(|e| e.message)?;
-            if bytes.is_empty() {
-                break;
-            }
-            let records = decode(bytes, offset)?;
-            let Some(last) = records.last().map(|r| r.offset) else {
+            let Some((records, next)) = read_from(tp, offset)? else {
                 break;
             };
             for r in records {
@@ -1256,7 +1259,7 @@ impl PartitionTask {
                     }
                 }
             }
-            offset = last + 1;
+            offset = next;
         }
         Ok(())
     }
@@ -1273,15 +1276,7 @@ impl PartitionTask {
             index.indexed_to
         };
         while indexed_to < self.partition.log_end_offset() {
-            let bytes = self
-                .partition
-                .read_bytes(indexed_to, READ_BYTES_MAX)
-                .map_err(|e| e.message)?;
-            if bytes.is_empty() {
-                break;
-            }
-            let records = decode(bytes, indexed_to)?;
-            let Some(last) = records.last().map(|r| r.offset) else {
+            let Some((records, next)) = read_from(&self.partition, indexed_to)? else {
                 break;
             };
             let now = now_ms();
@@ -1362,7 +1357,7 @@ impl PartitionTask {
                 .append(&new_entries)
                 .map_err(|e| e.to_string())?;
             self.files.mark_done(&mut index, &done, &emptied)?;
-            indexed_to = last + 1;
+            indexed_to = next;
             index.indexed_to = indexed_to;
             drop(index);
             self.checkpoint_dirty = true;

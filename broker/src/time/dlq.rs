@@ -3,15 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::Record;
 
+use super::delay::read_from;
 use super::headers;
 use super::murmur2::partition_for_key;
 use crate::partition::now_ms;
 use crate::server::Broker;
 
-/// Bytes read from the DLQ per step.
-const READ_BYTES_MAX: usize = 1 << 20;
 /// Records per append to a destination partition.
 const REDRIVE_BATCH_RECORDS_MAX: usize = 1_000;
 
@@ -63,18 +62,13 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
         let end = part.high_watermark();
         let mut offset = part.log_start_offset();
         while offset < end {
-            let mut bytes = part
-                .read_bytes(offset, READ_BYTES_MAX)
-                .map_err(|e| e.message)?;
-            if bytes.is_empty() {
+            let Some((records, next)) =
+                read_from(&part, offset).map_err(|e| format!("{}-{p}: {e}", req.dlq_topic))?
+            else {
                 break;
-            }
-            let sets = RecordBatchDecoder::decode_all(&mut bytes)
-                .map_err(|e| format!("{}-{p}: {e}", req.dlq_topic))?;
-            let mut next = offset;
-            for r in sets.into_iter().flat_map(|s| s.records) {
-                next = next.max(r.offset + 1);
-                if r.offset < offset || r.offset >= end || r.control {
+            };
+            for r in records.into_iter().map(|r| r.record) {
+                if r.offset >= end {
                     continue;
                 }
                 if req
@@ -120,9 +114,6 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
                     .entry(partition)
                     .or_default()
                     .push(reset(r));
-            }
-            if next <= offset {
-                break;
             }
             offset = next;
         }

@@ -29,7 +29,7 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::watch;
 
-use super::delay::{decode_records, header_value, DelayPartition, Schedule};
+use super::delay::{header_str, read_from, DelayPartition, Schedule};
 use super::murmur2::partition_for_key;
 use crate::partition::{now_ms, Partition};
 use crate::server::Broker;
@@ -37,7 +37,6 @@ use crate::server::Broker;
 /// Header on records a Redis-scheduled retry appended: `<retry topic>:<partition>:<entry id>`.
 pub const RETRY_ENTRY: &str = "kairos.retry.entry";
 const CHECKPOINT_FILE: &str = "kairos-retry-redis-checkpoint";
-const READ_BYTES_MAX: usize = 1 << 20;
 const SCHEDULE_CHUNK: usize = 500;
 const CLAIM_MAX: usize = 1000;
 /// A claim not finalized within this long goes back to `due`.
@@ -383,29 +382,18 @@ impl RedisRetryTask {
     async fn index(&mut self, con: &mut RedisConn, schedule: &Schedule) -> Result<(), String> {
         self.indexed_to = self.indexed_to.max(self.partition.log_start_offset());
         while self.indexed_to < self.partition.log_end_offset() {
-            let bytes = self
-                .partition
-                .read_bytes(self.indexed_to, READ_BYTES_MAX)
-                .map_err(|e| e.message)?;
-            if bytes.is_empty() {
-                break;
-            }
-            let records = decode_records(bytes, self.indexed_to)?;
-            let Some(last) = records.last().map(|(o, _, _)| *o) else {
+            let Some((records, next)) = read_from(&self.partition, self.indexed_to)? else {
                 break;
             };
             let mut args: Vec<Vec<u8>> = Vec::with_capacity(records.len() * 3);
-            for (offset, append_ms, record) in &records {
-                let attempt = Schedule::attempt(record);
+            for r in records {
+                let attempt = Schedule::attempt(&r.record);
                 let due = schedule
-                    .due_ms(record, *append_ms, *offset)
-                    .unwrap_or(*append_ms);
-                let mut blob = append_ms.to_be_bytes().to_vec();
-                blob.extend_from_slice(&crate::records::encode_batch(
-                    vec![record.clone()],
-                    *append_ms,
-                )?);
-                args.push(format!("{offset}:{attempt}").into_bytes());
+                    .due_ms(&r.record, r.append_ms, r.offset)
+                    .unwrap_or(r.append_ms);
+                let mut blob = r.append_ms.to_be_bytes().to_vec();
+                blob.extend_from_slice(&crate::records::encode_batch(vec![r.record], r.append_ms)?);
+                args.push(format!("{}:{attempt}", r.offset).into_bytes());
                 args.push(due.to_string().into_bytes());
                 args.push(blob);
             }
@@ -422,7 +410,7 @@ impl RedisRetryTask {
                 let added: i64 = script.invoke_async(con).await.map_err(|e| e.to_string())?;
                 self.state.retry.lock().scheduled += added as u64;
             }
-            self.indexed_to = last + 1;
+            self.indexed_to = next;
         }
         Ok(())
     }
@@ -642,23 +630,16 @@ fn decode_blob(blob: &[u8]) -> Option<(i64, Record)> {
 fn already_appended(tp: &Partition, from: i64, tag: &str) -> Result<bool, String> {
     let mut offset = from.max(tp.log_start_offset());
     while offset < tp.log_end_offset() {
-        let bytes = tp
-            .read_bytes(offset, READ_BYTES_MAX)
-            .map_err(|e| e.message)?;
-        if bytes.is_empty() {
-            break;
-        }
-        let records = decode_records(bytes, offset)?;
-        let Some(last) = records.last().map(|(o, _, _)| *o) else {
+        let Some((records, next)) = read_from(tp, offset)? else {
             break;
         };
         if records
             .iter()
-            .any(|(_, _, r)| header_value(r, RETRY_ENTRY).as_deref() == Some(tag))
+            .any(|r| header_str(&r.record, RETRY_ENTRY).as_deref() == Some(tag))
         {
             return Ok(true);
         }
-        offset = last + 1;
+        offset = next;
     }
     Ok(false)
 }
