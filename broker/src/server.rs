@@ -23,14 +23,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Creates a topic with broker defaults (auto-creation, internal topics).
+    /// Creates a topic and opens its partitions (CreateTopics, auto-creation).
     pub fn create_topic(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: std::collections::BTreeMap<String, String>,
     ) -> Result<TopicInfo, crate::metadata::MetaError> {
-        let info = self.topics.create(name, partitions, 1, configs, false)?;
+        let info = self
+            .topics
+            .create(name, partitions, replication_factor, configs, false)?;
         self.replicas
             .open_partitions(&info, 0, false)
             .map_err(|e| crate::metadata::MetaError::new(e.code, e.message))?;

@@ -151,13 +151,7 @@ pub fn create_topics(
             let created = if req.validate_only {
                 broker.topics.create(&name, partitions, rf, configs, true)
             } else {
-                broker.topics.create(&name, partitions, rf, configs, false).and_then(|info| {
-                    broker
-                        .replicas
-                        .open_partitions(&info, 0, false)
-                        .map(|_| info)
-                        .map_err(|e| MetaError::new(e.code, e.message))
-                })
+                broker.create_topic(&name, partitions, rf, configs)
             };
             match created {
                 Ok(info) => result

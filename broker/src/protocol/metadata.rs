@@ -88,7 +88,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Metadata
                         if !allow_auto_create {
                             return error_entry(Some(n), codes::UNKNOWN_TOPIC_OR_PARTITION);
                         }
-                        match broker.create_topic(&n, cfg.num_partitions, Default::default()) {
+                        match broker.create_topic(&n, cfg.num_partitions, 1, Default::default()) {
                             Ok(info) => topic_entry(broker, &info),
                             // Lost a race with another creator: answer with what exists.
                             Err(e) if e.code == codes::TOPIC_ALREADY_EXISTS => {

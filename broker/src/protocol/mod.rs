@@ -300,7 +300,7 @@ mod tests {
         .unwrap();
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
         let broker = crate::server::open(&config, metrics).unwrap();
-        broker.create_topic("t", 2, Default::default()).unwrap();
+        broker.create_topic("t", 2, 1, Default::default()).unwrap();
         let peer = Peer {
             addr: "127.0.0.1:1".parse().unwrap(),
         };
