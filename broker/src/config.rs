@@ -76,7 +76,90 @@ const KNOWN_KEYS: &[&str] = &[
     "retry.redis.tls.ca.file",
     "kairos.delay.bucket.ms",
     "kairos.delay.window.ms",
+    "broker.rack",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "controller.quorum.election.timeout.ms",
+    "controller.quorum.startup.timeout.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "replica.lag.time.max.ms",
+    "unclean.leader.election.enable",
 ];
+
+/// One entry of `controller.quorum.voters`: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `process.roles`: broker, controller, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.broker, self.controller) {
+            (true, true) => f.write_str("broker,controller"),
+            (true, false) => f.write_str("broker"),
+            _ => f.write_str("controller"),
+        }
+    }
+}
+
+/// Parses `controller.quorum.voters`; ids must be distinct.
+pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("{part:?} is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{part:?} is not id@host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{part:?}: port {port:?} is not a number"))?;
+        if host.is_empty() {
+            return Err(format!("{part:?}: the host is empty"));
+        }
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!("node id {id} appears twice"));
+        }
+        if voters.iter().any(|v| v.host == host && v.port == port) {
+            return Err(format!("{host}:{port} appears twice"));
+        }
+        voters.push(Voter {
+            id,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+        });
+    }
+    Ok(voters)
+}
+
+/// The `host:port` of the listener called `name` in `listeners`.
+fn named_listener(value: &str, name: &str) -> Option<(String, u16)> {
+    value.split(',').find_map(|part| {
+        let (n, rest) = part.trim().split_once("://")?;
+        if !n.eq_ignore_ascii_case(name) {
+            return None;
+        }
+        let (host, port) = rest.rsplit_once(':')?;
+        Some((
+            host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port.parse().ok()?,
+        ))
+    })
+}
 
 /// Parsed broker configuration. Field names follow the Kafka keys; units are last.
 #[derive(Debug, Clone)]
@@ -125,6 +208,22 @@ pub struct BrokerConfig {
     /// memory (the rest cost no RAM until they come within this window).
     pub kairos_delay_bucket_ms: i64,
     pub kairos_delay_window_ms: i64,
+    pub cluster_id: Option<String>,
+    pub process_roles: Roles,
+    pub quorum_voters: Vec<Voter>,
+    /// Where the controller RPCs are served (`controller.listener.names` in `listeners`).
+    pub controller_listener: Option<SocketAddr>,
+    pub broker_rack: Option<String>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub controller_quorum_election_timeout_ms: u64,
+    /// Kairos: how long start-up waits for a majority of voters before giving up.
+    pub controller_quorum_startup_timeout_ms: u64,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_seconds: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub unclean_leader_election_enable: bool,
+    pub offsets_topic_replication_factor: i16,
     /// Every key=value given, known or not (for DescribeConfigs and later features).
     pub raw: BTreeMap<String, String>,
 }
@@ -196,11 +295,11 @@ impl Props {
 }
 
 /// Parses `PLAINTEXT://host:port` (first listener that is not a controller listener).
-fn parse_listener(value: &str) -> Option<(String, u16)> {
+fn parse_listener(value: &str, controller: &str) -> Option<(String, u16)> {
     for part in value.split(',') {
         let part = part.trim();
         let (name, rest) = part.split_once("://")?;
-        if name.eq_ignore_ascii_case("CONTROLLER") {
+        if name.eq_ignore_ascii_case(controller) {
             continue;
         }
         let (host, port) = rest.rsplit_once(':')?;
@@ -254,7 +353,12 @@ impl BrokerConfig {
             p.0.get("listeners")
                 .cloned()
                 .unwrap_or_else(|| "PLAINTEXT://127.0.0.1:9092".into());
-        let (host, port) = parse_listener(&listeners)
+        let controller_name = p
+            .0
+            .get("controller.listener.names")
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+            .unwrap_or_else(|| "CONTROLLER".to_string());
+        let (host, port) = parse_listener(&listeners, &controller_name)
             .ok_or_else(|| p.invalid("listeners", "expected NAME://host:port"))?;
         let bind_host = if host.is_empty() {
             "0.0.0.0".to_string()
@@ -271,7 +375,7 @@ impl BrokerConfig {
             })
             .map_err(|_| p.invalid("listeners", "host does not resolve"))?;
         let (advertised_host, advertised_port) = match p.0.get("advertised.listeners") {
-            Some(v) => parse_listener(v)
+            Some(v) => parse_listener(v, &controller_name)
                 .ok_or_else(|| p.invalid("advertised.listeners", "expected NAME://host:port"))?,
             None => {
                 let h = if host.is_empty() || host == "0.0.0.0" {
@@ -299,6 +403,48 @@ impl BrokerConfig {
             Some(v) => v,
             None => p.get("log.roll.hours", 168i64)? * hour_ms,
         };
+        let quorum_voters = parse_voters(p.0.get("controller.quorum.voters").map(String::as_str).unwrap_or(""))
+            .map_err(|why| p.invalid("controller.quorum.voters", &why))?;
+        let process_roles = match p.0.get("process.roles") {
+            None => Roles {
+                broker: true,
+                controller: true,
+            },
+            Some(v) => {
+                let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+                if items.is_empty() || items.iter().any(|i| *i != "broker" && *i != "controller") {
+                    return Err(p.invalid("process.roles", "expected broker, controller or broker,controller"));
+                }
+                Roles {
+                    broker: items.contains(&"broker"),
+                    controller: items.contains(&"controller"),
+                }
+            }
+        };
+        let controller_listener = match named_listener(&listeners, &controller_name) {
+            None => None,
+            Some((h, port)) => {
+                let h = if h.is_empty() { "0.0.0.0".to_string() } else { h };
+                Some(
+                    std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), port))
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| p.invalid("listeners", "controller listener host does not resolve"))?,
+                )
+            }
+        };
+        if process_roles.controller && !quorum_voters.is_empty() && controller_listener.is_none() {
+            return Err(p.invalid(
+                "listeners",
+                &format!("a controller needs a {controller_name}://host:port listener (controller.listener.names)"),
+            ));
+        }
+        if !process_roles.controller && quorum_voters.is_empty() {
+            return Err(p.invalid(
+                "controller.quorum.voters",
+                "process.roles=broker needs the controllers listed in controller.quorum.voters",
+            ));
+        }
         let cfg = BrokerConfig {
             node_id,
             listener,
@@ -345,8 +491,33 @@ impl BrokerConfig {
                 .map(PathBuf::from),
             kairos_delay_bucket_ms: p.get("kairos.delay.bucket.ms", 60_000)?,
             kairos_delay_window_ms: p.get("kairos.delay.window.ms", 120_000)?,
+            cluster_id: p.opt("cluster.id")?,
+            process_roles,
+            quorum_voters,
+            controller_listener,
+            broker_rack: p.opt("broker.rack")?,
+            broker_session_timeout_ms: p.get("broker.session.timeout.ms", 9000)?,
+            broker_heartbeat_interval_ms: p.get("broker.heartbeat.interval.ms", 500)?,
+            controller_quorum_election_timeout_ms: p
+                .get("controller.quorum.election.timeout.ms", 1000)?,
+            controller_quorum_startup_timeout_ms: p
+                .get("controller.quorum.startup.timeout.ms", 60_000)?,
+            auto_leader_rebalance_enable: p.get("auto.leader.rebalance.enable", true)?,
+            leader_imbalance_check_interval_seconds: p
+                .get("leader.imbalance.check.interval.seconds", 300)?,
+            replica_lag_time_max_ms: p.get("replica.lag.time.max.ms", 30_000)?,
+            unclean_leader_election_enable: p.get("unclean.leader.election.enable", false)?,
+            offsets_topic_replication_factor: p.get("offsets.topic.replication.factor", 3)?,
             raw: p.0.clone(),
         };
+        if cfg.broker_heartbeat_interval_ms == 0
+            || cfg.broker_heartbeat_interval_ms >= cfg.broker_session_timeout_ms
+        {
+            return Err(p.invalid(
+                "broker.heartbeat.interval.ms",
+                "must be above 0 and below broker.session.timeout.ms",
+            ));
+        }
         if cfg.num_partitions < 1 {
             return Err(p.invalid("num.partitions", "must be at least 1"));
         }
@@ -395,6 +566,20 @@ mod tests {
         assert_eq!(c.log_retention_ms, 3_600_000);
         assert_eq!(c.log_segment_bytes, 1024);
         assert_eq!(c.unknown_keys(), vec!["foo.bar"]);
+        assert_eq!(c.controller_listener.unwrap().port(), 9093);
+        let c = BrokerConfig::load(
+            None,
+            &[
+                "listeners=PLAINTEXT://127.0.0.1:1,CTL://127.0.0.1:2".into(),
+                "controller.listener.names=CTL".into(),
+                "controller.quorum.voters=1@127.0.0.1:2,2@127.0.0.1:4".into(),
+                "process.roles=broker,controller".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.quorum_voters.len(), 2);
+        assert_eq!(c.controller_listener.unwrap().port(), 2);
+        assert_eq!(c.listener.port(), 1);
     }
 
     #[test]
@@ -403,5 +588,19 @@ mod tests {
         assert!(e.to_string().contains("num.partitions"), "{e}");
         let e = BrokerConfig::load(None, &["listeners=nonsense".into()]).unwrap_err();
         assert!(e.to_string().contains("listeners"), "{e}");
+        for (voters, why) in [
+            ("1@a:1,1@b:2", "appears twice"),
+            ("1@a", "not id@host:port"),
+            ("x@a:1", "not a number"),
+        ] {
+            let e = BrokerConfig::load(None, &[format!("controller.quorum.voters={voters}")])
+                .unwrap_err();
+            assert!(e.to_string().contains(why), "{voters}: {e}");
+        }
+        let e = BrokerConfig::load(None, &["controller.quorum.voters=1@127.0.0.1:9093".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("CONTROLLER://"), "{e}");
+        let e = BrokerConfig::load(None, &["process.roles=broker".into()]).unwrap_err();
+        assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
     }
 }

@@ -375,7 +375,11 @@ mod tests {
             ],
         )
         .unwrap();
-        state.set_broker(crate::server::open(&config, metrics).unwrap());
+        state.set_broker(
+            crate::server::open_standalone(&config, metrics)
+                .await
+                .unwrap(),
+        );
         assert_eq!(
             status(&state).await,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -49,10 +49,10 @@ impl OffsetsLog for PartitionOffsetsLog {
     }
 
     fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, i16> {
-        let p = self
-            .replicas
-            .get(OFFSETS_TOPIC, partition)
-            .ok_or(codes::UNKNOWN_TOPIC_OR_PARTITION)?;
+        // A partition this broker does not host holds nothing for its coordinator to load.
+        let Some(p) = self.replicas.get(OFFSETS_TOPIC, partition) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
         let mut offset = p.log_start_offset();
         while offset < p.log_end_offset() {

@@ -256,6 +256,13 @@ struct PartitionState {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The topic's id: a topic deleted and created again under the same name is another topic.
+    pub topic_id: uuid::Uuid,
+    /// The topic configs last applied to this partition.
+    configs: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Whether this broker leads the partition, and the leader epoch it knows.
+    is_leader: std::sync::atomic::AtomicBool,
+    epoch: std::sync::atomic::AtomicI32,
     /// The partition's directory (`<log.dir>/<topic>-<partition>`).
     dir: PathBuf,
     state: Mutex<PartitionState>,
@@ -311,6 +318,10 @@ impl Partition {
         Ok(Partition {
             topic: topic.name.clone(),
             index,
+            topic_id: topic.id,
+            configs: Mutex::new(topic.configs.clone()),
+            is_leader: std::sync::atomic::AtomicBool::new(false),
+            epoch: std::sync::atomic::AtomicI32::new(-1),
             dir: dir.to_path_buf(),
             state: Mutex::new(PartitionState {
                 log,
@@ -339,7 +350,15 @@ impl Partition {
         self.log_start.load(Ordering::Acquire)
     }
     pub fn leader_epoch(&self) -> i32 {
-        0
+        self.epoch.load(Ordering::Acquire)
+    }
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+    /// Applies the leadership the cluster image gives this replica.
+    pub fn set_leadership(&self, leader: bool, epoch: i32) {
+        self.epoch.store(epoch, Ordering::Release);
+        self.is_leader.store(leader, Ordering::Release);
     }
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -635,62 +654,130 @@ pub struct ReplicaManager {
     config: BrokerConfig,
     metrics: Arc<Metrics>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// The last stop was not clean: partitions are recovered as they open.
+    recover: bool,
 }
 
 /// Kafka's marker for a clean shutdown: present → indexes are trusted on start.
 const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 
 impl ReplicaManager {
-    pub fn open(
-        config: &BrokerConfig,
-        topics: &[TopicInfo],
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, PartitionError> {
+    /// Opens no partition yet: [`ReplicaManager::sync`] opens what the cluster image assigns here.
+    pub fn open(config: &BrokerConfig, metrics: Arc<Metrics>) -> Result<Self, PartitionError> {
         let dir = config.log_dirs[0].clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let recover = !marker.exists();
-        let rm = ReplicaManager {
-            dir,
-            config: config.clone(),
-            metrics,
-            partitions: RwLock::new(HashMap::new()),
-        };
-        for t in topics {
-            rm.open_partitions(t, 0, recover)?;
-        }
         // From here on a crash must trigger recovery on the next start.
         if marker.exists() {
             std::fs::remove_file(&marker)
                 .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
         }
-        Ok(rm)
+        Ok(ReplicaManager {
+            dir,
+            config: config.clone(),
+            metrics,
+            partitions: RwLock::new(HashMap::new()),
+            recover,
+        })
+    }
+
+    /// Makes the hosted partitions match the image: opens those assigned to `node` (creating
+    /// them), applies leadership and topic configs, and deletes the replicas of topics that were
+    /// in `previous` and are gone now (deleted, or moved off this broker). Directories of topics
+    /// never seen in an image are left alone: an image that lags must not delete data.
+    pub fn sync(
+        &self,
+        previous: Option<&crate::metadata::ClusterImage>,
+        image: &crate::metadata::ClusterImage,
+        node: i32,
+    ) -> Vec<PartitionError> {
+        let mut errors = Vec::new();
+        let mut wanted = std::collections::HashSet::new();
+        for t in image.topics.values() {
+            for (i, p) in t.assignment.iter().enumerate() {
+                let index = i as i32;
+                if !p.replicas.contains(&node) {
+                    continue;
+                }
+                wanted.insert((t.name.clone(), index));
+                let part = match self.get(&t.name, index) {
+                    Some(part) if part.topic_id == t.id => part,
+                    existing => {
+                        if existing.is_some() {
+                            // Same name, another topic: the old one was deleted meanwhile.
+                            self.remove(&t.name, index);
+                        }
+                        match self.open_one(t, index) {
+                            Ok(part) => part,
+                            Err(e) => {
+                                errors.push(e);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                part.set_leadership(p.leader == node, p.leader_epoch);
+                if *part.configs.lock() != t.configs {
+                    part.update_config(t, &self.config);
+                    *part.configs.lock() = t.configs.clone();
+                }
+            }
+        }
+        let hosted: Vec<(String, i32)> = self.partitions.read().keys().cloned().collect();
+        for (topic, index) in hosted {
+            if wanted.contains(&(topic.clone(), index)) {
+                continue;
+            }
+            let was_assigned = previous
+                .and_then(|prev| prev.partition(&topic, index))
+                .is_some_and(|p| p.replicas.contains(&node));
+            if was_assigned {
+                self.remove(&topic, index);
+            } else if let Some(p) = self.get(&topic, index) {
+                p.set_leadership(false, p.leader_epoch());
+            }
+        }
+        for t in previous.map(|p| p.topics.values()).into_iter().flatten() {
+            if !image.topics.contains_key(&t.name) {
+                self.metrics.remove_topic(&t.name);
+            }
+        }
+        errors
+    }
+
+    fn open_one(&self, topic: &TopicInfo, index: i32) -> Result<Arc<Partition>, PartitionError> {
+        let p = Arc::new(Partition::open(
+            &self.partition_dir(&topic.name, index),
+            topic,
+            index,
+            &self.config,
+            self.recover,
+            self.metrics.topic(&topic.name),
+        )?);
+        self.partitions
+            .write()
+            .insert((topic.name.clone(), index), p.clone());
+        Ok(p)
+    }
+
+    /// Stops hosting a partition and deletes its files.
+    fn remove(&self, topic: &str, index: i32) {
+        let removed = self.partitions.write().remove(&(topic.to_string(), index));
+        if let Some(p) = removed {
+            p.set_leadership(false, p.leader_epoch());
+        }
+        let dir = self.partition_dir(topic, index);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("deleting {}: {e}", dir.display());
+            }
+        }
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.dir.join(format!("{topic}-{index}"))
-    }
-
-    /// Opens (creating if needed) partitions `from..topic.partitions`.
-    pub fn open_partitions(
-        &self,
-        topic: &TopicInfo,
-        from: i32,
-        recover: bool,
-    ) -> Result<(), PartitionError> {
-        for index in from..topic.partitions {
-            let p = Partition::open(
-                &self.partition_dir(&topic.name, index),
-                topic,
-                index,
-                &self.config,
-                recover,
-                self.metrics.topic(&topic.name),
-            )?;
-            self.partitions
-                .write()
-                .insert((topic.name.clone(), index), Arc::new(p));
-        }
-        Ok(())
     }
 
     pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -702,28 +789,6 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().values().cloned().collect()
-    }
-
-    pub fn delete_topic(&self, topic: &TopicInfo) {
-        self.metrics.remove_topic(&topic.name);
-        let mut parts = self.partitions.write();
-        for index in 0..topic.partitions {
-            parts.remove(&(topic.name.clone(), index));
-            let dir = self.partition_dir(&topic.name, index);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("deleting {}: {e}", dir.display());
-                }
-            }
-        }
-    }
-
-    pub fn update_topic_config(&self, topic: &TopicInfo) {
-        for index in 0..topic.partitions {
-            if let Some(p) = self.get(&topic.name, index) {
-                p.update_config(topic, &self.config);
-            }
-        }
     }
 
     /// Flushes every log and writes the clean-shutdown marker.

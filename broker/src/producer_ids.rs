@@ -1,67 +1,55 @@
-//! Producer ids for InitProducerId, unique across restarts.
+//! Producer ids for InitProducerId, unique across the cluster and across restarts.
 //!
-//! Ids are handed out from blocks of `BLOCK_SIZE`; the end of the current block is persisted in
-//! `<log.dir>/kairos-producer-id-block` before any id of it is used, so a restart never reuses an
-//! id (it skips the rest of the block, as Kafka's controller-allocated blocks do).
+//! Ids are handed out from blocks of `BLOCK_SIZE` that the controller allocates through the
+//! metadata log (Kafka's AllocateProducerIds): a block is never handed out twice, and a restart
+//! skips the rest of its block.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::metadata::quorum::Metadata;
+use crate::metadata::{Command, MetaError, Reply};
+
 const BLOCK_SIZE: i64 = 1000;
 
+#[derive(Default)]
 pub struct ProducerIdAllocator {
-    path: PathBuf,
-    state: Mutex<(i64, i64)>, // (next id, end of persisted block)
+    state: Mutex<(i64, i64)>, // (next id, end of the current block)
 }
 
 impl ProducerIdAllocator {
-    pub fn open(log_dir: &Path) -> std::io::Result<Self> {
-        let path = log_dir.join("kairos-producer-id-block");
-        let start = match std::fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<i64>().map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        Ok(Self {
-            path,
-            state: Mutex::new((start, start)),
-        })
-    }
-
-    pub fn next(&self) -> std::io::Result<i64> {
-        let mut s = self.state.lock();
-        if s.0 >= s.1 {
-            let end = s.1 + BLOCK_SIZE;
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, end.to_string())?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            s.1 = end;
+    pub async fn next(&self, metadata: &Arc<Metadata>) -> Result<i64, MetaError> {
+        loop {
+            {
+                let mut s = self.state.lock();
+                if s.0 < s.1 {
+                    let id = s.0;
+                    s.0 += 1;
+                    return Ok(id);
+                }
+            }
+            let reply = metadata
+                .propose(Command::AllocateProducerIds {
+                    broker: metadata.node_id(),
+                    count: BLOCK_SIZE,
+                })
+                .await?;
+            match reply {
+                Reply::ProducerIds { first, count } => {
+                    let mut s = self.state.lock();
+                    if s.0 >= s.1 {
+                        *s = (first, first + count);
+                    }
+                }
+                Reply::Error { code, message } => return Err(MetaError::new(code, message)),
+                other => {
+                    return Err(MetaError::new(
+                        crate::metadata::codes::INVALID_REQUEST,
+                        format!("unexpected reply {other:?}"),
+                    ))
+                }
+            }
         }
-        let id = s.0;
-        s.0 += 1;
-        Ok(id)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_unique_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ProducerIdAllocator::open(dir.path()).unwrap();
-        let first: Vec<i64> = (0..3).map(|_| a.next().unwrap()).collect();
-        assert_eq!(first, vec![0, 1, 2]);
-        drop(a);
-        let b = ProducerIdAllocator::open(dir.path()).unwrap();
-        assert!(b.next().unwrap() >= BLOCK_SIZE);
     }
 }

@@ -5,73 +5,186 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use parking_lot::Mutex;
+
 use crate::config::BrokerConfig;
 use crate::group::{GroupConfig, GroupCoordinator};
-use crate::metadata::{TopicInfo, TopicRegistry, OFFSETS_TOPIC};
+use crate::metadata::quorum::Metadata;
+use crate::metadata::{codes, ClusterImage, Command, MetaError, Reply, TopicInfo};
 use crate::partition::{now_ms, ReplicaManager};
 use crate::producer_ids::ProducerIdAllocator;
 
 /// Everything a request handler may reach.
 pub struct Broker {
     pub config: BrokerConfig,
-    pub topics: TopicRegistry,
+    /// The cluster image and metadata writes (the Raft quorum).
+    pub topics: Arc<Metadata>,
     pub replicas: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIdAllocator,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub delays: Arc<crate::time::delay::DelayEngine>,
+    /// The image the hosted replicas were last made to match.
+    synced: Mutex<Option<Arc<ClusterImage>>>,
+}
+
+fn topic_reply(reply: Reply) -> Result<TopicInfo, MetaError> {
+    match reply {
+        Reply::Topic(t) => Ok(t),
+        Reply::Error { code, message } => Err(MetaError::new(code, message)),
+        other => Err(MetaError::new(
+            codes::INVALID_REQUEST,
+            format!("unexpected metadata reply {other:?}"),
+        )),
+    }
 }
 
 impl Broker {
-    /// Creates a topic and opens its partitions (CreateTopics, auto-creation).
-    pub fn create_topic(
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The partition if this broker leads it; otherwise NOT_LEADER_OR_FOLLOWER when it exists in
+    /// the cluster (clients refresh metadata and retry) or UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn leader_replica(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<crate::partition::Partition>, i16> {
+        match self.replicas.get(topic, index) {
+            Some(p) if p.is_leader() => Ok(p),
+            _ if self.topics.image().partition(topic, index).is_some() => {
+                Err(codes::NOT_LEADER_OR_FOLLOWER)
+            }
+            _ => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+        }
+    }
+
+    /// Makes the hosted replicas match the current image (blocking file work: open, create,
+    /// delete). Idempotent; serialized.
+    pub fn sync_replicas(&self) {
+        let mut last = self.synced.lock();
+        let image = self.topics.image();
+        if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &image)) {
+            return;
+        }
+        for e in self
+            .replicas
+            .sync(last.as_deref(), &image, self.config.node_id)
+        {
+            tracing::error!("opening a partition: {}", e.message);
+        }
+        *last = Some(image);
+    }
+
+    async fn write(&self, command: Command) -> Result<TopicInfo, MetaError> {
+        let reply = self.topics.propose(command).await?;
+        let info = topic_reply(reply)?;
+        tokio::task::block_in_place(|| self.sync_replicas());
+        Ok(info)
+    }
+
+    /// Creates a topic (CreateTopics, auto-creation) and opens the partitions hosted here.
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
         configs: std::collections::BTreeMap<String, String>,
-    ) -> Result<TopicInfo, crate::metadata::MetaError> {
-        let info = self
-            .topics
-            .create(name, partitions, replication_factor, configs, false)?;
-        self.replicas
-            .open_partitions(&info, 0, false)
-            .map_err(|e| crate::metadata::MetaError::new(e.code, e.message))?;
-        Ok(info)
+        assignment: Option<Vec<Vec<i32>>>,
+    ) -> Result<TopicInfo, MetaError> {
+        self.write(Command::CreateTopic {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            configs,
+            assignment,
+        })
+        .await
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicInfo, MetaError> {
+        self.write(Command::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+    ) -> Result<TopicInfo, MetaError> {
+        self.write(Command::CreatePartitions {
+            name: name.to_string(),
+            count,
+            assignment,
+        })
+        .await
+    }
+
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<TopicInfo, MetaError> {
+        self.write(Command::SetConfigs {
+            name: name.to_string(),
+            configs,
+        })
+        .await
+    }
+
+    /// `__consumer_offsets`, created on first need (FindCoordinator) with
+    /// `offsets.topic.replication.factor` capped at the brokers the cluster has.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), MetaError> {
+        if self.topics.get(crate::metadata::OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let image = self.topics.image();
+        let expected = self.config.quorum_voters.len().max(image.brokers.len()).max(1);
+        let rf = (self.config.offsets_topic_replication_factor.max(1) as usize).min(expected);
+        if image.live_brokers().count() < rf {
+            return Err(MetaError::new(
+                codes::COORDINATOR_NOT_AVAILABLE,
+                format!("waiting for {rf} live brokers to create {}", crate::metadata::OFFSETS_TOPIC),
+            ));
+        }
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+        match self
+            .create_topic(
+                crate::metadata::OFFSETS_TOPIC,
+                self.config.offsets_topic_num_partitions,
+                rf as i16,
+                configs,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == codes::TOPIC_ALREADY_EXISTS => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// Opens the data directory (recovering logs after an unclean stop) and loads committed
-/// offsets: a broker ready to serve, with no task running yet.
+/// Opens the data directory (recovering logs after an unclean stop) for the partitions the
+/// image assigns here and loads committed offsets: a broker ready to serve, no task running yet.
 pub fn open(
     config: &BrokerConfig,
+    metadata: Arc<Metadata>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Arc<Broker>> {
     for key in config.unknown_keys() {
         tracing::warn!("unknown configuration key {key} (ignored)");
     }
-    let log_dir = config.log_dirs[0].clone();
-    let topics = TopicRegistry::open(&log_dir)?;
     let replicas = Arc::new(
-        ReplicaManager::open(config, &topics.all(), metrics.clone())
-            .map_err(|e| anyhow::anyhow!(e.message))?,
+        ReplicaManager::open(config, metrics.clone()).map_err(|e| anyhow::anyhow!(e.message))?,
     );
-    let producer_ids = ProducerIdAllocator::open(&log_dir)?;
-    if topics.get(OFFSETS_TOPIC).is_none() {
-        let mut configs = std::collections::BTreeMap::new();
-        configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-        let info = topics.create(
-            OFFSETS_TOPIC,
-            config.offsets_topic_num_partitions,
-            1,
-            configs,
-            false,
-        )?;
-        replicas
-            .open_partitions(&info, 0, false)
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-    }
     let offsets_log = Arc::new(crate::offsets_log::PartitionOffsetsLog::new(
         replicas.clone(),
     ));
@@ -93,17 +206,60 @@ pub fn open(
     );
     let broker = Arc::new(Broker {
         config: config.clone(),
-        topics,
+        topics: metadata,
         replicas,
         groups: groups.clone(),
-        producer_ids,
+        producer_ids: ProducerIdAllocator::default(),
         metrics,
         delays: Default::default(),
+        synced: Mutex::new(None),
     });
+    broker.sync_replicas();
     groups
         .load()
-        .map_err(|code| anyhow::anyhow!("loading {OFFSETS_TOPIC} failed with error {code}"))?;
+        .map_err(|code| anyhow::anyhow!("loading {} failed with error {code}", crate::metadata::OFFSETS_TOPIC))?;
     Ok(broker)
+}
+
+/// A single-node broker with its one-node quorum, registered, no listener and no background
+/// task: for unit tests of request handling.
+pub async fn open_standalone(
+    config: &BrokerConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Arc<Broker>> {
+    let (stop, shutdown) = watch::channel(false);
+    let metadata = crate::metadata::quorum::start(config, None, shutdown).await?;
+    // The quorum's duties run until the sender goes; this broker lives as long as the test.
+    std::mem::forget(stop);
+    let reply = metadata
+        .propose(Command::RegisterBroker {
+            id: config.node_id,
+            incarnation: metadata.incarnation(),
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            rack: None,
+        })
+        .await?;
+    anyhow::ensure!(matches!(reply, Reply::BrokerEpoch(_)), "registration: {reply:?}");
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || open(&config, metadata, metrics)).await?
+}
+
+/// Keeps the hosted replicas in step with every new image.
+async fn follow_image(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let mut rx = broker.topics.subscribe();
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = &mut stop => return,
+        }
+        let b = broker.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || b.sync_replicas()).await {
+            tracing::warn!("applying the cluster image failed: {e}");
+        }
+    }
 }
 
 /// Opens the broker and serves until `shutdown` flips to true. Returns after every task
@@ -111,8 +267,11 @@ pub fn open(
 pub async fn run(
     config: BrokerConfig,
     listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
+    external_shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Everything stops on `shutdown`, which flips only after a controlled shutdown (leadership
+    // moved away) once `external_shutdown` (SIGTERM) flipped.
+    let (stop_tx, shutdown) = watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::new(|k| {
         crate::protocol::supported_versions(k).is_some()
     })?);
@@ -131,13 +290,54 @@ pub async fn run(
         http_state.clone(),
         wait_for(shutdown.clone()),
     ));
+    let controller_listener = match config.controller_listener {
+        Some(addr) if !config.quorum_voters.is_empty() && config.process_roles.controller => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on the controller listener {addr}: {e}"))?,
+        ),
+        _ => None,
+    };
+    let metadata = crate::metadata::quorum::start(&config, controller_listener, shutdown.clone()).await?;
+    // Register with the controller: the image then holds everything committed before us.
+    let (registered_tx, mut registered) = watch::channel(-1i64);
+    let (session_stop_tx, session_stop) = watch::channel(false);
+    let mut stopping = external_shutdown.clone();
+    let mut quorum_stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => {}
+            // Start-up failed and the process is unwinding.
+            _ = quorum_stop.wait_for(|s| *s) => return,
+        }
+        let _ = session_stop_tx.send(true);
+    });
+    let session = tokio::spawn(crate::metadata::quorum::broker_session(
+        metadata.clone(),
+        Command::RegisterBroker {
+            id: config.node_id,
+            incarnation: metadata.incarnation(),
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            rack: config.broker_rack.clone(),
+        },
+        registered_tx,
+        session_stop,
+    ));
+    let mut early_stop = external_shutdown.clone();
+    tokio::select! {
+        _ = registered.wait_for(|e| *e >= 0) => {}
+        _ = early_stop.wait_for(|s| *s) => return Ok(()),
+    }
     let open_config = config.clone();
-    let broker = tokio::task::spawn_blocking(move || open(&open_config, metrics)).await??;
+    let broker =
+        tokio::task::spawn_blocking(move || open(&open_config, metadata, metrics)).await??;
     http_state.set_broker(broker.clone());
     let groups = broker.groups.clone();
     let log_dir = config.log_dirs[0].clone();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(groups.clone().run(wait_for(shutdown.clone())));
+    tasks.spawn(follow_image(broker.clone(), shutdown.clone()));
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
     tasks.spawn(flusher(broker.clone(), shutdown.clone()));
     tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
@@ -175,7 +375,14 @@ pub async fn run(
         log_dir.display()
     );
     http_state.set_ready();
-    crate::net::run(listener, dispatcher, net_config, shutdown.clone()).await;
+    // SIGTERM: a controlled shutdown moves leadership away while requests are still served.
+    let net = tokio::spawn(crate::net::run(listener, dispatcher, net_config, shutdown.clone()));
+    wait_for(external_shutdown.clone()).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(30), session).await.is_err() {
+        tracing::warn!("controlled shutdown did not finish in 30 s; stopping anyway");
+    }
+    let _ = stop_tx.send(true);
+    let _ = net.await;
     while tasks.join_next().await.is_some() {}
     let _ = http_task.await;
     broker.replicas.shutdown();

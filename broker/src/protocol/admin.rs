@@ -99,7 +99,7 @@ fn parse_configs<'a>(
     Ok(out)
 }
 
-pub fn create_topics(
+pub async fn create_topics(
     broker: &Broker,
     req: CreateTopicsRequest,
     _version: i16,
@@ -112,10 +112,9 @@ pub fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let r = async {
             let name = t.name.0.to_string();
             let result = CreatableTopicResult::default().with_name(t.name.clone());
             let fail = |e: MetaError| {
@@ -135,37 +134,43 @@ pub fn create_topics(
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return fail(MetaError::new(codes::INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
                 }
-                let ok = t.assignments.iter().enumerate().all(|(i, a)| {
-                    a.partition_index == i as i32 && a.broker_ids.len() == 1 && a.broker_ids[0].0 == cfg.node_id
-                });
-                if !ok {
-                    return fail(MetaError::new(INVALID_REPLICA_ASSIGNMENT, format!("Replica assignment must place each partition, in order, on broker {} only", cfg.node_id)));
+                let in_order = t.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32);
+                if !in_order {
+                    return fail(MetaError::new(INVALID_REPLICA_ASSIGNMENT, "Replica assignments must list partitions 0, 1, 2, ... in order"));
                 }
                 partitions = t.assignments.len() as i32;
-                rf = 1;
+                rf = t.assignments.first().map(|a| a.broker_ids.len() as i16).unwrap_or(0);
             }
+            let assignment: Option<Vec<Vec<i32>>> = (!t.assignments.is_empty()).then(|| {
+                t.assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect()
+            });
             let configs = match parse_configs(t.configs.iter().map(|c| (&c.name, c.value.as_ref()))) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            let created = if req.validate_only {
-                broker.topics.create(&name, partitions, rf, configs, true)
-            } else {
-                broker.create_topic(&name, partitions, rf, configs)
-            };
-            match created {
+            if req.validate_only {
+                let image = broker.topics.image();
+                let live = image.live_brokers().count();
+                return match image.check_create_topic(&name, partitions, rf, &configs) {
+                    Ok(()) if rf as usize > live => fail(MetaError::new(codes::INVALID_REPLICATION_FACTOR, format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."))),
+                    Ok(()) => result.with_num_partitions(partitions).with_replication_factor(rf),
+                    Err(e) => fail(e),
+                };
+            }
+            match broker.create_topic(&name, partitions, rf, configs, assignment).await {
                 Ok(info) => result
-                    .with_topic_id(if req.validate_only { Default::default() } else { info.id })
+                    .with_topic_id(info.id)
                     .with_num_partitions(info.partitions)
                     .with_replication_factor(info.replication_factor),
                 Err(e) => fail(e),
             }
-        })
-        .collect();
+        };
+        topics.push(r.await);
+    }
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub fn delete_topics(
+pub async fn delete_topics(
     broker: &Broker,
     req: DeleteTopicsRequest,
     version: i16,
@@ -181,9 +186,9 @@ pub fn delete_topics(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let r = async {
             let info = match &name {
                 Some(n) => broker.topics.get(n),
                 None => broker.topics.get_by_id(id),
@@ -212,64 +217,50 @@ pub fn delete_topics(
                         "Internal topic __consumer_offsets cannot be deleted",
                     )));
             }
-            match broker.topics.delete(&info.name) {
-                Ok(info) => {
-                    broker.replicas.delete_topic(&info);
-                    result
-                }
-                Err(e) => result
-                    .with_error_code(e.code)
-                    .with_error_message(Some(s(e.message))),
-            }
-        })
-        .collect();
-    DeleteTopicsResponse::default().with_responses(responses)
-}
-
-pub fn create_partitions(
-    broker: &Broker,
-    req: CreatePartitionsRequest,
-    _version: i16,
-) -> CreatePartitionsResponse {
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let result = CreatePartitionsTopicResult::default().with_name(t.name);
-            if let Some(assign) = &t.assignments {
-                let ok = assign
-                    .iter()
-                    .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == broker.config.node_id);
-                if !ok {
-                    return result
-                        .with_error_code(INVALID_REPLICA_ASSIGNMENT)
-                        .with_error_message(Some(s(format!(
-                            "new partitions may only be placed on broker {}",
-                            broker.config.node_id
-                        ))));
-                }
-            }
-            let old = broker.topics.get(&name).map(|i| i.partitions).unwrap_or(0);
-            match broker
-                .topics
-                .set_partitions(&name, t.count, req.validate_only)
-            {
-                Ok(info) if !req.validate_only => {
-                    match broker.replicas.open_partitions(&info, old, false) {
-                        Ok(()) => result,
-                        Err(e) => result
-                            .with_error_code(e.code)
-                            .with_error_message(Some(s(e.message))),
-                    }
-                }
+            match broker.delete_topic(&info.name).await {
                 Ok(_) => result,
                 Err(e) => result
                     .with_error_code(e.code)
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        };
+        responses.push(r.await);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let result = CreatePartitionsTopicResult::default().with_name(t.name);
+        let assignment: Option<Vec<Vec<i32>>> = t
+            .assignments
+            .as_ref()
+            .map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
+        let outcome = if req.validate_only {
+            broker
+                .topics
+                .image()
+                .check_create_partitions(&name, t.count)
+                .map(|_| ())
+        } else {
+            broker
+                .create_partitions(&name, t.count, assignment)
+                .await
+                .map(|_| ())
+        };
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(e) => result
+                .with_error_code(e.code)
+                .with_error_message(Some(s(e.message))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 
@@ -474,18 +465,21 @@ pub fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// Applies a complete new config map to a topic (validate, persist, reconfigure the logs).
-fn apply_topic_configs(
+/// Applies a complete new config map to a topic (validate, commit, reconfigure the logs).
+async fn apply_topic_configs(
     broker: &Broker,
     name: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), MetaError> {
-    let info = broker.topics.set_configs(name, configs, validate_only)?;
-    if !validate_only {
-        broker.replicas.update_topic_config(&info);
+    if validate_only {
+        return broker
+            .topics
+            .image()
+            .check_set_configs(name, &configs)
+            .map(|_| ());
     }
-    Ok(())
+    broker.set_topic_configs(name, configs).await.map(|_| ())
 }
 
 fn broker_alter_unsupported() -> MetaError {
@@ -495,27 +489,30 @@ fn broker_alter_unsupported() -> MetaError {
     )
 }
 
-pub fn alter_configs(
+pub async fn alter_configs(
     broker: &Broker,
     req: AlterConfigsRequest,
     _version: i16,
 ) -> AlterConfigsResponse {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|r: alter_configs_request::AlterConfigsResource| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let r: alter_configs_request::AlterConfigsResource = r;
+        let response = {
             let result: Result<(), MetaError> = match r.resource_type {
-                RESOURCE_TOPIC => parse_configs(
-                    r.configs.iter().map(|c| (&c.name, c.value.as_ref())),
-                )
-                .and_then(|configs| {
-                    apply_topic_configs(
-                        broker,
-                        r.resource_name.as_str(),
-                        configs,
-                        req.validate_only,
-                    )
-                }),
+                RESOURCE_TOPIC => {
+                    match parse_configs(r.configs.iter().map(|c| (&c.name, c.value.as_ref()))) {
+                        Ok(configs) => {
+                            apply_topic_configs(
+                                broker,
+                                r.resource_name.as_str(),
+                                configs,
+                                req.validate_only,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 RESOURCE_BROKER => Err(broker_alter_unsupported()),
                 other => Err(MetaError::new(
                     codes::INVALID_REQUEST,
@@ -531,30 +528,34 @@ pub fn alter_configs(
                     .with_error_code(e.code)
                     .with_error_message(Some(s(e.message))),
             }
-        })
-        .collect();
+        };
+        responses.push(response);
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-pub fn incremental_alter_configs(
+pub async fn incremental_alter_configs(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(
-            |r: incremental_alter_configs_request::AlterConfigsResource| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let r: incremental_alter_configs_request::AlterConfigsResource = r;
+        let response = {
                 let result: Result<(), MetaError> = match r.resource_type {
                     RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
                         None => Err(MetaError::new(
                             codes::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("Topic {} does not exist", r.resource_name),
                         )),
-                        Some(info) => incremental(info.configs, &r.configs).and_then(|configs| {
-                            apply_topic_configs(broker, &info.name, configs, req.validate_only)
-                        }),
+                        Some(info) => match incremental(info.configs.clone(), &r.configs) {
+                            Ok(configs) => {
+                                apply_topic_configs(broker, &info.name, configs, req.validate_only)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        },
                     },
                     RESOURCE_BROKER => Err(broker_alter_unsupported()),
                     other => Err(MetaError::new(
@@ -572,9 +573,9 @@ pub fn incremental_alter_configs(
                         .with_error_code(e.code)
                         .with_error_message(Some(s(e.message))),
                 }
-            },
-        )
-        .collect();
+        };
+        responses.push(response);
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 

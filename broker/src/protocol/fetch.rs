@@ -65,20 +65,24 @@ pub async fn fetch(
             partitions: Vec::with_capacity(t.partitions.len()),
         });
         for p in &t.partitions {
-            let partition = info
-                .as_ref()
-                .and_then(|_| broker.replicas.get(&name, p.partition));
+            let partition = match &info {
+                Some(_) => broker.leader_replica(&name, p.partition),
+                None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
+            };
             let error = match (&info, &partition) {
                 (None, _) if version >= 13 => UNKNOWN_TOPIC_ID,
-                (_, None) => codes::UNKNOWN_TOPIC_OR_PARTITION,
-                (_, Some(part)) if p.current_leader_epoch > part.leader_epoch() => {
+                (_, Err(code)) => *code,
+                (_, Ok(part)) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch() => {
+                    crate::metadata::codes::FENCED_LEADER_EPOCH
+                }
+                (_, Ok(part)) if p.current_leader_epoch > part.leader_epoch() => {
                     UNKNOWN_LEADER_EPOCH
                 }
                 _ => 0,
             };
             wanted.push(Wanted {
                 topic_index: topics.len() - 1,
-                partition,
+                partition: partition.ok(),
                 index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,

@@ -220,13 +220,13 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
     let g = &broker.groups;
     match request {
         R::ApiVersions(_) => Reply::msg(S::ApiVersions(api_versions::response(0))),
-        R::Metadata(req) => Reply::msg(S::Metadata(metadata::metadata(broker, req, v))),
+        R::Metadata(req) => Reply::msg(S::Metadata(metadata::metadata(broker, req, v).await)),
         R::DescribeCluster(req) => Reply::msg(S::DescribeCluster(metadata::describe_cluster(
             broker, req, v,
         ))),
         R::FindCoordinator(req) => Reply::msg(S::FindCoordinator(metadata::find_coordinator(
             broker, req, v,
-        ))),
+        ).await)),
         R::Produce(req) => produce::produce(broker, req, v).await,
         R::Fetch(req) => fetch::fetch(broker, ctx, req, v).await,
         R::ListOffsets(req) => Reply::msg(S::ListOffsets(offsets::list_offsets(broker, req, v))),
@@ -237,19 +237,19 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
             Reply::msg(S::DeleteRecords(offsets::delete_records(broker, req, v)))
         }
         R::InitProducerId(req) => {
-            Reply::msg(S::InitProducerId(produce::init_producer_id(broker, req, v)))
+            Reply::msg(S::InitProducerId(produce::init_producer_id(broker, req, v).await))
         }
-        R::CreateTopics(req) => Reply::msg(S::CreateTopics(admin::create_topics(broker, req, v))),
-        R::DeleteTopics(req) => Reply::msg(S::DeleteTopics(admin::delete_topics(broker, req, v))),
+        R::CreateTopics(req) => Reply::msg(S::CreateTopics(admin::create_topics(broker, req, v).await)),
+        R::DeleteTopics(req) => Reply::msg(S::DeleteTopics(admin::delete_topics(broker, req, v).await)),
         R::CreatePartitions(req) => Reply::msg(S::CreatePartitions(admin::create_partitions(
             broker, req, v,
-        ))),
+        ).await)),
         R::DescribeConfigs(req) => {
             Reply::msg(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
         }
-        R::AlterConfigs(req) => Reply::msg(S::AlterConfigs(admin::alter_configs(broker, req, v))),
+        R::AlterConfigs(req) => Reply::msg(S::AlterConfigs(admin::alter_configs(broker, req, v).await)),
         R::IncrementalAlterConfigs(req) => Reply::msg(S::IncrementalAlterConfigs(
-            admin::incremental_alter_configs(broker, req, v),
+            admin::incremental_alter_configs(broker, req, v).await,
         )),
         R::JoinGroup(req) => {
             let host = ctx.peer.addr.ip().to_string();
@@ -299,8 +299,11 @@ mod tests {
         )
         .unwrap();
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
-        let broker = crate::server::open(&config, metrics).unwrap();
-        broker.create_topic("t", 2, 1, Default::default()).unwrap();
+        let broker = crate::server::open_standalone(&config, metrics).await.unwrap();
+        broker
+            .create_topic("t", 2, 1, Default::default(), None)
+            .await
+            .unwrap();
         let peer = Peer {
             addr: "127.0.0.1:1".parse().unwrap(),
         };

@@ -45,8 +45,9 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    let Some(part) = broker.replicas.get(&name, p.partition_index) else {
-                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    let part = match broker.leader_replica(&name, p.partition_index) {
+                        Ok(part) => part,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
                     if epoch_error != 0 {
@@ -104,8 +105,9 @@ pub fn offset_for_leader_epoch(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(part) = broker.replicas.get(&name, p.partition) else {
-                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    let part = match broker.leader_replica(&name, p.partition) {
+                        Ok(part) => part,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
                     if epoch_error != 0 {
@@ -146,8 +148,9 @@ pub fn delete_records(
                     let resp = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(part) = broker.replicas.get(&name, p.partition_index) else {
-                        return resp.with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION);
+                    let part = match broker.leader_replica(&name, p.partition_index) {
+                        Ok(part) => part,
+                        Err(code) => return resp.with_error_code(code),
                     };
                     // -1 means "up to the high watermark".
                     let offset = if p.offset == -1 {

@@ -95,7 +95,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
             .unwrap_or(broker.config.min_insync_replicas);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
-            let part = broker.replicas.get(&name, pd.index);
+            let part = broker.leader_replica(&name, pd.index);
             let resp = match (part, pd.records) {
                 _ if transactional => partition_error(
                     pd.index,
@@ -104,21 +104,20 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     Vec::new(),
                     version,
                 ),
-                (None, _) => partition_error(pd.index, codes::UNKNOWN_TOPIC_OR_PARTITION, None, Vec::new(), version),
-                (Some(_), None) => partition_error(
+                (Err(code), _) => partition_error(pd.index, code, None, Vec::new(), version),
+                (Ok(_), None) => partition_error(
                     pd.index,
                     codes::CORRUPT_MESSAGE,
                     Some("null record set".into()),
                     Vec::new(),                    version,
                 ),
-                // One replica: the ISR is {this broker}, so acks=all needs min.insync.replicas <= 1.
-                (Some(_), Some(_)) if acks == -1 && min_isr > 1 => partition_error(
+                (Ok(_), Some(_)) if acks == -1 && isr_size(broker, &name, pd.index) < min_isr => partition_error(
                     pd.index,
                     codes::NOT_ENOUGH_REPLICAS,
-                    Some(format!("The size of the current ISR 1 is insufficient to satisfy the min.isr requirement of {min_isr}")),
+                    Some(format!("The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {min_isr}", isr_size(broker, &name, pd.index))),
                     Vec::new(),                    version,
                 ),
-                (Some(p), Some(records)) => match p.append(records) {
+                (Ok(p), Some(records)) => match p.append(records) {
                     Ok(r) => PartitionProduceResponse::default()
                         .with_index(pd.index)
                         .with_base_offset(r.base_offset)
@@ -238,7 +237,7 @@ pub fn legacy_unsupported(frame: Bytes, version: i16, correlation_id: i32) -> Ou
     Outcome::Respond(vec![Chunk::Bytes(out.freeze())], None)
 }
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     broker: &Broker,
     req: InitProducerIdRequest,
     _version: i16,
@@ -256,13 +255,23 @@ pub fn init_producer_id(
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
     }
-    match broker.producer_ids.next() {
+    match broker.producer_ids.next(&broker.topics).await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
-            tracing::error!("allocating a producer id: {e}");
-            resp.with_error_code(codes::KAFKA_STORAGE_ERROR)
+            tracing::warn!("allocating a producer id: {}", e.message);
+            resp.with_error_code(e.code)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }
     }
+}
+
+/// The size of the partition's ISR in the cluster image.
+fn isr_size(broker: &Broker, topic: &str, index: i32) -> i32 {
+    broker
+        .topics
+        .image()
+        .partition(topic, index)
+        .map(|p| p.isr.len() as i32)
+        .unwrap_or(0)
 }

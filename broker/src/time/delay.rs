@@ -887,7 +887,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 let info = b.topics.get(&state.topic);
                 let retry = info
                     .as_ref()
-                    .and_then(Schedule::from_topic)
+                    .and_then(|t| Schedule::from_topic(&t))
                     .filter(|s| matches!(s, Schedule::Retry { .. }));
                 if let (Some(url), Some(Schedule::Retry { dlq, .. })) = (redis_url, retry) {
                     {
@@ -1033,7 +1033,7 @@ impl PartitionTask {
 
     /// The topic's current schedule (configs may change while running).
     fn schedule(&self) -> Option<Schedule> {
-        let schedule = Schedule::from_topic(&self.broker.topics.get(&self.state.topic)?)?;
+        let schedule = Schedule::from_topic(&*self.broker.topics.get(&self.state.topic)?)?;
         let mut r = self.state.retry.lock();
         r.is_retry = matches!(schedule, Schedule::Retry { .. });
         if let Schedule::Retry { dlq, .. } = &schedule {

@@ -254,7 +254,7 @@ impl RedisRetryTask {
     }
 
     fn schedule(&self) -> Option<Schedule> {
-        Schedule::from_topic(&self.broker.topics.get(&self.state.topic)?)
+        Schedule::from_topic(&*self.broker.topics.get(&self.state.topic)?)
     }
 
     pub async fn run(

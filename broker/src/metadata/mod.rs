@@ -1,19 +1,47 @@
-//! The topic registry: names, ids, partition counts and per-topic configs.
+//! Cluster metadata: topics (ids, configs, partition assignments, leaders, ISR, leader epochs),
+//! brokers, and the Raft quorum that keeps every node's copy the same.
 //!
-//! Single node for now: the registry is a JSON file `<log.dir>/kairos-topics.json`, replaced
-//! atomically (write to a temporary file, fsync, rename). The cluster issue moves this image into
-//! the Raft metadata log; the in-memory shape (`TopicInfo`) stays.
+//! - [`image`]: the state machine (the cluster image and the commands that change it).
+//! - [`store`]: the Raft log, vote and snapshots on disk (`<log.dir>/__cluster_metadata-0/`).
+//! - [`quorum`]: openraft wiring, the controller's gRPC service, broker registration,
+//!   heartbeats and fencing, and [`quorum::Metadata`], the handle the rest of the broker uses.
+//!
+//! This file keeps what is independent of the quorum: topic names and topic configs, and the
+//! rules that check them.
+
+pub mod image;
+pub mod quorum;
+pub mod store;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Kafka error codes used by the registry.
+pub use image::{BrokerInfo, ClusterImage, Command, PartitionInfo, Reply, NO_LEADER};
+
+/// Kafka error codes used by metadata.
 pub mod codes {
     pub const NONE: i16 = 0;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const BROKER_NOT_AVAILABLE: i16 = 8;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -36,6 +64,9 @@ pub struct TopicInfo {
     pub configs: BTreeMap<String, String>,
     #[serde(default)]
     pub internal: bool,
+    /// Per partition: replicas, ISR, leader and epochs.
+    #[serde(default)]
+    pub assignment: Vec<PartitionInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -314,8 +345,8 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
 /// Checks what a delay topic's configs mean across topics (INVALID_CONFIG otherwise): the target
 /// is not the topic itself, following targets never loops back, and a delay topic is not
 /// compacted (its pending records must stay until delivered).
-fn validate_delay_configs(
-    topics: &BTreeMap<String, TopicInfo>,
+pub(crate) fn validate_delay_configs(
+    topics: &BTreeMap<String, Arc<TopicInfo>>,
     name: &str,
     configs: &BTreeMap<String, String>,
 ) -> Result<(), MetaError> {
@@ -396,235 +427,6 @@ fn validate_retry_configs(name: &str, configs: &BTreeMap<String, String>) -> Res
     Ok(())
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct RegistryFile {
-    cluster_id: String,
-    topics: Vec<TopicInfo>,
-}
-
-/// All topics known to this node. Reads are lock-free-ish (RwLock), writes persist first.
-pub struct TopicRegistry {
-    path: PathBuf,
-    cluster_id: String,
-    topics: RwLock<BTreeMap<String, TopicInfo>>,
-}
-
-impl TopicRegistry {
-    pub fn open(log_dir: &Path) -> Result<Self, MetaError> {
-        let storage = |e: std::io::Error| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string());
-        std::fs::create_dir_all(log_dir).map_err(storage)?;
-        let path = log_dir.join("kairos-topics.json");
-        let file: RegistryFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                MetaError::new(
-                    codes::KAFKA_STORAGE_ERROR,
-                    format!("{} is corrupt: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
-            Err(e) => return Err(storage(e)),
-        };
-        let cluster_id = if file.cluster_id.is_empty() {
-            // Kafka cluster ids are 22-char URL-safe base64 UUIDs; a hex uuid is fine for clients.
-            Uuid::new_v4().simple().to_string()
-        } else {
-            file.cluster_id
-        };
-        let reg = TopicRegistry {
-            path,
-            cluster_id,
-            topics: RwLock::new(
-                file.topics
-                    .into_iter()
-                    .map(|t| (t.name.clone(), t))
-                    .collect(),
-            ),
-        };
-        reg.persist(&reg.topics.read())?;
-        Ok(reg)
-    }
-
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
-    }
-
-    fn persist(&self, topics: &BTreeMap<String, TopicInfo>) -> Result<(), MetaError> {
-        let file = RegistryFile {
-            cluster_id: self.cluster_id.clone(),
-            topics: topics.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|e| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| MetaError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))
-    }
-
-    pub fn get(&self, name: &str) -> Option<TopicInfo> {
-        self.topics.read().get(name).cloned()
-    }
-
-    pub fn get_by_id(&self, id: Uuid) -> Option<TopicInfo> {
-        self.topics.read().values().find(|t| t.id == id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<TopicInfo> {
-        self.topics.read().values().cloned().collect()
-    }
-
-    /// Validates and (unless `validate_only`) records a new topic.
-    pub fn create(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicInfo, MetaError> {
-        validate_topic_name(name)?;
-        if partitions < 1 {
-            return Err(MetaError::new(
-                codes::INVALID_PARTITIONS,
-                "Number of partitions must be larger than 0.",
-            ));
-        }
-        if replication_factor < 1 {
-            return Err(MetaError::new(
-                codes::INVALID_REPLICATION_FACTOR,
-                "Replication factor must be larger than 0.",
-            ));
-        }
-        if replication_factor > 1 {
-            return Err(MetaError::new(
-                codes::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."
-                ),
-            ));
-        }
-        for (k, v) in &configs {
-            validate_topic_config(k, v)?;
-        }
-        let mut topics = self.topics.write();
-        if topics.contains_key(name) {
-            return Err(MetaError::new(
-                codes::TOPIC_ALREADY_EXISTS,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        validate_delay_configs(&topics, name, &configs)?;
-        let info = TopicInfo {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
-            replication_factor,
-            configs,
-            internal: name == OFFSETS_TOPIC,
-        };
-        if validate_only {
-            return Ok(info);
-        }
-        let mut next = topics.clone();
-        next.insert(name.to_string(), info.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(info)
-    }
-
-    pub fn delete(&self, name: &str) -> Result<TopicInfo, MetaError> {
-        let mut topics = self.topics.write();
-        let Some(info) = topics.get(name).cloned() else {
-            return Err(MetaError::new(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
-                "This server does not host this topic-partition.",
-            ));
-        };
-        let mut next = topics.clone();
-        next.remove(name);
-        self.persist(&next)?;
-        *topics = next;
-        Ok(info)
-    }
-
-    pub fn set_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<TopicInfo, MetaError> {
-        let mut topics = self.topics.write();
-        let Some(mut info) = topics.get(name).cloned() else {
-            return Err(MetaError::new(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
-                "This server does not host this topic-partition.",
-            ));
-        };
-        if count == info.partitions {
-            return Err(MetaError::new(
-                codes::INVALID_PARTITIONS,
-                format!("Topic already has {} partitions.", info.partitions),
-            ));
-        }
-        if count < info.partitions {
-            return Err(MetaError::new(
-                codes::INVALID_PARTITIONS,
-                format!(
-                    "Topic currently has {} partitions, which is higher than the requested {count}.",
-                    info.partitions
-                ),
-            ));
-        }
-        info.partitions = count;
-        if validate_only {
-            return Ok(info);
-        }
-        let mut next = topics.clone();
-        next.insert(name.to_string(), info.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(info)
-    }
-
-    /// Replaces the topic's configs after validating every entry.
-    pub fn set_configs(
-        &self,
-        name: &str,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicInfo, MetaError> {
-        for (k, v) in &configs {
-            validate_topic_config(k, v)?;
-        }
-        let mut topics = self.topics.write();
-        let Some(mut info) = topics.get(name).cloned() else {
-            return Err(MetaError::new(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
-                "This server does not host this topic-partition.",
-            ));
-        };
-        validate_delay_configs(&topics, name, &configs)?;
-        info.configs = configs;
-        if validate_only {
-            return Ok(info);
-        }
-        let mut next = topics.clone();
-        next.insert(name.to_string(), info.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(info)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,147 +461,5 @@ mod tests {
                 "{k}={v}"
             );
         }
-    }
-
-    #[test]
-    fn delay_topic_configs_are_checked_across_topics() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = TopicRegistry::open(dir.path()).unwrap();
-        let cfg = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        reg.create("orders.cancel", 1, 1, BTreeMap::new(), false)
-            .unwrap();
-        reg.create(
-            "orders.delay",
-            1,
-            1,
-            cfg(&[(DELAY_TARGET, "orders.cancel"), (DELAY_MS, "1800000")]),
-            false,
-        )
-        .unwrap();
-        let code = |r: Result<TopicInfo, MetaError>| r.unwrap_err().code;
-        assert_eq!(
-            code(reg.create("self", 1, 1, cfg(&[(DELAY_TARGET, "self")]), false)),
-            codes::INVALID_CONFIG
-        );
-        assert_eq!(
-            code(reg.create("bad", 1, 1, cfg(&[(DELAY_TARGET, "a b")]), false)),
-            codes::INVALID_CONFIG
-        );
-        assert_eq!(
-            code(reg.create(
-                "neg",
-                1,
-                1,
-                cfg(&[(DELAY_TARGET, "x"), (DELAY_MS, "-5")]),
-                false
-            )),
-            codes::INVALID_CONFIG
-        );
-        assert_eq!(
-            code(reg.create("nodelay", 1, 1, cfg(&[(DELAY_MS, "5")]), false)),
-            codes::INVALID_CONFIG
-        );
-        assert_eq!(
-            code(reg.create(
-                "c",
-                1,
-                1,
-                cfg(&[(DELAY_TARGET, "x"), ("cleanup.policy", "compact")]),
-                false
-            )),
-            codes::INVALID_CONFIG
-        );
-        // A loop: orders.cancel becomes a delay topic targeting orders.delay.
-        assert_eq!(
-            code(reg.set_configs(
-                "orders.cancel",
-                cfg(&[(DELAY_TARGET, "orders.delay")]),
-                false
-            )),
-            codes::INVALID_CONFIG
-        );
-        // A chain without a loop is fine; the target need not exist yet.
-        reg.create(
-            "stage1",
-            1,
-            1,
-            cfg(&[(DELAY_TARGET, "orders.delay")]),
-            false,
-        )
-        .unwrap();
-        reg.create(
-            "later",
-            1,
-            1,
-            cfg(&[(DELAY_TARGET, "not.yet.created")]),
-            false,
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn retry_topic_configs_are_validated() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = TopicRegistry::open(dir.path()).unwrap();
-        let cfg = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let code = |r: Result<TopicInfo, MetaError>| r.unwrap_err().code;
-        reg.create(
-            "orders.retry",
-            1,
-            1,
-            cfg(&[
-                (RETRY_TARGET, "orders"),
-                (RETRY_BACKOFF_MS, "100, 200"),
-                (RETRY_MAX_ATTEMPTS, "3"),
-            ]),
-            false,
-        )
-        .unwrap();
-        for bad in [
-            vec![(RETRY_TARGET, "r")],
-            vec![(RETRY_TARGET, "t"), (RETRY_BACKOFF_MS, "10,-1")],
-            vec![(RETRY_TARGET, "t"), (RETRY_BACKOFF_MS, "soon")],
-            vec![(RETRY_TARGET, "t"), (RETRY_MAX_ATTEMPTS, "0")],
-            vec![(RETRY_TARGET, "t"), (DLQ_TOPIC, "t")],
-            vec![(RETRY_TARGET, "t"), (DLQ_TOPIC, "r")],
-            vec![(RETRY_MAX_ATTEMPTS, "3")],
-            vec![(RETRY_TARGET, "t"), (DELAY_TARGET, "x")],
-        ] {
-            assert_eq!(
-                code(reg.create("r", 1, 1, cfg(&bad), false)),
-                codes::INVALID_CONFIG,
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn registry_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = TopicRegistry::open(dir.path()).unwrap();
-        let t = reg.create("a", 3, 1, BTreeMap::new(), false).unwrap();
-        assert_eq!(
-            reg.create("a", 1, 1, BTreeMap::new(), false)
-                .unwrap_err()
-                .code,
-            codes::TOPIC_ALREADY_EXISTS
-        );
-        assert!(reg.create("b", 1, 1, BTreeMap::new(), true).is_ok());
-        let cluster = reg.cluster_id().to_string();
-        drop(reg);
-        let reg = TopicRegistry::open(dir.path()).unwrap();
-        assert_eq!(reg.get("a"), Some(t));
-        assert_eq!(reg.get("b"), None, "validate_only must not create");
-        assert_eq!(reg.cluster_id(), cluster);
     }
 }

@@ -1,0 +1,1201 @@
+//! The metadata quorum: openraft over tonic, the controller's duties, and broker sessions.
+//!
+//! - Voters (`controller.quorum.voters`, `id@host:port`) run openraft with the
+//!   [`store`](super::store) storage; the RPCs of [`v1`] travel on the controller listener. With no
+//!   voters configured the node is its own one-node quorum and needs no network.
+//! - Non-voters (`process.roles=broker`) follow the image with `WatchImage` from any voter.
+//! - Writes go through [`Metadata::propose`]: applied locally when this node leads the quorum,
+//!   otherwise forwarded to the leader. The call returns once this node's image holds the change.
+//! - The active controller (the Raft leader) fences brokers whose session ends: when their
+//!   heartbeat stream closes (a killed process closes its sockets) or after
+//!   `broker.session.timeout.ms` without a heartbeat (a stopped or cut-off process). It also sets
+//!   the cluster id on a new cluster and, with `auto.leader.rebalance.enable`, moves leadership back
+//!   to preferred replicas every `leader.imbalance.check.interval.seconds`.
+//! - Each broker registers (getting its broker epoch), heartbeats every
+//!   `broker.heartbeat.interval.ms`, registers again if it was fenced, and on SIGTERM asks for a
+//!   controlled shutdown and waits until it leads nothing.
+//!
+//! Start-up refuses, with one line, what would join the quorum with a wrong view: a node id
+//! missing from the voters, a voter address answered by another node id (or by another process
+//! with this node's id), voters lists that differ between nodes, a data directory from another
+//! cluster, and no quorum within `controller.quorum.startup.timeout.ms`.
+
+pub mod v1 {
+    tonic::include_proto!("kairos.controller.v1");
+}
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, ServerState};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+use v1::controller_client::ControllerClient;
+use v1::controller_server::{Controller, ControllerServer};
+
+use super::image::{ClusterImage, Command, Reply};
+use super::store::{LogStore, NodeId, StateMachine, TypeConfig, METADATA_DIR};
+use super::{codes, MetaError, TopicInfo};
+use crate::config::{BrokerConfig, Voter};
+
+/// How long a proposal may take before the caller gets REQUEST_TIMED_OUT (retriable).
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn voters_string(voters: &[Voter]) -> String {
+    voters
+        .iter()
+        .map(|v| format!("{}@{}:{}", v.id, v.host, v.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a forwarded proposal answers.
+#[derive(Serialize, Deserialize)]
+enum ProposeResult {
+    Applied { index: u64, reply: Reply },
+    NotLeader { leader: Option<NodeId> },
+    Failed { message: String },
+}
+
+/// Settings the quorum needs, taken from the broker config.
+#[derive(Clone)]
+struct Settings {
+    node_id: i32,
+    voters: Vec<Voter>,
+    session_timeout: Duration,
+    heartbeat_interval: Duration,
+    auto_rebalance: bool,
+    imbalance_interval: Duration,
+}
+
+/// The handle the rest of the broker uses: the current image, and writes.
+pub struct Metadata {
+    settings: Settings,
+    incarnation: Uuid,
+    raft: Option<Raft<TypeConfig>>,
+    image: watch::Receiver<Arc<ClusterImage>>,
+    clients: Mutex<HashMap<String, ControllerClient<Channel>>>,
+    /// Last controller (quorum leader) a non-voter heard of.
+    leader_hint: Mutex<Option<i32>>,
+    /// On the active controller: when each broker last heartbeated.
+    sessions: Mutex<HashMap<i32, Instant>>,
+}
+
+impl Metadata {
+    pub fn node_id(&self) -> i32 {
+        self.settings.node_id
+    }
+
+    pub fn incarnation(&self) -> Uuid {
+        self.incarnation
+    }
+
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.image.clone()
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.image.borrow().cluster_id.clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<TopicInfo>> {
+        self.image.borrow().topics.get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<TopicInfo>> {
+        self.image.borrow().topic_by_id(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<TopicInfo>> {
+        self.image.borrow().topics.values().cloned().collect()
+    }
+
+    /// The active controller's node id, or -1 when there is none right now.
+    pub fn controller_id(&self) -> i32 {
+        match &self.raft {
+            Some(raft) => raft
+                .metrics()
+                .borrow()
+                .current_leader
+                .map(|l| l as i32)
+                .unwrap_or(-1),
+            None => self.leader_hint.lock().unwrap_or(-1),
+        }
+    }
+
+    fn is_controller_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            m.state == ServerState::Leader && m.current_leader == Some(self.settings.node_id as u64)
+        })
+    }
+
+    fn voter_addr(&self, id: i32) -> Option<String> {
+        self.settings
+            .voters
+            .iter()
+            .find(|v| v.id == id)
+            .map(|v| format!("{}:{}", v.host, v.port))
+    }
+
+    fn client(&self, addr: &str) -> Result<ControllerClient<Channel>, MetaError> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| MetaError::new(codes::INVALID_REQUEST, format!("voter address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let c = ControllerClient::new(endpoint.connect_lazy());
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Proposes a command to the quorum and returns its reply once this node's image holds it.
+    /// Errors are retriable Kafka codes when there is no quorum (REQUEST_TIMED_OUT,
+    /// NOT_CONTROLLER); a command the image refuses comes back as `Reply::Error`.
+    pub async fn propose(&self, command: Command) -> Result<Reply, MetaError> {
+        let deadline = Instant::now() + PROPOSE_TIMEOUT;
+        let mut target: Option<i32> = None;
+        let mut attempt = 0u32;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(MetaError::new(
+                    codes::REQUEST_TIMED_OUT,
+                    "the metadata quorum did not answer in time (no controller?)",
+                ));
+            }
+            attempt += 1;
+            let outcome = match (&self.raft, target) {
+                (Some(raft), None) => match raft.client_write(command.clone()).await {
+                    Ok(r) => ProposeResult::Applied {
+                        index: r.log_id.index,
+                        reply: r.data,
+                    },
+                    Err(e) => match e.forward_to_leader() {
+                        Some(f) => ProposeResult::NotLeader {
+                            leader: f.leader_id,
+                        },
+                        None => ProposeResult::Failed {
+                            message: e.to_string(),
+                        },
+                    },
+                },
+                _ => {
+                    let id = target.or(*self.leader_hint.lock()).unwrap_or_else(|| {
+                        let v = &self.settings.voters;
+                        v.get(attempt as usize % v.len().max(1)).map(|v| v.id).unwrap_or(-1)
+                    });
+                    self.forward(id, &command).await
+                }
+            };
+            match outcome {
+                ProposeResult::Applied { index, reply } => {
+                    self.wait_applied(index, deadline).await?;
+                    return Ok(reply);
+                }
+                ProposeResult::NotLeader { leader } => {
+                    target = leader.map(|l| l as i32).filter(|l| *l != self.settings.node_id);
+                    if target.is_some() {
+                        *self.leader_hint.lock() = target;
+                    }
+                    if leader.is_none() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                ProposeResult::Failed { message } => {
+                    tracing::debug!("proposal failed, retrying: {message}");
+                    target = None;
+                    *self.leader_hint.lock() = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, id: i32, command: &Command) -> ProposeResult {
+        let Some(addr) = self.voter_addr(id) else {
+            return ProposeResult::Failed {
+                message: format!("no voter {id}"),
+            };
+        };
+        let data = match serde_json::to_vec(command) {
+            Ok(d) => d,
+            Err(e) => return ProposeResult::Failed { message: e.to_string() },
+        };
+        let mut client = match self.client(&addr) {
+            Ok(c) => c,
+            Err(e) => return ProposeResult::Failed { message: e.message },
+        };
+        let mut req = Request::new(v1::Blob { data });
+        req.set_timeout(Duration::from_secs(5));
+        match client.propose(req).await {
+            Ok(r) => serde_json::from_slice(&r.into_inner().data).unwrap_or_else(|e| {
+                ProposeResult::Failed {
+                    message: format!("bad answer from {addr}: {e}"),
+                }
+            }),
+            Err(s) => ProposeResult::Failed {
+                message: format!("{addr}: {}", s.message()),
+            },
+        }
+    }
+
+    /// Waits until this node's image has applied `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), MetaError> {
+        let mut rx = self.image.clone();
+        let applied = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(|img| img.applied_index >= index).await.is_ok()
+        })
+        .await;
+        match applied {
+            Ok(true) => Ok(()),
+            _ => Err(MetaError::new(
+                codes::REQUEST_TIMED_OUT,
+                "the change was committed but this node has not applied it yet",
+            )),
+        }
+    }
+
+    /// A heartbeat, on the active controller. Answers 0, NOT_CONTROLLER or STALE_BROKER_EPOCH.
+    async fn on_heartbeat(self: &Arc<Self>, hb: &v1::HeartbeatRequest) -> v1::HeartbeatResponse {
+        if !self.is_controller_leader() {
+            return v1::HeartbeatResponse {
+                error_code: codes::NOT_CONTROLLER as i32,
+                leader_id: self.controller_id(),
+            };
+        }
+        let image = self.image();
+        let current = image
+            .brokers
+            .get(&hb.broker_id)
+            .filter(|b| b.epoch == hb.broker_epoch && !b.fenced);
+        let Some(b) = current else {
+            return v1::HeartbeatResponse {
+                error_code: codes::STALE_BROKER_EPOCH as i32,
+                leader_id: self.settings.node_id,
+            };
+        };
+        self.sessions.lock().insert(hb.broker_id, Instant::now());
+        if hb.want_shutdown && !b.shutting_down {
+            let me = self.clone();
+            let (id, epoch) = (hb.broker_id, hb.broker_epoch);
+            tokio::spawn(async move {
+                if let Err(e) = me.propose(Command::ShutdownBroker { id, epoch }).await {
+                    tracing::warn!("controlled shutdown of broker {id}: {}", e.message);
+                }
+            });
+        }
+        v1::HeartbeatResponse {
+            error_code: 0,
+            leader_id: self.settings.node_id,
+        }
+    }
+
+    /// A broker's heartbeat stream to this controller closed: fence it now (if this node still
+    /// leads the quorum and the broker has not registered again since).
+    async fn on_session_closed(self: &Arc<Self>, id: i32, epoch: i64) {
+        if !self.is_controller_leader() {
+            return;
+        }
+        let live = self
+            .image()
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.epoch == epoch && !b.fenced);
+        if live {
+            tracing::info!("broker {id} (epoch {epoch}) closed its session: fencing it");
+            if let Some(raft) = &self.raft {
+                let _ = raft.client_write(Command::FenceBroker { id, epoch }).await;
+            }
+        }
+    }
+}
+
+/// Opens the quorum (and, for voters, serves its RPCs on `controller_listener`), waits until
+/// the image knows the cluster id, and checks `meta.properties`.
+pub async fn start(
+    config: &BrokerConfig,
+    controller_listener: Option<tokio::net::TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<Metadata>> {
+    let log_dir = config.log_dirs[0].clone();
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log.dirs {}: {e}", log_dir.display()))?;
+    let meta_props = read_meta_properties(&log_dir)?;
+    if let Some(id) = meta_props.get("node.id") {
+        if id != &config.node_id.to_string() {
+            anyhow::bail!(
+                "{} says node.id={id} but this node is configured with node.id={}: this data directory belongs to another node",
+                log_dir.join("meta.properties").display(),
+                config.node_id
+            );
+        }
+    }
+    let stored_cluster = meta_props.get("cluster.id").cloned();
+    if let (Some(stored), Some(configured)) = (&stored_cluster, &config.cluster_id) {
+        if stored != configured {
+            anyhow::bail!(
+                "{} says cluster.id={stored} but cluster.id={configured} is configured: this data directory belongs to another cluster",
+                log_dir.join("meta.properties").display()
+            );
+        }
+    }
+    let known_cluster = stored_cluster.clone().or_else(|| config.cluster_id.clone());
+    let settings = Settings {
+        node_id: config.node_id,
+        voters: config.quorum_voters.clone(),
+        session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        auto_rebalance: config.auto_leader_rebalance_enable,
+        imbalance_interval: Duration::from_secs(config.leader_imbalance_check_interval_seconds),
+    };
+    let single = settings.voters.is_empty();
+    let voter = single || settings.voters.iter().any(|v| v.id == config.node_id);
+    if config.process_roles.controller && !voter {
+        anyhow::bail!(
+            "node.id={} has process.roles={} but is not in controller.quorum.voters={}",
+            config.node_id,
+            config.process_roles,
+            voters_string(&settings.voters)
+        );
+    }
+    let dir = log_dir.join(METADATA_DIR);
+    let incarnation = Uuid::new_v4();
+    let (raft, image_rx) = if voter {
+        let log_store = LogStore::open(&dir)
+            .map_err(|e| anyhow::anyhow!("opening the metadata log in {}: {e}", dir.display()))?;
+        let fresh = log_store.is_empty();
+        let (sm, image_rx) = StateMachine::open(&dir)
+            .map_err(|e| anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display()))?;
+        let election = config.controller_quorum_election_timeout_ms.max(20);
+        let raft_config = openraft::Config {
+            cluster_name: "kairos".into(),
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
+            heartbeat_interval: (election / 10).max(10),
+            install_snapshot_timeout: 5000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("raft settings: {e}"))?;
+        let network = Network {
+            clients: Default::default(),
+        };
+        let raft = Raft::new(
+            config.node_id as u64,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the metadata quorum: {e}"))?;
+        (Some((raft, fresh)), image_rx)
+    } else {
+        (None, watch::channel(Arc::new(ClusterImage::default())).1)
+    };
+    let (image_tx, follower_rx) = watch::channel(Arc::new(ClusterImage::default()));
+    let metadata = Arc::new(Metadata {
+        settings: settings.clone(),
+        incarnation,
+        raft: raft.as_ref().map(|(r, _)| r.clone()),
+        image: if voter { image_rx } else { follower_rx },
+        clients: Mutex::new(HashMap::new()),
+        leader_hint: Mutex::new(None),
+        sessions: Mutex::new(HashMap::new()),
+    });
+    // Serve the controller RPCs first, so peers (and this node's own check) can reach us.
+    if let Some(listener) = controller_listener {
+        let service = ControllerService {
+            metadata: metadata.clone(),
+            cluster_hint: known_cluster.clone().unwrap_or_default(),
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stop = wait_for(shutdown.clone());
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(ControllerServer::new(service))
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+            if let Err(e) = r {
+                tracing::error!("controller listener stopped: {e}");
+            }
+        });
+    }
+    if !single {
+        handshake(&metadata, config, known_cluster.as_deref()).await?;
+    }
+    match &raft {
+        Some((raft, fresh)) => {
+            if *fresh {
+                let members: BTreeMap<NodeId, BasicNode> = if single {
+                    BTreeMap::from([(config.node_id as u64, BasicNode::new(""))])
+                } else {
+                    settings
+                        .voters
+                        .iter()
+                        .map(|v| (v.id as u64, BasicNode::new(format!("{}:{}", v.host, v.port))))
+                        .collect()
+                };
+                if let Err(e) = raft.initialize(members).await {
+                    // Another voter may have initialized first; that is fine.
+                    tracing::debug!("raft initialize: {e}");
+                }
+            }
+            tokio::spawn(controller_duties(
+                metadata.clone(),
+                config.cluster_id.clone().or(stored_cluster.clone()),
+                shutdown.clone(),
+            ));
+        }
+        None => {
+            tokio::spawn(follow_image(metadata.clone(), image_tx, shutdown.clone()));
+        }
+    }
+    // Wait for a quorum: the image names the cluster once a leader has been elected.
+    let timeout = Duration::from_millis(config.controller_quorum_startup_timeout_ms);
+    let mut rx = metadata.subscribe();
+    let ready = tokio::time::timeout(timeout, rx.wait_for(|i| !i.cluster_id.is_empty())).await;
+    if ready.is_err() {
+        anyhow::bail!(
+            "no metadata quorum within controller.quorum.startup.timeout.ms={} (voters {}): a majority of voters must be running and reachable",
+            config.controller_quorum_startup_timeout_ms,
+            voters_string(&settings.voters)
+        );
+    }
+    let cluster_id = metadata.cluster_id();
+    if let Some(stored) = &stored_cluster {
+        if stored != &cluster_id {
+            anyhow::bail!(
+                "{} says cluster.id={stored} but the quorum's cluster id is {cluster_id}: this data directory belongs to another cluster",
+                log_dir.join("meta.properties").display()
+            );
+        }
+    } else {
+        write_meta_properties(&log_dir, config.node_id, &cluster_id)?;
+    }
+    Ok(metadata)
+}
+
+fn read_meta_properties(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let path = dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Kafka's KRaft `meta.properties` (version 1).
+fn write_meta_properties(dir: &Path, node_id: i32, cluster_id: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "#\n#Written by kairos\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\ndirectory.id={}\n",
+        Uuid::new_v4().simple()
+    );
+    super::store::write_atomic(&dir.join("meta.properties"), text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}/meta.properties: {e}", dir.display()))
+}
+
+/// Start-up checks against the other voters (see the module doc).
+async fn handshake(
+    metadata: &Arc<Metadata>,
+    config: &BrokerConfig,
+    cluster: Option<&str>,
+) -> anyhow::Result<()> {
+    let voters = &metadata.settings.voters;
+    let ours = voters_string(voters);
+    let deadline = Instant::now() + Duration::from_millis(config.controller_quorum_startup_timeout_ms);
+    let majority = voters.len() / 2 + 1;
+    let mut answered: BTreeMap<i32, ()> = BTreeMap::new();
+    let mut last_error: BTreeMap<i32, String> = BTreeMap::new();
+    let self_voter = voters.iter().any(|v| v.id == config.node_id);
+    loop {
+        for v in voters {
+            if answered.contains_key(&v.id) {
+                continue;
+            }
+            let addr = format!("{}:{}", v.host, v.port);
+            let mut client = match metadata.client(&addr) {
+                Ok(c) => c,
+                Err(e) => anyhow::bail!("controller.quorum.voters: {}", e.message),
+            };
+            let mut req = Request::new(v1::HelloRequest {
+                node_id: config.node_id,
+                cluster_id: cluster.unwrap_or_default().to_string(),
+                voters: ours.clone(),
+            });
+            req.set_timeout(Duration::from_millis(1000));
+            match client.hello(req).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if v.id == config.node_id && r.incarnation != metadata.incarnation.to_string() {
+                        anyhow::bail!(
+                            "node.id={} is already running at {addr} (another process answered there): duplicate node id",
+                            v.id
+                        );
+                    }
+                    if r.node_id != v.id {
+                        anyhow::bail!(
+                            "controller.quorum.voters says node {} is at {addr}, but node {} answered there",
+                            v.id,
+                            r.node_id
+                        );
+                    }
+                    if r.voters != ours {
+                        anyhow::bail!(
+                            "controller.quorum.voters differs: this node has {ours}, node {} has {}",
+                            v.id,
+                            r.voters
+                        );
+                    }
+                    if let Some(c) = cluster {
+                        if !r.cluster_id.is_empty() && r.cluster_id != c {
+                            anyhow::bail!(
+                                "this data directory belongs to cluster {c} but voter {} belongs to cluster {}",
+                                v.id,
+                                r.cluster_id
+                            );
+                        }
+                    }
+                    answered.insert(v.id, ());
+                }
+                Err(s) => {
+                    if v.id == config.node_id {
+                        // Our own listener is up, so nothing answering means the address is not ours.
+                        anyhow::bail!(
+                            "controller.quorum.voters says this node ({}) is at {addr}, but its controller listener does not answer there: {}",
+                            v.id,
+                            s.message()
+                        );
+                    }
+                    last_error.insert(v.id, s.message().to_string());
+                }
+            }
+        }
+        let reachable = answered.len() + usize::from(!self_voter);
+        if reachable >= majority || answered.len() == voters.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<String> = voters
+                .iter()
+                .filter(|v| !answered.contains_key(&v.id))
+                .map(|v| {
+                    format!(
+                        "{}@{}:{} ({})",
+                        v.id,
+                        v.host,
+                        v.port,
+                        last_error.get(&v.id).map(String::as_str).unwrap_or("no answer")
+                    )
+                })
+                .collect();
+            anyhow::bail!(
+                "no quorum within controller.quorum.startup.timeout.ms={}: voters not answering: {}",
+                config.controller_quorum_startup_timeout_ms,
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The active controller's periodic work (runs on every voter; acts only while leading).
+async fn controller_duties(
+    metadata: Arc<Metadata>,
+    cluster_id: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let tick = Duration::from_millis(100);
+    let mut was_leader = false;
+    let mut last_rebalance = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(tick).await;
+        if !metadata.is_controller_leader() {
+            was_leader = false;
+            continue;
+        }
+        let image = metadata.image();
+        let now = Instant::now();
+        if !was_leader {
+            was_leader = true;
+            last_rebalance = now;
+            // Sessions were held by the previous controller: every live broker gets a grace of a
+            // few heartbeats to reconnect before it is fenced.
+            let grace = (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
+            let start = now
+                .checked_sub(metadata.settings.session_timeout.saturating_sub(grace))
+                .unwrap_or(now);
+            let mut sessions = metadata.sessions.lock();
+            sessions.clear();
+            for b in image.brokers.values().filter(|b| !b.fenced) {
+                sessions.insert(b.id, start);
+            }
+        }
+        if image.cluster_id.is_empty() {
+            let id = cluster_id
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+            let _ = metadata.propose(Command::SetClusterId { id }).await;
+            continue;
+        }
+        let expired: Vec<(i32, i64)> = {
+            let mut sessions = metadata.sessions.lock();
+            image
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter(|b| {
+                    let seen = *sessions.entry(b.id).or_insert(now);
+                    now.duration_since(seen) > metadata.settings.session_timeout
+                })
+                .map(|b| (b.id, b.epoch))
+                .collect()
+        };
+        for (id, epoch) in expired {
+            tracing::info!(
+                "broker {id} sent no heartbeat for broker.session.timeout.ms={}: fencing it",
+                metadata.settings.session_timeout.as_millis()
+            );
+            let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
+        }
+        if metadata.settings.auto_rebalance
+            && now.duration_since(last_rebalance) >= metadata.settings.imbalance_interval
+        {
+            last_rebalance = now;
+            let imbalanced: Vec<(String, i32)> = image
+                .topics
+                .values()
+                .flat_map(|t| {
+                    t.assignment.iter().enumerate().filter_map(|(i, p)| {
+                        let preferred = *p.replicas.first()?;
+                        let eligible = p.leader != preferred
+                            && p.isr.contains(&preferred)
+                            && image
+                                .brokers
+                                .get(&preferred)
+                                .is_some_and(|b| !b.fenced && !b.shutting_down);
+                        eligible.then(|| (t.name.clone(), i as i32))
+                    })
+                })
+                .collect();
+            if !imbalanced.is_empty() {
+                tracing::info!("moving {} partition(s) back to their preferred leader", imbalanced.len());
+                let _ = metadata
+                    .propose(Command::ElectLeaders {
+                        partitions: imbalanced,
+                        unclean: false,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// A non-voter follows the image from any voter.
+async fn follow_image(
+    metadata: Arc<Metadata>,
+    image_tx: watch::Sender<Arc<ClusterImage>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let voters = &metadata.settings.voters;
+        let Some(v) = voters.get(next % voters.len().max(1)) else {
+            return;
+        };
+        next += 1;
+        let addr = format!("{}:{}", v.host, v.port);
+        let Ok(mut client) = metadata.client(&addr) else {
+            continue;
+        };
+        let applied = image_tx.borrow().applied_index;
+        let stream = tokio::select! {
+            r = client.watch_image(v1::WatchRequest { applied_index: applied }) => r,
+            _ = &mut stop => return,
+        };
+        if let Ok(stream) = stream {
+            let mut stream = stream.into_inner();
+            loop {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = &mut stop => return,
+                };
+                match msg {
+                    Ok(Some(blob)) => match serde_json::from_slice::<ClusterImage>(&blob.data) {
+                        Ok(image) => {
+                            image_tx.send_replace(Arc::new(image));
+                        }
+                        Err(e) => tracing::warn!("bad image from voter {}: {e}", v.id),
+                    },
+                    _ => break,
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// This broker's session with the controller: register, heartbeat, register again when fenced,
+/// and on `shutdown` a controlled shutdown. Returns when the controlled shutdown is done (or
+/// `controlled.shutdown.timeout` passed).
+pub async fn broker_session(
+    metadata: Arc<Metadata>,
+    registration: Command,
+    registered: watch::Sender<i64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let id = metadata.settings.node_id;
+    'register: loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let epoch = match metadata.propose(registration.clone()).await {
+            Ok(Reply::BrokerEpoch(e)) => e,
+            Ok(other) => {
+                tracing::warn!("broker registration refused: {other:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("broker registration: {}", e.message);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tracing::info!("broker {id} registered with epoch {epoch}");
+        registered.send_replace(epoch);
+        // Heartbeats, to the local controller in-process or to the leader over a stream.
+        let mut controller = metadata.controller_id();
+        loop {
+            let want_shutdown = *shutdown.borrow();
+            if want_shutdown && leads_nothing(&metadata.image(), id) {
+                // Leadership has moved; the stream closing fences us for good.
+                return;
+            }
+            if controller == id || controller < 0 {
+                let hb = v1::HeartbeatRequest {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                    want_shutdown,
+                };
+                let resp = metadata.on_heartbeat(&hb).await;
+                match resp.error_code as i16 {
+                    0 => {}
+                    codes::STALE_BROKER_EPOCH => continue 'register,
+                    _ => controller = resp.leader_id,
+                }
+                let wait = if controller < 0 || controller != id {
+                    Duration::from_millis(50)
+                } else {
+                    metadata.settings.heartbeat_interval
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if controller < 0 {
+                    controller = metadata.controller_id();
+                }
+                continue;
+            }
+            match remote_heartbeats(&metadata, controller, epoch, &mut shutdown).await {
+                RemoteOutcome::Stale => continue 'register,
+                RemoteOutcome::Leader(l) => controller = l,
+                RemoteOutcome::Done => return,
+                RemoteOutcome::Lost => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    controller = metadata.controller_id();
+                    if controller < 0 {
+                        controller = *metadata.leader_hint.lock().as_ref().unwrap_or(&-1);
+                    }
+                    if controller < 0 {
+                        let v = &metadata.settings.voters;
+                        controller = v
+                            .get((epoch as usize + Instant::now().elapsed().as_nanos() as usize) % v.len().max(1))
+                            .map(|v| v.id)
+                            .unwrap_or(-1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn leads_nothing(image: &ClusterImage, id: i32) -> bool {
+    image
+        .topics
+        .values()
+        .all(|t| t.assignment.iter().all(|p| p.leader != id || p.replicas.len() == 1))
+}
+
+enum RemoteOutcome {
+    Stale,
+    Leader(i32),
+    Done,
+    Lost,
+}
+
+async fn remote_heartbeats(
+    metadata: &Arc<Metadata>,
+    controller: i32,
+    epoch: i64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> RemoteOutcome {
+    let id = metadata.settings.node_id;
+    let Some(addr) = metadata.voter_addr(controller) else {
+        return RemoteOutcome::Lost;
+    };
+    let Ok(mut client) = metadata.client(&addr) else {
+        return RemoteOutcome::Lost;
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let first = v1::HeartbeatRequest {
+        broker_id: id,
+        broker_epoch: epoch,
+        want_shutdown: *shutdown.borrow(),
+    };
+    if tx.send(first).await.is_err() {
+        return RemoteOutcome::Lost;
+    }
+    let mut responses = match client.heartbeat(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(_) => return RemoteOutcome::Lost,
+    };
+    loop {
+        let resp = match tokio::time::timeout(metadata.settings.session_timeout, responses.message()).await {
+            Ok(Ok(Some(r))) => r,
+            _ => return RemoteOutcome::Lost,
+        };
+        match resp.error_code as i16 {
+            0 => {}
+            codes::STALE_BROKER_EPOCH => return RemoteOutcome::Stale,
+            _ => {
+                *metadata.leader_hint.lock() = Some(resp.leader_id).filter(|l| *l >= 0);
+                return if resp.leader_id >= 0 && resp.leader_id != controller {
+                    RemoteOutcome::Leader(resp.leader_id)
+                } else {
+                    RemoteOutcome::Lost
+                };
+            }
+        }
+        let want_shutdown = *shutdown.borrow();
+        if want_shutdown && leads_nothing(&metadata.image(), id) {
+            return RemoteOutcome::Done;
+        }
+        let wait = if want_shutdown {
+            Duration::from_millis(50)
+        } else {
+            metadata.settings.heartbeat_interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        let hb = v1::HeartbeatRequest {
+            broker_id: id,
+            broker_epoch: epoch,
+            want_shutdown: *shutdown.borrow(),
+        };
+        if tx.send(hb).await.is_err() {
+            return RemoteOutcome::Lost;
+        }
+    }
+}
+
+/// The controller RPCs (see `proto/kairos/controller/v1/controller.proto`).
+struct ControllerService {
+    metadata: Arc<Metadata>,
+    /// This node's cluster id before the image has one (from meta.properties).
+    cluster_hint: String,
+}
+
+fn bad(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn blob<T: Serialize>(v: &T) -> Result<Response<v1::Blob>, Status> {
+    serde_json::to_vec(v)
+        .map(|data| Response::new(v1::Blob { data }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+impl ControllerService {
+    fn raft(&self) -> Result<&Raft<TypeConfig>, Status> {
+        self.metadata
+            .raft
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this node is not a voter"))
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn append_entries(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
+        blob(&self.raft()?.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+        let req: VoteRequest<NodeId> = serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
+        blob(&self.raft()?.vote(req).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> =
+            serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
+        blob(&self.raft()?.install_snapshot(req).await)
+    }
+
+    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
+        let req = request.into_inner();
+        let image_cluster = self.metadata.cluster_id();
+        let cluster_id = if image_cluster.is_empty() {
+            self.cluster_hint.clone()
+        } else {
+            image_cluster
+        };
+        tracing::debug!("hello from node {} (cluster {:?})", req.node_id, req.cluster_id);
+        Ok(Response::new(v1::HelloResponse {
+            node_id: self.metadata.settings.node_id,
+            cluster_id,
+            voters: voters_string(&self.metadata.settings.voters),
+            incarnation: self.metadata.incarnation.to_string(),
+        }))
+    }
+
+    async fn propose(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+        let command: Command = serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
+        let result = match self.raft()?.client_write(command).await {
+            Ok(r) => ProposeResult::Applied {
+                index: r.log_id.index,
+                reply: r.data,
+            },
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => ProposeResult::NotLeader { leader: f.leader_id },
+                None => ProposeResult::Failed {
+                    message: e.to_string(),
+                },
+            },
+        };
+        blob(&result)
+    }
+
+    type HeartbeatStream = BoxStream<v1::HeartbeatResponse>;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<v1::HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let metadata = self.metadata.clone();
+        tokio::spawn(async move {
+            let mut session = None;
+            while let Ok(Some(hb)) = inbound.message().await {
+                let resp = metadata.on_heartbeat(&hb).await;
+                if resp.error_code == 0 {
+                    session = Some((hb.broker_id, hb.broker_epoch));
+                }
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+            if let Some((id, epoch)) = session {
+                metadata.on_session_closed(id, epoch).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchImageStream = BoxStream<v1::Blob>;
+
+    async fn watch_image(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchImageStream>, Status> {
+        let known = request.into_inner().applied_index;
+        let mut rx = self.metadata.subscribe();
+        let (tx, out) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut sent = known;
+            loop {
+                let image = rx.borrow_and_update().clone();
+                if image.applied_index != sent || sent == 0 {
+                    sent = image.applied_index;
+                    let Ok(data) = serde_json::to_vec(&*image) else {
+                        return;
+                    };
+                    if tx.send(Ok(v1::Blob { data })).await.is_err() {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
+
+/// openraft's network: one lazily connected tonic channel per peer.
+struct Network {
+    clients: Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>,
+}
+
+struct Peer {
+    target: NodeId,
+    client: Option<ControllerClient<Channel>>,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        let mut clients = self.clients.lock();
+        let client = match clients.get(&node.addr) {
+            Some(c) => Some(c.clone()),
+            None => Endpoint::from_shared(format!("http://{}", node.addr))
+                .ok()
+                .map(|e| {
+                    let c = ControllerClient::new(
+                        e.connect_timeout(Duration::from_millis(500))
+                            .tcp_nodelay(true)
+                            .connect_lazy(),
+                    );
+                    clients.insert(node.addr.clone(), c.clone());
+                    c
+                }),
+        };
+        Peer {
+            target,
+            client,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl Peer {
+    async fn call<Req: Serialize, Resp: for<'de> Deserialize<'de>, E>(
+        &mut self,
+        which: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Result<Resp, RaftError<NodeId, E>>, RpcErr<E>>
+    where
+        E: std::error::Error + for<'de> Deserialize<'de>,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                format!("bad address {}", self.addr),
+            ))));
+        };
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(v1::Blob { data });
+        request.set_timeout(option.hard_ttl());
+        let result = match which {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let blob = result.map_err(|s| {
+            let e = std::io::Error::other(format!("{}: {}", self.addr, s.message()));
+            match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+                _ => RPCError::Network(NetworkError::new(&e)),
+            }
+        })?;
+        serde_json::from_slice(&blob.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let target = self.target;
+        self.call("append", &rpc, &option)
+            .await?
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let target = self.target;
+        self.call("snapshot", &rpc, &option)
+            .await?
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let target = self.target;
+        self.call("vote", &rpc, &option)
+            .await?
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+    }
+}
