@@ -59,6 +59,8 @@ pub struct Broker {
     /// `admin.listener` port (gRPC admin API).
     pub admin_port: u16,
     pub dir: PathBuf,
+    /// The controller listener's port, for members of a [`Cluster`].
+    pub controller_port: Option<u16>,
     overrides: Vec<String>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
@@ -67,19 +69,68 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with a fresh data directory and the given `key=value` overrides.
     pub fn start(overrides: &[&str]) -> Broker {
+        let mut b = Broker::prepare(overrides, None);
+        b.spawn();
+        b
+    }
+
+    /// A broker with its ports and data directory chosen, not started yet.
+    pub fn prepare(overrides: &[&str], controller_port: Option<u16>) -> Broker {
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().to_path_buf();
-        let mut b = Broker {
+        Broker {
             port: free_port(),
             metrics_port: free_port(),
             admin_port: free_port(),
             dir,
+            controller_port,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
             child: None,
             _temp: Some(temp),
-        };
-        b.spawn();
-        b
+        }
+    }
+
+    /// Runs `kairos serve` expecting it to fail at start-up; returns its exit code and output.
+    pub fn start_expecting_failure(&mut self, within: Duration) -> (Option<i32>, String) {
+        self.spawn_child();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return (status.code(), self.log());
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!(
+                    "kairos kept running for {within:?}; expected a start-up failure; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process without waiting for it to serve (see [`Broker::wait_ready`]).
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "launch of a running broker");
+        self.spawn_child();
+    }
+
+    /// Adds a `key=value` override for the next start (later overrides win).
+    pub fn add_override(&mut self, o: &str) {
+        self.overrides.push(o.to_string());
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, ...) to the running process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on a child PID we own and have not reaped.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -105,15 +156,25 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    fn spawn_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("broker.log"))
             .expect("broker log file");
         let mut cmd = Command::new(kairos_bin());
-        cmd.arg("serve")
-            .arg("--override")
-            .arg(format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port))
+        let listeners = match self.controller_port {
+            Some(c) => format!(
+                "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{c}",
+                self.port
+            ),
+            None => format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port),
+        };
+        cmd.arg("serve").arg("--override").arg(listeners)
             .arg("--override")
             .arg(format!("log.dirs={}", self.dir.join("data").display()))
             .arg("--override")
@@ -135,11 +196,10 @@ impl Broker {
         .stderr(log);
         let child = cmd.spawn().expect("spawning kairos serve");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Waits until the broker answers an ApiVersions request (bounded: 30 s).
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self
@@ -219,6 +279,64 @@ impl Drop for Broker {
                 eprintln!("kept broker data dir {}", t.keep().display());
             }
         }
+    }
+}
+
+/// Several `kairos serve` processes forming one cluster: node ids 1..=n, every node a voter
+/// (`process.roles=broker,controller`), each with its own ports and data directory.
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes at once and waits until each serves Kafka requests.
+    pub fn start(n: usize, overrides: &[&str]) -> Cluster {
+        let mut c = Cluster::prepare(n, overrides);
+        for b in &mut c.brokers {
+            b.spawn_child();
+        }
+        for b in &mut c.brokers {
+            b.wait_ready();
+        }
+        c
+    }
+
+    /// The nodes configured (ports, voters, data directories) but not started.
+    pub fn prepare(n: usize, overrides: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let brokers = (0..n)
+            .map(|i| {
+                let mut o = vec![
+                    format!("node.id={}", i + 1),
+                    format!("controller.quorum.voters={voters}"),
+                    "process.roles=broker,controller".to_string(),
+                ];
+                o.extend(overrides.iter().map(|s| s.to_string()));
+                let o: Vec<&str> = o.iter().map(String::as_str).collect();
+                Broker::prepare(&o, Some(ports[i]))
+            })
+            .collect();
+        Cluster { brokers }
+    }
+
+    /// `host:port` of every node's Kafka listener, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(Broker::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The broker with node id `id`.
+    pub fn node(&mut self, id: i32) -> &mut Broker {
+        &mut self.brokers[(id - 1) as usize]
     }
 }
 
@@ -688,4 +806,36 @@ impl Drop for RedisCluster {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends one request on a new connection and decodes the answer (kafka-protocol types).
+pub fn kafka_call<R: kafka_protocol::protocol::Request>(
+    addr: SocketAddr,
+    version: i16,
+    req: &R,
+) -> Option<R::Response> {
+    use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let key = ApiKey::try_from(R::KEY).ok()?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("kairos-tests")));
+    let mut buf = bytes::BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .ok()?;
+    req.encode(&mut buf, version).ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    s.write_all(&(buf.len() as u32).to_be_bytes()).ok()?;
+    s.write_all(&buf).ok()?;
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).ok()?;
+    let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+    s.read_exact(&mut frame).ok()?;
+    let mut b = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut b, key.response_header_version(version)).ok()?;
+    <R::Response as Decodable>::decode(&mut b, version).ok()
 }

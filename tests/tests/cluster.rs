@@ -1,0 +1,287 @@
+//! Several `kairos serve` processes forming one cluster through the Raft metadata quorum: a shared
+//! cluster image seen from every broker, controller failover, broker fencing and re-registration,
+//! controlled shutdown, and start-up checks that refuse a wrong view.
+//!
+//! Partition data replication (RF > 1) is not covered here yet; topics below use RF = 1 spread
+//! over the brokers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kairos_tests::{kafka_call, Broker, Cluster};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Fast sessions and elections so failures show within a second or two.
+const FAST: &[&str] = &[
+    "broker.session.timeout.ms=2000",
+    "broker.heartbeat.interval.ms=200",
+    "controller.quorum.election.timeout.ms=1000",
+];
+
+fn metadata(b: &Broker) -> Option<MetadataResponse> {
+    kafka_call(b.addr(), 12, &MetadataRequest::default().with_topics(None))
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `within`.
+fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn create_topic(b: &Broker, name: &str, partitions: i32, rf: i16) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)])
+        .with_timeout_ms(10_000);
+    let resp = kafka_call(b.addr(), 5, &req).expect("CreateTopics answer");
+    resp.topics[0].error_code
+}
+
+/// (leader per partition) of `topic` as broker `b` sees it.
+fn leaders(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+    let m = metadata(b)?;
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))?;
+    let mut parts: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    parts.sort();
+    Some(parts.into_iter().map(|(_, l)| l).collect())
+}
+
+fn live_broker_ids(b: &Broker) -> Option<BTreeSet<i32>> {
+    Some(metadata(b)?.brokers.iter().map(|x| x.node_id.0).collect())
+}
+
+#[test]
+fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
+    let c = Cluster::start(3, FAST);
+    let all: BTreeSet<i32> = [1, 2, 3].into();
+    for b in &c.brokers {
+        wait_until(Duration::from_secs(10), "three registered brokers", || {
+            (live_broker_ids(b)? == all).then_some(())
+        });
+    }
+    assert_eq!(create_topic(&c.brokers[1], "spread", 6, 1), 0);
+    // The creation went through the quorum: every broker answers with the same assignment.
+    let seen: Vec<Vec<i32>> = c
+        .brokers
+        .iter()
+        .map(|b| {
+            wait_until(Duration::from_secs(5), "topic visible", || leaders(b, "spread"))
+        })
+        .collect();
+    assert!(seen.iter().all(|l| l == &seen[0]), "views differ: {seen:?}");
+    let used: BTreeSet<i32> = seen[0].iter().copied().collect();
+    assert_eq!(used, all, "6 partitions spread over 3 brokers: {:?}", seen[0]);
+    let controllers: BTreeSet<i32> = c
+        .brokers
+        .iter()
+        .map(|b| metadata(b).expect("metadata").controller_id.0)
+        .collect();
+    assert_eq!(controllers.len(), 1, "one controller: {controllers:?}");
+    assert!(all.contains(controllers.iter().next().unwrap()));
+    // The same topic created again through another broker exists already.
+    assert_eq!(create_topic(&c.brokers[2], "spread", 6, 1), 36);
+
+    // A real client produces to every partition (each leader on its own broker) and reads back.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", c.brokers[0].bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut acked = BTreeMap::new();
+    for i in 0..60 {
+        let key = format!("k{i}");
+        let payload = format!("v{i}");
+        let partition = i % 6;
+        let d = rt
+            .block_on(producer.send(
+                FutureRecord::to("spread")
+                    .key(&key)
+                    .payload(&payload)
+                    .partition(partition),
+                Duration::from_secs(10),
+            ))
+            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+        acked.insert((d.partition, d.offset), payload);
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.brokers[2].bootstrap())
+        .set("group.id", "g")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset("spread", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < acked.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            got.insert((m.partition(), m.offset()), v);
+        }
+    }
+    assert_eq!(got, acked, "every acknowledged record, at its offset");
+}
+
+#[test]
+fn controller_failover_keeps_metadata_writable() {
+    let mut c = Cluster::start(3, FAST);
+    let controller = wait_until(Duration::from_secs(10), "a controller", || {
+        let id = metadata(&c.brokers[0])?.controller_id.0;
+        (id > 0).then_some(id)
+    });
+    c.node(controller).signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let other = (1..=3).find(|i| *i != controller).unwrap();
+    let new_controller = wait_until(Duration::from_secs(5), "a new controller within 5 s", || {
+        let id = metadata(c.node(other))?.controller_id.0;
+        (id > 0 && id != controller).then_some(id)
+    });
+    eprintln!(
+        "controller {controller} stopped; {new_controller} took over after {:?}",
+        stopped_at.elapsed()
+    );
+    // Metadata changes continue without the stopped node.
+    assert_eq!(create_topic(c.node(other), "after.failover", 2, 1), 0);
+    // The stopped node sends no heartbeat: fenced after broker.session.timeout.ms.
+    wait_until(Duration::from_secs(10), "the stopped broker fenced", || {
+        (!live_broker_ids(c.node(other))?.contains(&controller)).then_some(())
+    });
+    c.node(controller).signal(libc::SIGCONT);
+    // It comes back: catches up with the image and registers again.
+    wait_until(Duration::from_secs(15), "the node back and caught up", || {
+        let l = leaders(c.node(controller), "after.failover")?;
+        (live_broker_ids(c.node(controller))?.len() == 3 && l.len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restart() {
+    let mut c = Cluster::start(3, FAST);
+    wait_until(Duration::from_secs(10), "three brokers", || {
+        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
+    });
+    assert_eq!(create_topic(&c.brokers[0], "rf1", 3, 1), 0);
+    let before = wait_until(Duration::from_secs(5), "leaders", || leaders(&c.brokers[0], "rf1"));
+    let controller = metadata(&c.brokers[0]).unwrap().controller_id.0;
+    // Kill a broker that is not the controller: its session stream closes with the process.
+    let victim = (1..=3).find(|i| *i != controller).unwrap();
+    c.node(victim).kill9();
+    let killed_at = Instant::now();
+    wait_until(Duration::from_secs(2), "fencing well before the session timeout", || {
+        (!live_broker_ids(c.node(controller))?.contains(&victim)).then_some(())
+    });
+    eprintln!("broker {victim} fenced {:?} after SIGKILL", killed_at.elapsed());
+    // Its RF=1 partitions have no other replica: no leader (LEADER_NOT_AVAILABLE), not moved.
+    let during = leaders(c.node(controller), "rf1").unwrap();
+    for (b, d) in before.iter().zip(&during) {
+        if *b == victim {
+            assert_eq!(*d, -1, "{before:?} -> {during:?}");
+        } else {
+            assert_eq!(b, d);
+        }
+    }
+    c.node(victim).restart();
+    wait_until(Duration::from_secs(10), "leadership back on the restarted broker", || {
+        (leaders(c.node(controller), "rf1")? == before).then_some(())
+    });
+}
+
+#[test]
+fn sigterm_is_a_controlled_shutdown() {
+    let mut c = Cluster::start(3, FAST);
+    wait_until(Duration::from_secs(10), "three brokers", || {
+        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
+    });
+    assert_eq!(c.node(3).stop(), Some(0), "exit code after SIGTERM");
+    wait_until(Duration::from_secs(5), "broker 3 gone from the cluster view", || {
+        (live_broker_ids(&c.brokers[0])? == [1, 2].into()).then_some(())
+    });
+    // The other two still hold a quorum.
+    assert_eq!(create_topic(&c.brokers[0], "two.left", 1, 1), 0);
+}
+
+fn expect_startup_failure(b: &mut Broker, within: Duration, needle: &str) {
+    let (code, log) = b.start_expecting_failure(within);
+    assert_ne!(code, Some(0), "must fail; log:\n{log}");
+    assert!(log.contains(needle), "expected {needle:?} in:\n{log}");
+}
+
+#[test]
+fn misconfigured_nodes_fail_fast_with_one_clear_line() {
+    // A node id missing from the voters.
+    let mut c = Cluster::prepare(1, FAST);
+    let voters = format!(
+        "controller.quorum.voters=1@127.0.0.1:{}",
+        c.brokers[0].controller_port.unwrap()
+    );
+    let mut stray = Broker::prepare(&["node.id=4", &voters], Some(kairos_tests::free_port()));
+    expect_startup_failure(&mut stray, Duration::from_secs(10), "is not in controller.quorum.voters");
+
+    // Voters that never answer: no quorum within the start-up timeout, naming them.
+    let dead = kairos_tests::free_port();
+    let own = kairos_tests::free_port();
+    let mut lonely = Broker::prepare(
+        &[
+            "node.id=1",
+            &format!("controller.quorum.voters=1@127.0.0.1:{own},2@127.0.0.1:{dead},3@127.0.0.1:{}", kairos_tests::free_port()),
+            "controller.quorum.startup.timeout.ms=1500",
+        ],
+        Some(own),
+    );
+    expect_startup_failure(&mut lonely, Duration::from_secs(15), "voters not answering: 2@127.0.0.1");
+
+    // A second process with a running node's id.
+    c.brokers[0].restart();
+    let mut twin = Broker::prepare(&["node.id=1", &voters], Some(kairos_tests::free_port()));
+    expect_startup_failure(&mut twin, Duration::from_secs(10), "duplicate node id");
+
+    // A data directory from another cluster: node 1 of cluster B starts on cluster A's data.
+    let mut a_cluster = Cluster::start(1, FAST);
+    assert_eq!(a_cluster.brokers[0].stop(), Some(0));
+    let foreign = a_cluster.brokers[0].dir.join("data");
+    let mut b_cluster = Cluster::prepare(3, FAST);
+    b_cluster.node(2).launch();
+    b_cluster.node(3).launch();
+    b_cluster.node(2).wait_ready();
+    b_cluster.node(3).wait_ready();
+    b_cluster
+        .node(1)
+        .add_override(&format!("log.dirs={}", foreign.display()));
+    expect_startup_failure(b_cluster.node(1), Duration::from_secs(15), "belongs to cluster");
+    // The same directory under another node id.
+    let mut wrong_node = Broker::prepare(&["node.id=7", &format!("log.dirs={}", foreign.display())], None);
+    expect_startup_failure(&mut wrong_node, Duration::from_secs(10), "belongs to another node");
+}
