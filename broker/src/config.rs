@@ -139,7 +139,10 @@ pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
         }
         voters.push(Voter {
             id,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
         });
     }
@@ -155,7 +158,9 @@ fn named_listener(value: &str, name: &str) -> Option<(String, u16)> {
         }
         let (host, port) = rest.rsplit_once(':')?;
         Some((
-            host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port.parse().ok()?,
         ))
     })
@@ -353,11 +358,10 @@ impl BrokerConfig {
             p.0.get("listeners")
                 .cloned()
                 .unwrap_or_else(|| "PLAINTEXT://127.0.0.1:9092".into());
-        let controller_name = p
-            .0
-            .get("controller.listener.names")
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
-            .unwrap_or_else(|| "CONTROLLER".to_string());
+        let controller_name =
+            p.0.get("controller.listener.names")
+                .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+                .unwrap_or_else(|| "CONTROLLER".to_string());
         let (host, port) = parse_listener(&listeners, &controller_name)
             .ok_or_else(|| p.invalid("listeners", "expected NAME://host:port"))?;
         let bind_host = if host.is_empty() {
@@ -403,17 +407,28 @@ impl BrokerConfig {
             Some(v) => v,
             None => p.get("log.roll.hours", 168i64)? * hour_ms,
         };
-        let quorum_voters = parse_voters(p.0.get("controller.quorum.voters").map(String::as_str).unwrap_or(""))
-            .map_err(|why| p.invalid("controller.quorum.voters", &why))?;
+        let quorum_voters = parse_voters(
+            p.0.get("controller.quorum.voters")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|why| p.invalid("controller.quorum.voters", &why))?;
         let process_roles = match p.0.get("process.roles") {
             None => Roles {
                 broker: true,
                 controller: true,
             },
             Some(v) => {
-                let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+                let items: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 if items.is_empty() || items.iter().any(|i| *i != "broker" && *i != "controller") {
-                    return Err(p.invalid("process.roles", "expected broker, controller or broker,controller"));
+                    return Err(p.invalid(
+                        "process.roles",
+                        "expected broker, controller or broker,controller",
+                    ));
                 }
                 Roles {
                     broker: items.contains(&"broker"),
@@ -424,12 +439,18 @@ impl BrokerConfig {
         let controller_listener = match named_listener(&listeners, &controller_name) {
             None => None,
             Some((h, port)) => {
-                let h = if h.is_empty() { "0.0.0.0".to_string() } else { h };
+                let h = if h.is_empty() {
+                    "0.0.0.0".to_string()
+                } else {
+                    h
+                };
                 Some(
                     std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), port))
                         .ok()
                         .and_then(|mut a| a.next())
-                        .ok_or_else(|| p.invalid("listeners", "controller listener host does not resolve"))?,
+                        .ok_or_else(|| {
+                            p.invalid("listeners", "controller listener host does not resolve")
+                        })?,
                 )
             }
         };

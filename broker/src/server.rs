@@ -144,12 +144,20 @@ impl Broker {
             return Ok(());
         }
         let image = self.topics.image();
-        let expected = self.config.quorum_voters.len().max(image.brokers.len()).max(1);
+        let expected = self
+            .config
+            .quorum_voters
+            .len()
+            .max(image.brokers.len())
+            .max(1);
         let rf = (self.config.offsets_topic_replication_factor.max(1) as usize).min(expected);
         if image.live_brokers().count() < rf {
             return Err(MetaError::new(
                 codes::COORDINATOR_NOT_AVAILABLE,
-                format!("waiting for {rf} live brokers to create {}", crate::metadata::OFFSETS_TOPIC),
+                format!(
+                    "waiting for {rf} live brokers to create {}",
+                    crate::metadata::OFFSETS_TOPIC
+                ),
             ));
         }
         let mut configs = std::collections::BTreeMap::new();
@@ -215,9 +223,12 @@ pub fn open(
         synced: Mutex::new(None),
     });
     broker.sync_replicas();
-    groups
-        .load()
-        .map_err(|code| anyhow::anyhow!("loading {} failed with error {code}", crate::metadata::OFFSETS_TOPIC))?;
+    groups.load().map_err(|code| {
+        anyhow::anyhow!(
+            "loading {} failed with error {code}",
+            crate::metadata::OFFSETS_TOPIC
+        )
+    })?;
     Ok(broker)
 }
 
@@ -240,7 +251,10 @@ pub async fn open_standalone(
             rack: None,
         })
         .await?;
-    anyhow::ensure!(matches!(reply, Reply::BrokerEpoch(_)), "registration: {reply:?}");
+    anyhow::ensure!(
+        matches!(reply, Reply::BrokerEpoch(_)),
+        "registration: {reply:?}"
+    );
     let config = config.clone();
     tokio::task::spawn_blocking(move || open(&config, metadata, metrics)).await?
 }
@@ -291,14 +305,15 @@ pub async fn run(
         wait_for(shutdown.clone()),
     ));
     let controller_listener = match config.controller_listener {
-        Some(addr) if !config.quorum_voters.is_empty() && config.process_roles.controller => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on the controller listener {addr}: {e}"))?,
-        ),
+        Some(addr) if !config.quorum_voters.is_empty() && config.process_roles.controller => {
+            Some(TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on the controller listener {addr}: {e}")
+            })?)
+        }
         _ => None,
     };
-    let metadata = crate::metadata::quorum::start(&config, controller_listener, shutdown.clone()).await?;
+    let metadata =
+        crate::metadata::quorum::start(&config, controller_listener, shutdown.clone()).await?;
     // Register with the controller: the image then holds everything committed before us.
     let (registered_tx, mut registered) = watch::channel(-1i64);
     let (session_stop_tx, session_stop) = watch::channel(false);
@@ -376,9 +391,17 @@ pub async fn run(
     );
     http_state.set_ready();
     // SIGTERM: a controlled shutdown moves leadership away while requests are still served.
-    let net = tokio::spawn(crate::net::run(listener, dispatcher, net_config, shutdown.clone()));
+    let net = tokio::spawn(crate::net::run(
+        listener,
+        dispatcher,
+        net_config,
+        shutdown.clone(),
+    ));
     wait_for(external_shutdown.clone()).await;
-    if tokio::time::timeout(std::time::Duration::from_secs(30), session).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(30), session)
+        .await
+        .is_err()
+    {
         tracing::warn!("controlled shutdown did not finish in 30 s; stopping anyway");
     }
     let _ = stop_tx.send(true);

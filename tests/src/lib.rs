@@ -174,7 +174,9 @@ impl Broker {
             ),
             None => format!("listeners=PLAINTEXT://127.0.0.1:{}", self.port),
         };
-        cmd.arg("serve").arg("--override").arg(listeners)
+        cmd.arg("serve")
+            .arg("--override")
+            .arg(listeners)
             .arg("--override")
             .arg(format!("log.dirs={}", self.dir.join("data").display()))
             .arg("--override")

@@ -9,9 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{
-    CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kairos_tests::{kafka_call, Broker, Cluster};
 use rdkafka::config::ClientConfig;
@@ -89,12 +87,18 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
         .brokers
         .iter()
         .map(|b| {
-            wait_until(Duration::from_secs(5), "topic visible", || leaders(b, "spread"))
+            wait_until(Duration::from_secs(5), "topic visible", || {
+                leaders(b, "spread")
+            })
         })
         .collect();
     assert!(seen.iter().all(|l| l == &seen[0]), "views differ: {seen:?}");
     let used: BTreeSet<i32> = seen[0].iter().copied().collect();
-    assert_eq!(used, all, "6 partitions spread over 3 brokers: {:?}", seen[0]);
+    assert_eq!(
+        used, all,
+        "6 partitions spread over 3 brokers: {:?}",
+        seen[0]
+    );
     let controllers: BTreeSet<i32> = c
         .brokers
         .iter()
@@ -122,13 +126,15 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
         let payload = format!("v{i}");
         let partition = i % 6;
         let d = rt
-            .block_on(producer.send(
-                FutureRecord::to("spread")
-                    .key(&key)
-                    .payload(&payload)
-                    .partition(partition),
-                Duration::from_secs(10),
-            ))
+            .block_on(
+                producer.send(
+                    FutureRecord::to("spread")
+                        .key(&key)
+                        .payload(&payload)
+                        .partition(partition),
+                    Duration::from_secs(10),
+                ),
+            )
             .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
         acked.insert((d.partition, d.offset), payload);
     }
@@ -165,10 +171,14 @@ fn controller_failover_keeps_metadata_writable() {
     c.node(controller).signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
     let other = (1..=3).find(|i| *i != controller).unwrap();
-    let new_controller = wait_until(Duration::from_secs(5), "a new controller within 5 s", || {
-        let id = metadata(c.node(other))?.controller_id.0;
-        (id > 0 && id != controller).then_some(id)
-    });
+    let new_controller = wait_until(
+        Duration::from_secs(5),
+        "a new controller within 5 s",
+        || {
+            let id = metadata(c.node(other))?.controller_id.0;
+            (id > 0 && id != controller).then_some(id)
+        },
+    );
     eprintln!(
         "controller {controller} stopped; {new_controller} took over after {:?}",
         stopped_at.elapsed()
@@ -181,10 +191,14 @@ fn controller_failover_keeps_metadata_writable() {
     });
     c.node(controller).signal(libc::SIGCONT);
     // It comes back: catches up with the image and registers again.
-    wait_until(Duration::from_secs(15), "the node back and caught up", || {
-        let l = leaders(c.node(controller), "after.failover")?;
-        (live_broker_ids(c.node(controller))?.len() == 3 && l.len() == 2).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the node back and caught up",
+        || {
+            let l = leaders(c.node(controller), "after.failover")?;
+            (live_broker_ids(c.node(controller))?.len() == 3 && l.len() == 2).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -194,16 +208,23 @@ fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restar
         (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
     });
     assert_eq!(create_topic(&c.brokers[0], "rf1", 3, 1), 0);
-    let before = wait_until(Duration::from_secs(5), "leaders", || leaders(&c.brokers[0], "rf1"));
+    let before = wait_until(Duration::from_secs(5), "leaders", || {
+        leaders(&c.brokers[0], "rf1")
+    });
     let controller = metadata(&c.brokers[0]).unwrap().controller_id.0;
     // Kill a broker that is not the controller: its session stream closes with the process.
     let victim = (1..=3).find(|i| *i != controller).unwrap();
     c.node(victim).kill9();
     let killed_at = Instant::now();
-    wait_until(Duration::from_secs(2), "fencing well before the session timeout", || {
-        (!live_broker_ids(c.node(controller))?.contains(&victim)).then_some(())
-    });
-    eprintln!("broker {victim} fenced {:?} after SIGKILL", killed_at.elapsed());
+    wait_until(
+        Duration::from_secs(2),
+        "fencing well before the session timeout",
+        || (!live_broker_ids(c.node(controller))?.contains(&victim)).then_some(()),
+    );
+    eprintln!(
+        "broker {victim} fenced {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
     // Its RF=1 partitions have no other replica: no leader (LEADER_NOT_AVAILABLE), not moved.
     let during = leaders(c.node(controller), "rf1").unwrap();
     for (b, d) in before.iter().zip(&during) {
@@ -214,9 +235,11 @@ fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restar
         }
     }
     c.node(victim).restart();
-    wait_until(Duration::from_secs(10), "leadership back on the restarted broker", || {
-        (leaders(c.node(controller), "rf1")? == before).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "leadership back on the restarted broker",
+        || (leaders(c.node(controller), "rf1")? == before).then_some(()),
+    );
 }
 
 #[test]
@@ -226,9 +249,11 @@ fn sigterm_is_a_controlled_shutdown() {
         (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
     });
     assert_eq!(c.node(3).stop(), Some(0), "exit code after SIGTERM");
-    wait_until(Duration::from_secs(5), "broker 3 gone from the cluster view", || {
-        (live_broker_ids(&c.brokers[0])? == [1, 2].into()).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "broker 3 gone from the cluster view",
+        || (live_broker_ids(&c.brokers[0])? == [1, 2].into()).then_some(()),
+    );
     // The other two still hold a quorum.
     assert_eq!(create_topic(&c.brokers[0], "two.left", 1, 1), 0);
 }
@@ -248,7 +273,11 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
         c.brokers[0].controller_port.unwrap()
     );
     let mut stray = Broker::prepare(&["node.id=4", &voters], Some(kairos_tests::free_port()));
-    expect_startup_failure(&mut stray, Duration::from_secs(10), "is not in controller.quorum.voters");
+    expect_startup_failure(
+        &mut stray,
+        Duration::from_secs(10),
+        "is not in controller.quorum.voters",
+    );
 
     // Voters that never answer: no quorum within the start-up timeout, naming them.
     let dead = kairos_tests::free_port();
@@ -256,12 +285,19 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
     let mut lonely = Broker::prepare(
         &[
             "node.id=1",
-            &format!("controller.quorum.voters=1@127.0.0.1:{own},2@127.0.0.1:{dead},3@127.0.0.1:{}", kairos_tests::free_port()),
+            &format!(
+                "controller.quorum.voters=1@127.0.0.1:{own},2@127.0.0.1:{dead},3@127.0.0.1:{}",
+                kairos_tests::free_port()
+            ),
             "controller.quorum.startup.timeout.ms=1500",
         ],
         Some(own),
     );
-    expect_startup_failure(&mut lonely, Duration::from_secs(15), "voters not answering: 2@127.0.0.1");
+    expect_startup_failure(
+        &mut lonely,
+        Duration::from_secs(15),
+        "voters not answering: 2@127.0.0.1",
+    );
 
     // A second process with a running node's id.
     c.brokers[0].restart();
@@ -280,8 +316,19 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
     b_cluster
         .node(1)
         .add_override(&format!("log.dirs={}", foreign.display()));
-    expect_startup_failure(b_cluster.node(1), Duration::from_secs(15), "belongs to cluster");
+    expect_startup_failure(
+        b_cluster.node(1),
+        Duration::from_secs(15),
+        "belongs to cluster",
+    );
     // The same directory under another node id.
-    let mut wrong_node = Broker::prepare(&["node.id=7", &format!("log.dirs={}", foreign.display())], None);
-    expect_startup_failure(&mut wrong_node, Duration::from_secs(10), "belongs to another node");
+    let mut wrong_node = Broker::prepare(
+        &["node.id=7", &format!("log.dirs={}", foreign.display())],
+        None,
+    );
+    expect_startup_failure(
+        &mut wrong_node,
+        Duration::from_secs(10),
+        "belongs to another node",
+    );
 }

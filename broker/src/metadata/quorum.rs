@@ -165,7 +165,9 @@ impl Metadata {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| MetaError::new(codes::INVALID_REQUEST, format!("voter address {addr}: {e}")))?
+            .map_err(|e| {
+                MetaError::new(codes::INVALID_REQUEST, format!("voter address {addr}: {e}"))
+            })?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true);
         let c = ControllerClient::new(endpoint.connect_lazy());
@@ -206,7 +208,9 @@ impl Metadata {
                 _ => {
                     let id = target.or(*self.leader_hint.lock()).unwrap_or_else(|| {
                         let v = &self.settings.voters;
-                        v.get(attempt as usize % v.len().max(1)).map(|v| v.id).unwrap_or(-1)
+                        v.get(attempt as usize % v.len().max(1))
+                            .map(|v| v.id)
+                            .unwrap_or(-1)
                     });
                     self.forward(id, &command).await
                 }
@@ -217,7 +221,9 @@ impl Metadata {
                     return Ok(reply);
                 }
                 ProposeResult::NotLeader { leader } => {
-                    target = leader.map(|l| l as i32).filter(|l| *l != self.settings.node_id);
+                    target = leader
+                        .map(|l| l as i32)
+                        .filter(|l| *l != self.settings.node_id);
                     if target.is_some() {
                         *self.leader_hint.lock() = target;
                     }
@@ -243,7 +249,11 @@ impl Metadata {
         };
         let data = match serde_json::to_vec(command) {
             Ok(d) => d,
-            Err(e) => return ProposeResult::Failed { message: e.to_string() },
+            Err(e) => {
+                return ProposeResult::Failed {
+                    message: e.to_string(),
+                }
+            }
         };
         let mut client = match self.client(&addr) {
             Ok(c) => c,
@@ -388,8 +398,9 @@ pub async fn start(
         let log_store = LogStore::open(&dir)
             .map_err(|e| anyhow::anyhow!("opening the metadata log in {}: {e}", dir.display()))?;
         let fresh = log_store.is_empty();
-        let (sm, image_rx) = StateMachine::open(&dir)
-            .map_err(|e| anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display()))?;
+        let (sm, image_rx) = StateMachine::open(&dir).map_err(|e| {
+            anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display())
+        })?;
         let election = config.controller_quorum_election_timeout_ms.max(20);
         let raft_config = openraft::Config {
             cluster_name: "kairos".into(),
@@ -459,7 +470,12 @@ pub async fn start(
                     settings
                         .voters
                         .iter()
-                        .map(|v| (v.id as u64, BasicNode::new(format!("{}:{}", v.host, v.port))))
+                        .map(|v| {
+                            (
+                                v.id as u64,
+                                BasicNode::new(format!("{}:{}", v.host, v.port)),
+                            )
+                        })
                         .collect()
                 };
                 if let Err(e) = raft.initialize(members).await {
@@ -534,7 +550,8 @@ async fn handshake(
 ) -> anyhow::Result<()> {
     let voters = &metadata.settings.voters;
     let ours = voters_string(voters);
-    let deadline = Instant::now() + Duration::from_millis(config.controller_quorum_startup_timeout_ms);
+    let deadline =
+        Instant::now() + Duration::from_millis(config.controller_quorum_startup_timeout_ms);
     let majority = voters.len() / 2 + 1;
     let mut answered: BTreeMap<i32, ()> = BTreeMap::new();
     let mut last_error: BTreeMap<i32, String> = BTreeMap::new();
@@ -616,7 +633,10 @@ async fn handshake(
                         v.id,
                         v.host,
                         v.port,
-                        last_error.get(&v.id).map(String::as_str).unwrap_or("no answer")
+                        last_error
+                            .get(&v.id)
+                            .map(String::as_str)
+                            .unwrap_or("no answer")
                     )
                 })
                 .collect();
@@ -663,7 +683,8 @@ async fn controller_duties(
             last_rebalance = now;
             // Sessions were held by the previous controller: every live broker gets a grace of a
             // few heartbeats to reconnect before it is fenced.
-            let grace = (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
+            let grace =
+                (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
             let start = now
                 .checked_sub(metadata.settings.session_timeout.saturating_sub(grace))
                 .unwrap_or(now);
@@ -721,7 +742,10 @@ async fn controller_duties(
                 })
                 .collect();
             if !imbalanced.is_empty() {
-                tracing::info!("moving {} partition(s) back to their preferred leader", imbalanced.len());
+                tracing::info!(
+                    "moving {} partition(s) back to their preferred leader",
+                    imbalanced.len()
+                );
                 let _ = metadata
                     .propose(Command::ElectLeaders {
                         partitions: imbalanced,
@@ -858,7 +882,10 @@ pub async fn broker_session(
                     if controller < 0 {
                         let v = &metadata.settings.voters;
                         controller = v
-                            .get((epoch as usize + Instant::now().elapsed().as_nanos() as usize) % v.len().max(1))
+                            .get(
+                                (epoch as usize + Instant::now().elapsed().as_nanos() as usize)
+                                    % v.len().max(1),
+                            )
                             .map(|v| v.id)
                             .unwrap_or(-1);
                     }
@@ -869,10 +896,11 @@ pub async fn broker_session(
 }
 
 fn leads_nothing(image: &ClusterImage, id: i32) -> bool {
-    image
-        .topics
-        .values()
-        .all(|t| t.assignment.iter().all(|p| p.leader != id || p.replicas.len() == 1))
+    image.topics.values().all(|t| {
+        t.assignment
+            .iter()
+            .all(|p| p.leader != id || p.replicas.len() == 1)
+    })
 }
 
 enum RemoteOutcome {
@@ -909,7 +937,12 @@ async fn remote_heartbeats(
         Err(_) => return RemoteOutcome::Lost,
     };
     loop {
-        let resp = match tokio::time::timeout(metadata.settings.session_timeout, responses.message()).await {
+        let resp = match tokio::time::timeout(
+            metadata.settings.session_timeout,
+            responses.message(),
+        )
+        .await
+        {
             Ok(Ok(Some(r))) => r,
             _ => return RemoteOutcome::Lost,
         };
@@ -979,24 +1012,34 @@ impl ControllerService {
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn append_entries(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<v1::Blob>,
+    ) -> Result<Response<v1::Blob>, Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
         blob(&self.raft()?.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
-        let req: VoteRequest<NodeId> = serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
+        let req: VoteRequest<NodeId> =
+            serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
         blob(&self.raft()?.vote(req).await)
     }
 
-    async fn install_snapshot(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<v1::Blob>,
+    ) -> Result<Response<v1::Blob>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
         blob(&self.raft()?.install_snapshot(req).await)
     }
 
-    async fn hello(&self, request: Request<v1::HelloRequest>) -> Result<Response<v1::HelloResponse>, Status> {
+    async fn hello(
+        &self,
+        request: Request<v1::HelloRequest>,
+    ) -> Result<Response<v1::HelloResponse>, Status> {
         let req = request.into_inner();
         let image_cluster = self.metadata.cluster_id();
         let cluster_id = if image_cluster.is_empty() {
@@ -1004,7 +1047,11 @@ impl Controller for ControllerService {
         } else {
             image_cluster
         };
-        tracing::debug!("hello from node {} (cluster {:?})", req.node_id, req.cluster_id);
+        tracing::debug!(
+            "hello from node {} (cluster {:?})",
+            req.node_id,
+            req.cluster_id
+        );
         Ok(Response::new(v1::HelloResponse {
             node_id: self.metadata.settings.node_id,
             cluster_id,
@@ -1021,7 +1068,9 @@ impl Controller for ControllerService {
                 reply: r.data,
             },
             Err(e) => match e.forward_to_leader() {
-                Some(f) => ProposeResult::NotLeader { leader: f.leader_id },
+                Some(f) => ProposeResult::NotLeader {
+                    leader: f.leader_id,
+                },
                 None => ProposeResult::Failed {
                     message: e.to_string(),
                 },
@@ -1139,9 +1188,9 @@ impl Peer {
         E: std::error::Error + for<'de> Deserialize<'de>,
     {
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-                format!("bad address {}", self.addr),
-            ))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(format!("bad address {}", self.addr)),
+            )));
         };
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(v1::Blob { data });
@@ -1154,9 +1203,9 @@ impl Peer {
         let blob = result.map_err(|s| {
             let e = std::io::Error::other(format!("{}: {}", self.addr, s.message()));
             match s.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             }
         })?;

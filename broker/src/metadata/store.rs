@@ -175,6 +175,8 @@ impl LogStore {
         })
     }
 
+    // openraft's StorageError is large; the storage traits return it anyway.
+    #[allow(clippy::result_large_err)]
     fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, StoreError> {
         let path = self.inner.lock().dir.join(name);
         match std::fs::read(&path) {
@@ -186,7 +188,13 @@ impl LogStore {
         }
     }
 
-    fn write_json<T: Serialize>(&self, name: &str, value: &T, subject: ErrorSubject<NodeId>) -> Result<(), StoreError> {
+    #[allow(clippy::result_large_err)]
+    fn write_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StoreError> {
         let path = self.inner.lock().dir.join(name);
         let bytes = serde_json::to_vec(value).map_err(|e| json_err(subject.clone(), e))?;
         write_atomic(&path, &bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))
@@ -202,7 +210,9 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+    async fn try_get_log_entries<
+        RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + Send,
+    >(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StoreError> {
@@ -245,10 +255,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StoreError> {
-        Ok(self.read_json::<Option<LogId<NodeId>>>("raft-committed.json")?.flatten())
+        Ok(self
+            .read_json::<Option<LogId<NodeId>>>("raft-committed.json")?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StoreError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StoreError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -265,7 +281,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             r
         };
-        let failed = result.as_ref().err().map(|e| std::io::Error::new(e.kind(), e.to_string()));
+        let failed = result
+            .as_ref()
+            .err()
+            .map(|e| std::io::Error::new(e.kind(), e.to_string()));
         callback.log_io_completed(result);
         match failed {
             Some(e) => Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e)),
@@ -331,9 +350,12 @@ impl StateMachine {
                     Some((f.meta, bytes)),
                 )
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (ClusterImage::default(), None, StoredMembership::default(), None)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                ClusterImage::default(),
+                None,
+                StoredMembership::default(),
+                None,
+            ),
             Err(e) => return Err(e),
         };
         let image = Arc::new(image);
@@ -376,7 +398,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             image: (*inner.image).clone(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| json_err(ErrorSubject::Snapshot(None), e))?;
+        let bytes =
+            serde_json::to_vec(&file).map_err(|e| json_err(ErrorSubject::Snapshot(None), e))?;
         write_atomic(&inner.dir.join("snapshot.json"), &bytes)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         inner.snapshot = Some((meta.clone(), bytes.clone()));
@@ -392,7 +415,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StoreError> {
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StoreError,
+    > {
         let inner = self.inner.lock();
         Ok((inner.last_applied, inner.membership.clone()))
     }
@@ -441,8 +470,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| json_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         let mut inner = self.inner.lock();
-        write_atomic(&inner.dir.join("snapshot.json"), &bytes)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+        write_atomic(&inner.dir.join("snapshot.json"), &bytes).map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
+        })?;
         let image = Arc::new(file.image);
         inner.image = image.clone();
         inner.last_applied = meta.last_log_id;
@@ -480,7 +514,15 @@ mod tests {
         {
             let mut inner = store.inner.lock();
             let ops: Vec<LogOp> = (1..=5)
-                .map(|i| LogOp::Append(entry(1, i, Command::SetClusterId { id: format!("c{i}") })))
+                .map(|i| {
+                    LogOp::Append(entry(
+                        1,
+                        i,
+                        Command::SetClusterId {
+                            id: format!("c{i}"),
+                        },
+                    ))
+                })
                 .collect();
             inner.write_ops(&ops).unwrap();
             inner.write_ops(&[LogOp::Truncate(4)]).unwrap();
@@ -491,7 +533,10 @@ mod tests {
         drop(store);
         // A crash mid-append leaves half a line.
         let path = dir.path().join("raft-log.jsonl");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"Append\":{\"log_id\":").unwrap();
         drop(f);
         let mut store = LogStore::open(dir.path()).unwrap();
@@ -499,7 +544,10 @@ mod tests {
         assert_eq!(state.last_purged_log_id.unwrap().index, 1);
         assert_eq!(state.last_log_id.unwrap().index, 3);
         let got = store.try_get_log_entries(0..10).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n'), "torn tail cut: {text:?}");
     }

@@ -126,25 +126,51 @@ pub async fn create_topics(
                     .with_replication_factor(-1)
             };
             if duplicates.contains(&name) {
-                return fail(MetaError::new(codes::INVALID_REQUEST, format!("Create topics request from client contains duplicate topic: {name}")));
+                return fail(MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("Create topics request from client contains duplicate topic: {name}"),
+                ));
             }
-            let mut partitions = if t.num_partitions == -1 { cfg.num_partitions } else { t.num_partitions };
-            let mut rf = if t.replication_factor == -1 { cfg.default_replication_factor } else { t.replication_factor };
+            let mut partitions = if t.num_partitions == -1 {
+                cfg.num_partitions
+            } else {
+                t.num_partitions
+            };
+            let mut rf = if t.replication_factor == -1 {
+                cfg.default_replication_factor
+            } else {
+                t.replication_factor
+            };
             if !t.assignments.is_empty() {
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return fail(MetaError::new(codes::INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
                 }
-                let in_order = t.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32);
+                let in_order = t
+                    .assignments
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| a.partition_index == i as i32);
                 if !in_order {
-                    return fail(MetaError::new(INVALID_REPLICA_ASSIGNMENT, "Replica assignments must list partitions 0, 1, 2, ... in order"));
+                    return fail(MetaError::new(
+                        INVALID_REPLICA_ASSIGNMENT,
+                        "Replica assignments must list partitions 0, 1, 2, ... in order",
+                    ));
                 }
                 partitions = t.assignments.len() as i32;
-                rf = t.assignments.first().map(|a| a.broker_ids.len() as i16).unwrap_or(0);
+                rf = t
+                    .assignments
+                    .first()
+                    .map(|a| a.broker_ids.len() as i16)
+                    .unwrap_or(0);
             }
             let assignment: Option<Vec<Vec<i32>>> = (!t.assignments.is_empty()).then(|| {
-                t.assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect()
+                t.assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
             });
-            let configs = match parse_configs(t.configs.iter().map(|c| (&c.name, c.value.as_ref()))) {
+            let configs = match parse_configs(t.configs.iter().map(|c| (&c.name, c.value.as_ref())))
+            {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
@@ -157,7 +183,10 @@ pub async fn create_topics(
                     Err(e) => fail(e),
                 };
             }
-            match broker.create_topic(&name, partitions, rf, configs, assignment).await {
+            match broker
+                .create_topic(&name, partitions, rf, configs, assignment)
+                .await
+            {
                 Ok(info) => result
                     .with_topic_id(info.id)
                     .with_num_partitions(info.partitions)
@@ -238,10 +267,11 @@ pub async fn create_partitions(
     for t in req.topics {
         let name = t.name.0.to_string();
         let result = CreatePartitionsTopicResult::default().with_name(t.name);
-        let assignment: Option<Vec<Vec<i32>>> = t
-            .assignments
-            .as_ref()
-            .map(|a| a.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect());
+        let assignment: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
         let outcome = if req.validate_only {
             broker
                 .topics
@@ -543,36 +573,35 @@ pub async fn incremental_alter_configs(
     for r in req.resources {
         let r: incremental_alter_configs_request::AlterConfigsResource = r;
         let response = {
-                let result: Result<(), MetaError> = match r.resource_type {
-                    RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
-                        None => Err(MetaError::new(
-                            codes::UNKNOWN_TOPIC_OR_PARTITION,
-                            format!("Topic {} does not exist", r.resource_name),
-                        )),
-                        Some(info) => match incremental(info.configs.clone(), &r.configs) {
-                            Ok(configs) => {
-                                apply_topic_configs(broker, &info.name, configs, req.validate_only)
-                                    .await
-                            }
-                            Err(e) => Err(e),
-                        },
-                    },
-                    RESOURCE_BROKER => Err(broker_alter_unsupported()),
-                    other => Err(MetaError::new(
-                        codes::INVALID_REQUEST,
-                        format!("Unsupported resource type {other}"),
+            let result: Result<(), MetaError> = match r.resource_type {
+                RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+                    None => Err(MetaError::new(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic {} does not exist", r.resource_name),
                     )),
-                };
-                let resp =
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name);
-                match result {
-                    Ok(()) => resp,
-                    Err(e) => resp
-                        .with_error_code(e.code)
-                        .with_error_message(Some(s(e.message))),
-                }
+                    Some(info) => match incremental(info.configs.clone(), &r.configs) {
+                        Ok(configs) => {
+                            apply_topic_configs(broker, &info.name, configs, req.validate_only)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
+                },
+                RESOURCE_BROKER => Err(broker_alter_unsupported()),
+                other => Err(MetaError::new(
+                    codes::INVALID_REQUEST,
+                    format!("Unsupported resource type {other}"),
+                )),
+            };
+            let resp = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name);
+            match result {
+                Ok(()) => resp,
+                Err(e) => resp
+                    .with_error_code(e.code)
+                    .with_error_message(Some(s(e.message))),
+            }
         };
         responses.push(response);
     }

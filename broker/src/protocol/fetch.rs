@@ -72,7 +72,10 @@ pub async fn fetch(
             let error = match (&info, &partition) {
                 (None, _) if version >= 13 => UNKNOWN_TOPIC_ID,
                 (_, Err(code)) => *code,
-                (_, Ok(part)) if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch() => {
+                (_, Ok(part))
+                    if p.current_leader_epoch >= 0
+                        && p.current_leader_epoch < part.leader_epoch() =>
+                {
                     crate::metadata::codes::FENCED_LEADER_EPOCH
                 }
                 (_, Ok(part)) if p.current_leader_epoch > part.leader_epoch() => {

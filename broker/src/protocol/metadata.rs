@@ -13,7 +13,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::metadata::{codes, validate_topic_name, ClusterImage, TopicInfo, NO_LEADER, OFFSETS_TOPIC};
+use crate::metadata::{
+    codes, validate_topic_name, ClusterImage, TopicInfo, NO_LEADER, OFFSETS_TOPIC,
+};
 use crate::server::Broker;
 
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
@@ -88,7 +90,11 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
     let allow_auto_create =
         (version < 4 || req.allow_auto_topic_creation) && cfg.auto_create_topics_enable;
     let topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(&image, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_entry(&image, t))
+            .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {

@@ -224,9 +224,9 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
         R::DescribeCluster(req) => Reply::msg(S::DescribeCluster(metadata::describe_cluster(
             broker, req, v,
         ))),
-        R::FindCoordinator(req) => Reply::msg(S::FindCoordinator(metadata::find_coordinator(
-            broker, req, v,
-        ).await)),
+        R::FindCoordinator(req) => Reply::msg(S::FindCoordinator(
+            metadata::find_coordinator(broker, req, v).await,
+        )),
         R::Produce(req) => produce::produce(broker, req, v).await,
         R::Fetch(req) => fetch::fetch(broker, ctx, req, v).await,
         R::ListOffsets(req) => Reply::msg(S::ListOffsets(offsets::list_offsets(broker, req, v))),
@@ -236,18 +236,24 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
         R::DeleteRecords(req) => {
             Reply::msg(S::DeleteRecords(offsets::delete_records(broker, req, v)))
         }
-        R::InitProducerId(req) => {
-            Reply::msg(S::InitProducerId(produce::init_producer_id(broker, req, v).await))
+        R::InitProducerId(req) => Reply::msg(S::InitProducerId(
+            produce::init_producer_id(broker, req, v).await,
+        )),
+        R::CreateTopics(req) => {
+            Reply::msg(S::CreateTopics(admin::create_topics(broker, req, v).await))
         }
-        R::CreateTopics(req) => Reply::msg(S::CreateTopics(admin::create_topics(broker, req, v).await)),
-        R::DeleteTopics(req) => Reply::msg(S::DeleteTopics(admin::delete_topics(broker, req, v).await)),
-        R::CreatePartitions(req) => Reply::msg(S::CreatePartitions(admin::create_partitions(
-            broker, req, v,
-        ).await)),
+        R::DeleteTopics(req) => {
+            Reply::msg(S::DeleteTopics(admin::delete_topics(broker, req, v).await))
+        }
+        R::CreatePartitions(req) => Reply::msg(S::CreatePartitions(
+            admin::create_partitions(broker, req, v).await,
+        )),
         R::DescribeConfigs(req) => {
             Reply::msg(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
         }
-        R::AlterConfigs(req) => Reply::msg(S::AlterConfigs(admin::alter_configs(broker, req, v).await)),
+        R::AlterConfigs(req) => {
+            Reply::msg(S::AlterConfigs(admin::alter_configs(broker, req, v).await))
+        }
         R::IncrementalAlterConfigs(req) => Reply::msg(S::IncrementalAlterConfigs(
             admin::incremental_alter_configs(broker, req, v).await,
         )),
@@ -299,7 +305,9 @@ mod tests {
         )
         .unwrap();
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
-        let broker = crate::server::open_standalone(&config, metrics).await.unwrap();
+        let broker = crate::server::open_standalone(&config, metrics)
+            .await
+            .unwrap();
         broker
             .create_topic("t", 2, 1, Default::default(), None)
             .await

@@ -887,7 +887,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 let info = b.topics.get(&state.topic);
                 let retry = info
                     .as_ref()
-                    .and_then(|t| Schedule::from_topic(&t))
+                    .and_then(|t| Schedule::from_topic(t))
                     .filter(|s| matches!(s, Schedule::Retry { .. }));
                 if let (Some(url), Some(Schedule::Retry { dlq, .. })) = (redis_url, retry) {
                     {
