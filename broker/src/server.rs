@@ -28,6 +28,19 @@ pub struct Broker {
     synced: Mutex<Option<Arc<ClusterImage>>>,
 }
 
+/// Partition data does not replicate yet (followers do not fetch): a replication factor above
+/// this would acknowledge `acks=all` writes that exist on one broker only, so it is refused.
+pub const REPLICATION_FACTOR_MAX: usize = 1;
+
+fn replication_unsupported(rf: usize) -> MetaError {
+    MetaError::new(
+        codes::INVALID_REPLICATION_FACTOR,
+        format!(
+            "replication factor {rf} is not supported yet: this Kairos build does not replicate partition data (use {REPLICATION_FACTOR_MAX})"
+        ),
+    )
+}
+
 fn topic_reply(reply: Reply) -> Result<TopicInfo, MetaError> {
     match reply {
         Reply::Topic(t) => Ok(t),
@@ -93,6 +106,13 @@ impl Broker {
         configs: std::collections::BTreeMap<String, String>,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicInfo, MetaError> {
+        let rf = match &assignment {
+            Some(a) => a.iter().map(Vec::len).max().unwrap_or(0),
+            None => replication_factor.max(0) as usize,
+        };
+        if rf > REPLICATION_FACTOR_MAX {
+            return Err(replication_unsupported(rf));
+        }
         self.write(Command::CreateTopic {
             name: name.to_string(),
             id: uuid::Uuid::new_v4(),
@@ -117,6 +137,11 @@ impl Broker {
         count: i32,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicInfo, MetaError> {
+        if let Some(rf) = assignment.iter().flatten().map(Vec::len).max() {
+            if rf > REPLICATION_FACTOR_MAX {
+                return Err(replication_unsupported(rf));
+            }
+        }
         self.write(Command::CreatePartitions {
             name: name.to_string(),
             count,
@@ -150,7 +175,9 @@ impl Broker {
             .len()
             .max(image.brokers.len())
             .max(1);
-        let rf = (self.config.offsets_topic_replication_factor.max(1) as usize).min(expected);
+        let rf = (self.config.offsets_topic_replication_factor.max(1) as usize)
+            .min(expected)
+            .min(REPLICATION_FACTOR_MAX);
         if image.live_brokers().count() < rf {
             return Err(MetaError::new(
                 codes::COORDINATOR_NOT_AVAILABLE,

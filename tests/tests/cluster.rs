@@ -108,6 +108,8 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
     assert!(all.contains(controllers.iter().next().unwrap()));
     // The same topic created again through another broker exists already.
     assert_eq!(create_topic(&c.brokers[2], "spread", 6, 1), 36);
+    // Replicas are not copied yet: a replication factor above 1 is refused, not faked.
+    assert_eq!(create_topic(&c.brokers[0], "replicated", 1, 3), 38);
 
     // A real client produces to every partition (each leader on its own broker) and reads back.
     let producer: FutureProducer = ClientConfig::new()
