@@ -236,6 +236,12 @@ impl DelayAdmin for AdminService {
         };
         let mut blocked = Vec::new();
         for p in parts {
+            if let Some(partition) = self.broker.replicas.get(&p.topic, p.partition) {
+                let dp = p.clone();
+                blocking(move || dp.recount_far(&partition))
+                    .await?
+                    .map_err(Status::internal)?;
+            }
             let s = p.stats(now);
             resp.pending += s.pending;
             resp.overdue += s.overdue;

@@ -338,6 +338,9 @@ pub struct DueIndex {
     indexed_to: i64,
     /// Width of a due bucket (`kairos.delay.bucket.ms`).
     bucket_ms: i64,
+    /// A tombstone or cancel marker was indexed while far buckets existed: their counts may
+    /// include records it cancelled (recounted by [`DelayPartition::recount_far`]).
+    far_stale: bool,
 }
 
 impl DueIndex {
@@ -770,6 +773,30 @@ impl DelayPartition {
             }
         }
         Ok(out)
+    }
+
+    /// Makes the far-bucket counts exact after tombstones or cancel markers were indexed while
+    /// those buckets were on disk (reads their files; an admin-path cost, never the hot path).
+    pub fn recount_far(&self, partition: &Partition) -> Result<(), String> {
+        if !self.index.lock().far_stale {
+            return Ok(());
+        }
+        let _round = self.forward_lock.lock();
+        let files = self.files(partition)?;
+        let mut index = self.index.lock();
+        let buckets: Vec<i64> = index.far.keys().copied().collect();
+        for b in buckets {
+            let entries = files.store.read(b).map_err(|e| e.to_string())?;
+            let n = entries
+                .iter()
+                .filter(|e| !index.done.contains(&e.1) && !index.tombstoned(e.1, e.2))
+                .count() as u64;
+            if let Some((count, _)) = index.far.get_mut(&b) {
+                *count = n;
+            }
+        }
+        index.far_stale = false;
+        Ok(())
     }
 
     pub fn stats(&self, now: i64) -> DueStats {
@@ -1287,6 +1314,7 @@ impl PartitionTask {
             for r in records {
                 if let Some(target) = header_str(&r.record, headers::CANCEL_OFFSET) {
                     // A cancel marker (admin Cancel by offset): never forwarded itself.
+                    index.far_stale |= !index.far.is_empty();
                     if let Ok(o) = target.parse::<i64>() {
                         if let Some((_, e)) = index.remove(o) {
                             emptied.extend(e);
@@ -1300,6 +1328,7 @@ impl PartitionTask {
                 let hash = key_hash(r.record.key.as_deref());
                 if r.record.value.is_none() && hash != 0 {
                     // A tombstone: cancels this key's pending records below it.
+                    index.far_stale |= !index.far.is_empty();
                     let t = index.tombstones.entry(hash).or_insert(r.offset);
                     *t = (*t).max(r.offset);
                     self.files.append_tombstone(hash, r.offset)?;
