@@ -95,6 +95,13 @@ pub struct Voter {
     pub port: u16,
 }
 
+impl Voter {
+    /// `host:port` of the voter's controller listener.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 /// `process.roles`: broker, controller, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {

@@ -4,7 +4,7 @@
 //! - [`config`]    — `server.properties` parsing with Kafka's key names and defaults.
 //! - [`net`]       — TCP listener, request framing, one task per connection.
 //! - [`protocol`]  — dispatch per API key, request → response.
-//! - [`metadata`]  — the topic registry (names, ids, partition counts, configs).
+//! - [`metadata`]  — the cluster image (brokers, topics, assignments) and its Raft quorum.
 //! - [`partition`] — a partition replica: log + producer state + fetch wake-ups.
 //! - [`group`]     — classic consumer group coordinator and committed offsets.
 //! - [`time`]      — delay topics (and later retries, dead letters).
@@ -14,6 +14,7 @@
 //! - [`producer_ids`] — producer id blocks for InitProducerId.
 //! - [`records`]   — record batches the broker writes itself.
 //! - [`server`]    — wiring: shared broker state, `run`, background tasks, shutdown.
+//! - [`shutdown`]  — the stop signal every task watches.
 //! - [`http`]      — `metrics.listener`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`admin`]     — the gRPC admin API (`kairos.admin.v1`) on `admin.listener`.
 //! - [`cli`]       — the admin CLI carried by the `kairos` binary.
@@ -32,4 +33,5 @@ pub mod producer_ids;
 pub mod protocol;
 pub mod records;
 pub mod server;
+pub mod shutdown;
 pub mod time;

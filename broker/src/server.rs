@@ -13,6 +13,7 @@ use crate::metadata::quorum::Metadata;
 use crate::metadata::{codes, ClusterImage, Command, MetaError, Reply, TopicInfo};
 use crate::partition::{now_ms, ReplicaManager};
 use crate::producer_ids::ProducerIdAllocator;
+use crate::shutdown::wait_for;
 
 /// Everything a request handler may reach.
 pub struct Broker {
@@ -343,17 +344,6 @@ pub async fn run(
         crate::metadata::quorum::start(&config, controller_listener, shutdown.clone()).await?;
     // Register with the controller: the image then holds everything committed before us.
     let (registered_tx, mut registered) = watch::channel(-1i64);
-    let (session_stop_tx, session_stop) = watch::channel(false);
-    let mut stopping = external_shutdown.clone();
-    let mut quorum_stop = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = stopping.wait_for(|s| *s) => {}
-            // Start-up failed and the process is unwinding.
-            _ = quorum_stop.wait_for(|s| *s) => return,
-        }
-        let _ = session_stop_tx.send(true);
-    });
     let session = tokio::spawn(crate::metadata::quorum::broker_session(
         metadata.clone(),
         Command::RegisterBroker {
@@ -364,7 +354,8 @@ pub async fn run(
             rack: config.broker_rack.clone(),
         },
         registered_tx,
-        session_stop,
+        // SIGTERM starts the controlled shutdown; the session ends when leadership has moved.
+        external_shutdown.clone(),
     ));
     let mut early_stop = external_shutdown.clone();
     tokio::select! {
@@ -438,14 +429,6 @@ pub async fn run(
     broker.replicas.shutdown();
     tracing::info!("kairos broker {} stopped cleanly", config.node_id);
     Ok(())
-}
-
-async fn wait_for(mut shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Runs `step(partition, now)` over every partition every `period_ms`, off the async workers

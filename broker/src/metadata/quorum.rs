@@ -53,6 +53,7 @@ use super::image::{ClusterImage, Command, Reply};
 use super::store::{LogStore, NodeId, StateMachine, TypeConfig, METADATA_DIR};
 use super::{codes, MetaError, TopicInfo};
 use crate::config::{BrokerConfig, Voter};
+use crate::shutdown::wait_for;
 
 /// How long a proposal may take before the caller gets REQUEST_TIMED_OUT (retriable).
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +61,7 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 fn voters_string(voters: &[Voter]) -> String {
     voters
         .iter()
-        .map(|v| format!("{}@{}:{}", v.id, v.host, v.port))
+        .map(|v| format!("{}@{}", v.id, v.addr()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -84,13 +85,52 @@ struct Settings {
     imbalance_interval: Duration,
 }
 
+/// Lazily connected gRPC clients to the controllers, one per `host:port`, shared by the Raft
+/// network and the metadata handle.
+#[derive(Clone, Default)]
+struct Clients(Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>);
+
+impl Clients {
+    fn get(&self, addr: &str) -> Result<ControllerClient<Channel>, String> {
+        let mut clients = self.0.lock();
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("voter address {addr}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let c = ControllerClient::new(endpoint.connect_lazy());
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Proposes `command` to this node's Raft (which answers NotLeader unless it leads).
+async fn write_local(raft: &Raft<TypeConfig>, command: Command) -> ProposeResult {
+    match raft.client_write(command).await {
+        Ok(r) => ProposeResult::Applied {
+            index: r.log_id.index,
+            reply: r.data,
+        },
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => ProposeResult::NotLeader {
+                leader: f.leader_id,
+            },
+            None => ProposeResult::Failed {
+                message: e.to_string(),
+            },
+        },
+    }
+}
+
 /// The handle the rest of the broker uses: the current image, and writes.
 pub struct Metadata {
     settings: Settings,
     incarnation: Uuid,
     raft: Option<Raft<TypeConfig>>,
     image: watch::Receiver<Arc<ClusterImage>>,
-    clients: Mutex<HashMap<String, ControllerClient<Channel>>>,
+    clients: Clients,
     /// Last controller (quorum leader) a non-voter heard of.
     leader_hint: Mutex<Option<i32>>,
     /// On the active controller: when each broker last heartbeated.
@@ -156,23 +196,7 @@ impl Metadata {
             .voters
             .iter()
             .find(|v| v.id == id)
-            .map(|v| format!("{}:{}", v.host, v.port))
-    }
-
-    fn client(&self, addr: &str) -> Result<ControllerClient<Channel>, MetaError> {
-        let mut clients = self.clients.lock();
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| {
-                MetaError::new(codes::INVALID_REQUEST, format!("voter address {addr}: {e}"))
-            })?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
-        let c = ControllerClient::new(endpoint.connect_lazy());
-        clients.insert(addr.to_string(), c.clone());
-        Ok(c)
+            .map(Voter::addr)
     }
 
     /// Proposes a command to the quorum and returns its reply once this node's image holds it.
@@ -191,20 +215,7 @@ impl Metadata {
             }
             attempt += 1;
             let outcome = match (&self.raft, target) {
-                (Some(raft), None) => match raft.client_write(command.clone()).await {
-                    Ok(r) => ProposeResult::Applied {
-                        index: r.log_id.index,
-                        reply: r.data,
-                    },
-                    Err(e) => match e.forward_to_leader() {
-                        Some(f) => ProposeResult::NotLeader {
-                            leader: f.leader_id,
-                        },
-                        None => ProposeResult::Failed {
-                            message: e.to_string(),
-                        },
-                    },
-                },
+                (Some(raft), None) => write_local(raft, command.clone()).await,
                 _ => {
                     let id = target.or(*self.leader_hint.lock()).unwrap_or_else(|| {
                         let v = &self.settings.voters;
@@ -255,9 +266,9 @@ impl Metadata {
                 }
             }
         };
-        let mut client = match self.client(&addr) {
+        let mut client = match self.clients.get(&addr) {
             Ok(c) => c,
-            Err(e) => return ProposeResult::Failed { message: e.message },
+            Err(message) => return ProposeResult::Failed { message },
         };
         let mut req = Request::new(v1::Blob { data });
         req.set_timeout(Duration::from_secs(5));
@@ -393,6 +404,7 @@ pub async fn start(
         );
     }
     let dir = log_dir.join(METADATA_DIR);
+    let clients = Clients::default();
     let incarnation = Uuid::new_v4();
     let (raft, image_rx) = if voter {
         let log_store = LogStore::open(&dir)
@@ -415,7 +427,7 @@ pub async fn start(
         .validate()
         .map_err(|e| anyhow::anyhow!("raft settings: {e}"))?;
         let network = Network {
-            clients: Default::default(),
+            clients: clients.clone(),
         };
         let raft = Raft::new(
             config.node_id as u64,
@@ -436,7 +448,7 @@ pub async fn start(
         incarnation,
         raft: raft.as_ref().map(|(r, _)| r.clone()),
         image: if voter { image_rx } else { follower_rx },
-        clients: Mutex::new(HashMap::new()),
+        clients,
         leader_hint: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
     });
@@ -470,12 +482,7 @@ pub async fn start(
                     settings
                         .voters
                         .iter()
-                        .map(|v| {
-                            (
-                                v.id as u64,
-                                BasicNode::new(format!("{}:{}", v.host, v.port)),
-                            )
-                        })
+                        .map(|v| (v.id as u64, BasicNode::new(v.addr())))
                         .collect()
                 };
                 if let Err(e) = raft.initialize(members).await {
@@ -538,7 +545,7 @@ fn write_meta_properties(dir: &Path, node_id: i32, cluster_id: &str) -> anyhow::
         "#\n#Written by kairos\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\ndirectory.id={}\n",
         Uuid::new_v4().simple()
     );
-    super::store::write_atomic(&dir.join("meta.properties"), text.as_bytes())
+    crate::log::checkpoint::write_atomic(&dir.join("meta.properties"), text.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}/meta.properties: {e}", dir.display()))
 }
 
@@ -561,10 +568,10 @@ async fn handshake(
             if answered.contains_key(&v.id) {
                 continue;
             }
-            let addr = format!("{}:{}", v.host, v.port);
-            let mut client = match metadata.client(&addr) {
+            let addr = v.addr();
+            let mut client = match metadata.clients.get(&addr) {
                 Ok(c) => c,
-                Err(e) => anyhow::bail!("controller.quorum.voters: {}", e.message),
+                Err(e) => anyhow::bail!("controller.quorum.voters: {e}"),
             };
             let mut req = Request::new(v1::HelloRequest {
                 node_id: config.node_id,
@@ -647,14 +654,6 @@ async fn handshake(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_for(mut shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -772,16 +771,18 @@ async fn follow_image(
             return;
         };
         next += 1;
-        let addr = format!("{}:{}", v.host, v.port);
-        let Ok(mut client) = metadata.client(&addr) else {
-            continue;
-        };
         let applied = image_tx.borrow().applied_index;
-        let stream = tokio::select! {
-            r = client.watch_image(v1::WatchRequest { applied_index: applied }) => r,
-            _ = &mut stop => return,
+        let stream = match metadata.clients.get(&v.addr()) {
+            Ok(mut client) => tokio::select! {
+                r = client.watch_image(v1::WatchRequest { applied_index: applied }) => r.ok(),
+                _ = &mut stop => return,
+            },
+            Err(e) => {
+                tracing::warn!("voter {}: {e}", v.id);
+                None
+            }
         };
-        if let Ok(stream) = stream {
+        if let Some(stream) = stream {
             let mut stream = stream.into_inner();
             loop {
                 let msg = tokio::select! {
@@ -816,6 +817,7 @@ pub async fn broker_session(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let id = metadata.settings.node_id;
+    let mut rotation = 0usize;
     'register: loop {
         if *shutdown.borrow() {
             return;
@@ -877,17 +879,10 @@ pub async fn broker_session(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     controller = metadata.controller_id();
                     if controller < 0 {
-                        controller = *metadata.leader_hint.lock().as_ref().unwrap_or(&-1);
-                    }
-                    if controller < 0 {
+                        // No controller known: ask the voters in turn (they name the leader).
                         let v = &metadata.settings.voters;
-                        controller = v
-                            .get(
-                                (epoch as usize + Instant::now().elapsed().as_nanos() as usize)
-                                    % v.len().max(1),
-                            )
-                            .map(|v| v.id)
-                            .unwrap_or(-1);
+                        rotation += 1;
+                        controller = v.get(rotation % v.len().max(1)).map_or(-1, |v| v.id);
                     }
                 }
             }
@@ -920,7 +915,7 @@ async fn remote_heartbeats(
     let Some(addr) = metadata.voter_addr(controller) else {
         return RemoteOutcome::Lost;
     };
-    let Ok(mut client) = metadata.client(&addr) else {
+    let Ok(mut client) = metadata.clients.get(&addr) else {
         return RemoteOutcome::Lost;
     };
     let (tx, rx) = mpsc::channel(4);
@@ -1062,21 +1057,7 @@ impl Controller for ControllerService {
 
     async fn propose(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
         let command: Command = serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
-        let result = match self.raft()?.client_write(command).await {
-            Ok(r) => ProposeResult::Applied {
-                index: r.log_id.index,
-                reply: r.data,
-            },
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => ProposeResult::NotLeader {
-                    leader: f.leader_id,
-                },
-                None => ProposeResult::Failed {
-                    message: e.to_string(),
-                },
-            },
-        };
-        blob(&result)
+        blob(&write_local(self.raft()?, command).await)
     }
 
     type HeartbeatStream = BoxStream<v1::HeartbeatResponse>;
@@ -1139,7 +1120,7 @@ impl Controller for ControllerService {
 
 /// openraft's network: one lazily connected tonic channel per peer.
 struct Network {
-    clients: Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>,
+    clients: Clients,
 }
 
 struct Peer {
@@ -1152,24 +1133,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        let mut clients = self.clients.lock();
-        let client = match clients.get(&node.addr) {
-            Some(c) => Some(c.clone()),
-            None => Endpoint::from_shared(format!("http://{}", node.addr))
-                .ok()
-                .map(|e| {
-                    let c = ControllerClient::new(
-                        e.connect_timeout(Duration::from_millis(500))
-                            .tcp_nodelay(true)
-                            .connect_lazy(),
-                    );
-                    clients.insert(node.addr.clone(), c.clone());
-                    c
-                }),
-        };
         Peer {
             target,
-            client,
+            client: self.clients.get(&node.addr).ok(),
             addr: node.addr.clone(),
         }
     }
