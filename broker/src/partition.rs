@@ -258,8 +258,6 @@ pub struct Partition {
     pub index: i32,
     /// The topic's id: a topic deleted and created again under the same name is another topic.
     pub topic_id: uuid::Uuid,
-    /// The topic configs last applied to this partition.
-    configs: Mutex<std::collections::BTreeMap<String, String>>,
     /// Whether this broker leads the partition, and the leader epoch it knows.
     is_leader: std::sync::atomic::AtomicBool,
     epoch: std::sync::atomic::AtomicI32,
@@ -319,7 +317,6 @@ impl Partition {
             topic: topic.name.clone(),
             index,
             topic_id: topic.id,
-            configs: Mutex::new(topic.configs.clone()),
             is_leader: std::sync::atomic::AtomicBool::new(false),
             epoch: std::sync::atomic::AtomicI32::new(-1),
             dir: dir.to_path_buf(),
@@ -719,9 +716,10 @@ impl ReplicaManager {
                     }
                 };
                 part.set_leadership(p.leader == node, p.leader_epoch);
-                if *part.configs.lock() != t.configs {
+                // Hosted partitions were last made to match `previous`: configs changed since?
+                let old = previous.and_then(|prev| prev.topic(&t.name));
+                if old.is_some_and(|old| old.id == t.id && old.configs != t.configs) {
                     part.update_config(t, &self.config);
-                    *part.configs.lock() = t.configs.clone();
                 }
             }
         }

@@ -50,12 +50,18 @@ pub fn write_checkpoint<S: AsRef<str>>(
         text.push_str(&fields.join(" "));
         text.push('\n');
     }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes` atomically: write `<path>.tmp`, fsync, rename over `path`,
+/// fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(bytes)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;

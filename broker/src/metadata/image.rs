@@ -1151,31 +1151,21 @@ mod tests {
         let p0 = image.partition("t", 0).unwrap().clone();
         let mut isr = p0.isr.clone();
         isr.push(1);
-        let r = apply(
-            &mut image,
-            Command::AlterPartition {
-                topic: "t".into(),
-                partition: 0,
-                leader: p0.leader,
-                leader_epoch: p0.leader_epoch,
-                partition_epoch: p0.partition_epoch,
-                isr: isr.clone(),
-            },
-        );
+        let alter = Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p0.leader,
+            leader_epoch: p0.leader_epoch,
+            partition_epoch: p0.partition_epoch,
+            isr,
+        };
+        let r = apply(&mut image, alter.clone());
         assert!(matches!(r, Reply::Partition(_)), "{r:?}");
         // The same change again carries a stale partition epoch.
-        let r = apply(
-            &mut image,
-            Command::AlterPartition {
-                topic: "t".into(),
-                partition: 0,
-                leader: p0.leader,
-                leader_epoch: p0.leader_epoch,
-                partition_epoch: p0.partition_epoch,
-                isr,
-            },
+        assert_eq!(
+            code(apply(&mut image, alter)),
+            codes::INVALID_UPDATE_VERSION
         );
-        assert_eq!(code(r), codes::INVALID_UPDATE_VERSION);
         let r = apply(
             &mut image,
             Command::ElectLeaders {

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::image::{ClusterImage, Command, Reply};
+use crate::log::checkpoint::write_atomic;
 
 openraft::declare_raft_types!(
     /// Kairos' Raft types: commands in, replies out, nodes addressed by their controller endpoint.
@@ -54,19 +55,6 @@ fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: std::io::Error) -> 
 
 fn json_err(subject: ErrorSubject<NodeId>, e: serde_json::Error) -> StoreError {
     StorageError::from_io_error(subject, ErrorVerb::Read, std::io::Error::other(e))
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]

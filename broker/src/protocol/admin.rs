@@ -20,9 +20,7 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
     DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::{
-    alter_configs_request, alter_configs_response, incremental_alter_configs_request,
-};
+use kafka_protocol::messages::{alter_configs_response, incremental_alter_configs_request};
 use kafka_protocol::messages::{incremental_alter_configs_response, TopicName};
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
@@ -520,6 +518,32 @@ fn broker_alter_unsupported() -> MetaError {
     )
 }
 
+/// One resource of AlterConfigs or IncrementalAlterConfigs: for a topic, `new_configs` gives its
+/// complete new config set, which is then validated and committed (or only checked).
+async fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    new_configs: impl FnOnce() -> Result<BTreeMap<String, String>, MetaError>,
+) -> Result<(), MetaError> {
+    match resource_type {
+        RESOURCE_TOPIC => apply_topic_configs(broker, name, new_configs()?, validate_only).await,
+        RESOURCE_BROKER => Err(broker_alter_unsupported()),
+        other => Err(MetaError::new(
+            codes::INVALID_REQUEST,
+            format!("Unsupported resource type {other}"),
+        )),
+    }
+}
+
+fn error_fields(result: Result<(), MetaError>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (codes::NONE, None),
+        Err(e) => (e.code, Some(s(e.message))),
+    }
+}
+
 pub async fn alter_configs(
     broker: &Broker,
     req: AlterConfigsRequest,
@@ -527,40 +551,22 @@ pub async fn alter_configs(
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let r: alter_configs_request::AlterConfigsResource = r;
-        let response = {
-            let result: Result<(), MetaError> = match r.resource_type {
-                RESOURCE_TOPIC => {
-                    match parse_configs(r.configs.iter().map(|c| (&c.name, c.value.as_ref()))) {
-                        Ok(configs) => {
-                            apply_topic_configs(
-                                broker,
-                                r.resource_name.as_str(),
-                                configs,
-                                req.validate_only,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                RESOURCE_BROKER => Err(broker_alter_unsupported()),
-                other => Err(MetaError::new(
-                    codes::INVALID_REQUEST,
-                    format!("Unsupported resource type {other}"),
-                )),
-            };
-            let resp = alter_configs_response::AlterConfigsResourceResponse::default()
+        let result = alter_resource(
+            broker,
+            r.resource_type,
+            r.resource_name.as_str(),
+            req.validate_only,
+            || parse_configs(r.configs.iter().map(|c| (&c.name, c.value.as_ref()))),
+        )
+        .await;
+        let (code, message) = error_fields(result);
+        responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name);
-            match result {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(e.code)
-                    .with_error_message(Some(s(e.message))),
-            }
-        };
-        responses.push(response);
+                .with_resource_name(r.resource_name)
+                .with_error_code(code)
+                .with_error_message(message),
+        );
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
@@ -572,39 +578,30 @@ pub async fn incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let r: incremental_alter_configs_request::AlterConfigsResource = r;
-        let response = {
-            let result: Result<(), MetaError> = match r.resource_type {
-                RESOURCE_TOPIC => match broker.topics.get(r.resource_name.as_str()) {
+        let name = r.resource_name.as_str();
+        let result =
+            alter_resource(
+                broker,
+                r.resource_type,
+                name,
+                req.validate_only,
+                || match broker.topics.get(name) {
                     None => Err(MetaError::new(
                         codes::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("Topic {} does not exist", r.resource_name),
+                        format!("Topic {name} does not exist"),
                     )),
-                    Some(info) => match incremental(info.configs.clone(), &r.configs) {
-                        Ok(configs) => {
-                            apply_topic_configs(broker, &info.name, configs, req.validate_only)
-                                .await
-                        }
-                        Err(e) => Err(e),
-                    },
+                    Some(info) => incremental(info.configs.clone(), &r.configs),
                 },
-                RESOURCE_BROKER => Err(broker_alter_unsupported()),
-                other => Err(MetaError::new(
-                    codes::INVALID_REQUEST,
-                    format!("Unsupported resource type {other}"),
-                )),
-            };
-            let resp = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            )
+            .await;
+        let (code, message) = error_fields(result);
+        responses.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name);
-            match result {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(e.code)
-                    .with_error_message(Some(s(e.message))),
-            }
-        };
-        responses.push(response);
+                .with_resource_name(r.resource_name)
+                .with_error_code(code)
+                .with_error_message(message),
+        );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

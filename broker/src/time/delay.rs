@@ -1639,9 +1639,7 @@ impl PartitionTask {
             target_positions,
         };
         let bytes = serde_json::to_vec(&checkpoint).map_err(|e| e.to_string())?;
-        let tmp = self.files.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, self.checkpoint_path()).map_err(|e| e.to_string())?;
+        rewrite(&self.checkpoint_path(), &bytes)?;
         self.compact_files(low_water)?;
         self.partition.set_retention_floor(low_water);
         self.checkpoint_dirty = false;
@@ -1691,7 +1689,9 @@ impl PartitionTask {
     }
 }
 
-fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+/// Replaces `path` through a temporary file and a rename, without fsync, as the time engines
+/// always wrote their checkpoints and index files (the module doc explains the crash windows).
+pub(crate) fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))

@@ -320,10 +320,7 @@ impl RedisRetryTask {
 
     fn write_checkpoint(&mut self) {
         let path = self.partition.dir().join(CHECKPOINT_FILE);
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, self.indexed_to.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-        {
+        if let Err(e) = super::delay::rewrite(&path, self.indexed_to.to_string().as_bytes()) {
             tracing::warn!("retry {}: checkpoint failed: {e}", self.name());
         }
         self.last_checkpoint = Instant::now();
