@@ -85,6 +85,13 @@ const KNOWN_KEYS: &[&str] = &[
     "leader.imbalance.check.interval.seconds",
     "replica.lag.time.max.ms",
     "unclean.leader.election.enable",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.min.bytes",
+    "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.backoff.ms",
+    "replica.socket.timeout.ms",
+    "replica.high.watermark.checkpoint.interval.ms",
 ];
 
 /// One entry of `controller.quorum.voters`: `id@host:port`.
@@ -235,6 +242,14 @@ pub struct BrokerConfig {
     pub leader_imbalance_check_interval_seconds: u64,
     pub replica_lag_time_max_ms: u64,
     pub unclean_leader_election_enable: bool,
+    pub replica_fetch_wait_max_ms: i32,
+    pub replica_fetch_min_bytes: i32,
+    pub replica_fetch_max_bytes: i32,
+    pub replica_fetch_response_max_bytes: i32,
+    /// Kairos default 100 ms (Kafka: 1000): a follower retries sooner after a leader change.
+    pub replica_fetch_backoff_ms: u64,
+    pub replica_socket_timeout_ms: u64,
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
     pub offsets_topic_replication_factor: i16,
     /// Every key=value given, known or not (for DescribeConfigs and later features).
     pub raw: BTreeMap<String, String>,
@@ -535,6 +550,15 @@ impl BrokerConfig {
                 .get("leader.imbalance.check.interval.seconds", 300)?,
             replica_lag_time_max_ms: p.get("replica.lag.time.max.ms", 30_000)?,
             unclean_leader_election_enable: p.get("unclean.leader.election.enable", false)?,
+            replica_fetch_wait_max_ms: p.get("replica.fetch.wait.max.ms", 500)?,
+            replica_fetch_min_bytes: p.get("replica.fetch.min.bytes", 1)?,
+            replica_fetch_max_bytes: p.get("replica.fetch.max.bytes", 1_048_576)?,
+            replica_fetch_response_max_bytes: p
+                .get("replica.fetch.response.max.bytes", 10_485_760)?,
+            replica_fetch_backoff_ms: p.get("replica.fetch.backoff.ms", 100)?,
+            replica_socket_timeout_ms: p.get("replica.socket.timeout.ms", 30_000)?,
+            replica_high_watermark_checkpoint_interval_ms: p
+                .get("replica.high.watermark.checkpoint.interval.ms", 5000)?,
             offsets_topic_replication_factor: p.get("offsets.topic.replication.factor", 3)?,
             raw: p.0.clone(),
         };

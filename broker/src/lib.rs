@@ -32,6 +32,7 @@ pub mod partition;
 pub mod producer_ids;
 pub mod protocol;
 pub mod records;
+pub mod replication;
 pub mod server;
 pub mod shutdown;
 pub mod time;

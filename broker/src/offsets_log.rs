@@ -21,6 +21,9 @@ impl PartitionOffsetsLog {
     }
 }
 
+/// Kafka's `offsets.commit.timeout.ms` default.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest read per step while loading a partition.
 const LOAD_READ_BYTES_MAX: usize = 4 << 20;
 
@@ -30,7 +33,7 @@ impl OffsetsLog for PartitionOffsetsLog {
         partition: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> BoxFuture<'static, Result<(), i16>> {
-        let result = (|| {
+        let result = (|| -> Result<_, i16> {
             let p = self
                 .replicas
                 .get(OFFSETS_TOPIC, partition)
@@ -43,9 +46,17 @@ impl OffsetsLog for PartitionOffsetsLog {
                 tracing::error!("encoding {OFFSETS_TOPIC} records: {e}");
                 codes::KAFKA_STORAGE_ERROR
             })?;
-            p.append(batch).map(|_| ()).map_err(|e| e.code)
+            let epoch = p.leader_epoch();
+            let appended = p.append(batch).map_err(|e| e.code)?;
+            Ok((p, appended.last_offset, epoch))
         })();
-        Box::pin(async move { result })
+        // Durable means replicated: wait, as acks=all does, until the ISR holds the records
+        // (Kafka: `offsets.commit.timeout.ms`).
+        Box::pin(async move {
+            let (p, last, epoch) = result?;
+            let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+            p.wait_replicated(last, epoch, deadline).await
+        })
     }
 
     fn read_all(&self, partition: i32) -> Result<Vec<(Bytes, Option<Bytes>)>, i16> {
@@ -57,7 +68,7 @@ impl OffsetsLog for PartitionOffsetsLog {
         let mut offset = p.log_start_offset();
         while offset < p.log_end_offset() {
             let mut buf = p
-                .read_bytes(offset, LOAD_READ_BYTES_MAX)
+                .read_bytes_uncommitted(offset, LOAD_READ_BYTES_MAX)
                 .map_err(|e| e.code)?;
             if buf.is_empty() {
                 break;

@@ -27,19 +27,8 @@ pub struct Broker {
     pub delays: Arc<crate::time::delay::DelayEngine>,
     /// The image the hosted replicas were last made to match.
     synced: Mutex<Option<Arc<ClusterImage>>>,
-}
-
-/// Partition data does not replicate yet (followers do not fetch): a replication factor above
-/// this would acknowledge `acks=all` writes that exist on one broker only, so it is refused.
-pub const REPLICATION_FACTOR_MAX: usize = 1;
-
-fn replication_unsupported(rf: usize) -> MetaError {
-    MetaError::new(
-        codes::INVALID_REPLICATION_FACTOR,
-        format!(
-            "replication factor {rf} is not supported yet: this Kairos build does not replicate partition data (use {REPLICATION_FACTOR_MAX})"
-        ),
-    )
+    /// A follower caught up and may join an ISR: the ISR task looks at once.
+    pub isr_wanted: tokio::sync::Notify,
 }
 
 fn topic_reply(reply: Reply) -> Result<TopicInfo, MetaError> {
@@ -107,13 +96,6 @@ impl Broker {
         configs: std::collections::BTreeMap<String, String>,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicInfo, MetaError> {
-        let rf = match &assignment {
-            Some(a) => a.iter().map(Vec::len).max().unwrap_or(0),
-            None => replication_factor.max(0) as usize,
-        };
-        if rf > REPLICATION_FACTOR_MAX {
-            return Err(replication_unsupported(rf));
-        }
         self.write(Command::CreateTopic {
             name: name.to_string(),
             id: uuid::Uuid::new_v4(),
@@ -138,11 +120,6 @@ impl Broker {
         count: i32,
         assignment: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicInfo, MetaError> {
-        if let Some(rf) = assignment.iter().flatten().map(Vec::len).max() {
-            if rf > REPLICATION_FACTOR_MAX {
-                return Err(replication_unsupported(rf));
-            }
-        }
         self.write(Command::CreatePartitions {
             name: name.to_string(),
             count,
@@ -176,9 +153,7 @@ impl Broker {
             .len()
             .max(image.brokers.len())
             .max(1);
-        let rf = (self.config.offsets_topic_replication_factor.max(1) as usize)
-            .min(expected)
-            .min(REPLICATION_FACTOR_MAX);
+        let rf = (self.config.offsets_topic_replication_factor.max(1) as usize).min(expected);
         if image.live_brokers().count() < rf {
             return Err(MetaError::new(
                 codes::COORDINATOR_NOT_AVAILABLE,
@@ -249,6 +224,7 @@ pub fn open(
         metrics,
         delays: Default::default(),
         synced: Mutex::new(None),
+        isr_wanted: tokio::sync::Notify::new(),
     });
     broker.sync_replicas();
     groups.load().map_err(|code| {
@@ -373,6 +349,8 @@ pub async fn run(
     tasks.spawn(follow_image(broker.clone(), shutdown.clone()));
     tasks.spawn(cleaner(broker.clone(), shutdown.clone()));
     tasks.spawn(flusher(broker.clone(), shutdown.clone()));
+    tasks.spawn(maintain_isr(broker.clone(), shutdown.clone()));
+    tasks.spawn(checkpoint_high_watermarks(broker.clone(), shutdown.clone()));
     tasks.spawn(crate::time::delay::run(broker.clone(), shutdown.clone()));
     if let Some(url) = config.retry_redis_url.clone() {
         let b = broker.clone();
@@ -478,4 +456,79 @@ async fn flusher(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
         p.flush_if_due(now)
     })
     .await
+}
+
+/// Leaders' ISR upkeep (Kafka's `maybeShrinkIsr` / `maybeExpandIsr`): followers that have not
+/// caught up within `replica.lag.time.max.ms` leave the ISR, caught-up ones join, through
+/// AlterPartition on the controller. Runs every quarter of the lag time and at once when a
+/// fetch shows a follower caught up.
+async fn maintain_isr(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let lag_ms = broker.config.replica_lag_time_max_ms as i64;
+    let period = std::time::Duration::from_millis((lag_ms / 4).clamp(10, 1000) as u64);
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = broker.isr_wanted.notified() => {}
+            _ = &mut stop => return,
+        }
+        let now = now_ms();
+        for p in broker.replicas.all() {
+            let Some(change) = p.isr_change(now, lag_ms) else {
+                continue;
+            };
+            tracing::info!(
+                "{}-{}: proposing ISR {:?} (epoch {}, partition epoch {})",
+                p.topic,
+                p.index,
+                change.isr,
+                change.leader_epoch,
+                change.partition_epoch
+            );
+            let b = broker.clone();
+            tokio::spawn(async move {
+                let command = Command::AlterPartition {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    leader: b.node_id(),
+                    leader_epoch: change.leader_epoch,
+                    partition_epoch: change.partition_epoch,
+                    isr: change.isr,
+                };
+                let failure = match b.topics.propose(command).await {
+                    Ok(Reply::Error { code, message }) => Some(format!("{code}: {message}")),
+                    Ok(_) => None,
+                    Err(e) => Some(format!("{}: {}", e.code, e.message)),
+                };
+                if let Some(why) = failure {
+                    tracing::info!("{}-{}: ISR change refused ({why})", p.topic, p.index);
+                    p.clear_pending_isr();
+                } else {
+                    let b2 = b.clone();
+                    let _ = tokio::task::spawn_blocking(move || b2.sync_replicas()).await;
+                }
+            });
+        }
+    }
+}
+
+/// Writes `replication-offset-checkpoint` every `replica.high.watermark.checkpoint.interval.ms`.
+async fn checkpoint_high_watermarks(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_millis(
+        broker
+            .config
+            .replica_high_watermark_checkpoint_interval_ms
+            .max(10),
+    );
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut stop => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.checkpoint_high_watermarks()).await;
+    }
 }

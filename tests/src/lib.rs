@@ -841,3 +841,101 @@ pub fn kafka_call<R: kafka_protocol::protocol::Request>(
     ResponseHeader::decode(&mut b, key.response_header_version(version)).ok()?;
     <R::Response as Decodable>::decode(&mut b, version).ok()
 }
+
+/// Helpers for multi-broker tests: the cluster view through raw Kafka requests.
+pub mod cluster {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::{kafka_call, Broker};
+
+    pub fn metadata(b: &Broker) -> Option<MetadataResponse> {
+        kafka_call(b.addr(), 12, &MetadataRequest::default().with_topics(None))
+    }
+
+    /// Polls `f` every 50 ms until it returns Some, or panics after `within`.
+    pub fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn create_topic(b: &Broker, name: &str, partitions: i32, rf: i16) -> i16 {
+        create_topic_with(b, name, partitions, rf, &[])
+    }
+
+    /// CreateTopics with topic configs (`key`, `value`); returns the topic's error code.
+    pub fn create_topic_with(
+        b: &Broker,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+        configs: &[(&str, &str)],
+    ) -> i16 {
+        use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+        let configs = configs
+            .iter()
+            .map(|(k, v)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(k.to_string()))
+                    .with_value(Some(StrBytes::from_string(v.to_string())))
+            })
+            .collect();
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(rf)
+                .with_configs(configs)])
+            .with_timeout_ms(10_000);
+        let resp = kafka_call(b.addr(), 5, &req).expect("CreateTopics answer");
+        resp.topics[0].error_code
+    }
+
+    /// (leader per partition) of `topic` as broker `b` sees it.
+    pub fn leaders(b: &Broker, topic: &str) -> Option<Vec<i32>> {
+        let m = metadata(b)?;
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))?;
+        let mut parts: Vec<_> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        parts.sort();
+        Some(parts.into_iter().map(|(_, l)| l).collect())
+    }
+
+    pub fn live_broker_ids(b: &Broker) -> Option<BTreeSet<i32>> {
+        Some(metadata(b)?.brokers.iter().map(|x| x.node_id.0).collect())
+    }
+
+    /// (leader, ISR sorted) of `topic`-`partition` as broker `b` sees it.
+    pub fn leader_and_isr(b: &Broker, topic: &str, partition: i32) -> Option<(i32, Vec<i32>)> {
+        let m = metadata(b)?;
+        let t = m
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))?;
+        let p = t
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == partition)?;
+        let mut isr: Vec<i32> = p.isr_nodes.iter().map(|n| n.0).collect();
+        isr.sort_unstable();
+        Some((p.leader_id.0, isr))
+    }
+}

@@ -2,16 +2,13 @@
 //! cluster image seen from every broker, controller failover, broker fencing and re-registration,
 //! controlled shutdown, and start-up checks that refuse a wrong view.
 //!
-//! Partition data replication (RF > 1) is not covered here yet; topics below use RF = 1 spread
-//! over the brokers.
+//! Topics below use RF = 1 spread over the brokers; `replication.rs` covers RF > 1.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kairos_tests::{kafka_call, Broker, Cluster};
+use kairos_tests::cluster::{create_topic, leaders, live_broker_ids, metadata, wait_until};
+use kairos_tests::{Broker, Cluster};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -24,53 +21,6 @@ const FAST: &[&str] = &[
     "broker.heartbeat.interval.ms=200",
     "controller.quorum.election.timeout.ms=1000",
 ];
-
-fn metadata(b: &Broker) -> Option<MetadataResponse> {
-    kafka_call(b.addr(), 12, &MetadataRequest::default().with_topics(None))
-}
-
-/// Polls `f` every 50 ms until it returns Some, or panics after `within`.
-fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn create_topic(b: &Broker, name: &str, partitions: i32, rf: i16) -> i16 {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(rf)])
-        .with_timeout_ms(10_000);
-    let resp = kafka_call(b.addr(), 5, &req).expect("CreateTopics answer");
-    resp.topics[0].error_code
-}
-
-/// (leader per partition) of `topic` as broker `b` sees it.
-fn leaders(b: &Broker, topic: &str) -> Option<Vec<i32>> {
-    let m = metadata(b)?;
-    let t = m
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))?;
-    let mut parts: Vec<_> = t
-        .partitions
-        .iter()
-        .map(|p| (p.partition_index, p.leader_id.0))
-        .collect();
-    parts.sort();
-    Some(parts.into_iter().map(|(_, l)| l).collect())
-}
-
-fn live_broker_ids(b: &Broker) -> Option<BTreeSet<i32>> {
-    Some(metadata(b)?.brokers.iter().map(|x| x.node_id.0).collect())
-}
 
 #[test]
 fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
@@ -108,8 +58,8 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
     assert!(all.contains(controllers.iter().next().unwrap()));
     // The same topic created again through another broker exists already.
     assert_eq!(create_topic(&c.brokers[2], "spread", 6, 1), 36);
-    // Replicas are not copied yet: a replication factor above 1 is refused, not faked.
-    assert_eq!(create_topic(&c.brokers[0], "replicated", 1, 3), 38);
+    // More replicas than brokers cannot be placed.
+    assert_eq!(create_topic(&c.brokers[0], "replicated", 1, 4), 38);
 
     // A real client produces to every partition (each leader on its own broker) and reads back.
     let producer: FutureProducer = ClientConfig::new()

@@ -447,35 +447,114 @@ impl Log {
             let bytes = &mut batches[start..end];
             let header = BatchHeader::parse(bytes)?;
             let base = self.log_end_offset();
-            let last = base + i64::from(header.last_offset_delta);
             batch::set_base_offset_and_epoch(bytes, base, leader_epoch);
-            let should_roll = self.active_segment().should_roll(
-                self.config.segment_bytes,
-                self.config.segment_ms,
-                bytes.len() as u64,
-                header.max_timestamp,
-                last,
-                now_ms,
-            );
-            if should_roll {
-                self.roll(now_ms)?;
-            }
-            self.active_segment_mut()
-                .append(last, header.max_timestamp, last, bytes)?;
-            info.last_offset = last;
-            info.record_count += u64::from(header.record_count.max(0) as u32);
-            if header.max_timestamp > info.max_timestamp {
-                info.max_timestamp = header.max_timestamp;
-                info.offset_of_max_timestamp = last;
-            }
+            self.append_batch(bytes, &header, base, now_ms, &mut info)?;
         }
+        self.after_append(&info, now_ms)?;
+        Ok(info)
+    }
+
+    /// Appends batches fetched from the leader as they are: offsets and leader epochs kept. The
+    /// first batch must start at the log end offset and the rest follow on; a torn last batch
+    /// (a leader may cut a response mid-batch) is left for the next fetch.
+    pub fn append_as_follower(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Vec<BatchHeader>), LogError> {
+        let mut headers = Vec::new();
+        let first_offset = self.log_end_offset();
+        let mut info = AppendInfo {
+            first_offset,
+            last_offset: first_offset - 1,
+            max_timestamp: -1,
+            offset_of_max_timestamp: first_offset,
+            log_append_time_ms: -1,
+            record_count: 0,
+        };
+        let mut position = 0;
+        while batches.len() - position >= batch::HEADER_SIZE {
+            let header = BatchHeader::parse(&batches[position..])?;
+            let size = header.total_size();
+            if header.batch_length < batch::BATCH_LENGTH_MIN as i32 || header.last_offset_delta < 0
+            {
+                return Err(BatchError::CorruptMessage(format!(
+                    "malformed batch at byte {position} of a fetched response"
+                ))
+                .into());
+            }
+            if size > batches.len() - position {
+                break;
+            }
+            if size as u64 > self.config.segment_bytes {
+                return Err(BatchError::RecordListTooLarge {
+                    size,
+                    max: self.config.segment_bytes as usize,
+                }
+                .into());
+            }
+            let base = self.log_end_offset();
+            if header.base_offset != base {
+                return Err(LogError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "fetched batch starts at offset {} but the log ends at {base}",
+                        header.base_offset
+                    ),
+                });
+            }
+            let bytes = &batches[position..position + size];
+            batch::validate_batch(bytes, usize::MAX)?;
+            self.append_batch(bytes, &header, base, now_ms, &mut info)?;
+            headers.push(header);
+            position += size;
+        }
+        self.after_append(&info, now_ms)?;
+        Ok((info, headers))
+    }
+
+    /// Writes one batch whose base offset is `base` (= the log end offset), rolling first when
+    /// it does not fit the active segment.
+    fn append_batch(
+        &mut self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        base: i64,
+        now_ms: i64,
+        info: &mut AppendInfo,
+    ) -> Result<(), LogError> {
+        let last = base + i64::from(header.last_offset_delta);
+        let should_roll = self.active_segment().should_roll(
+            self.config.segment_bytes,
+            self.config.segment_ms,
+            bytes.len() as u64,
+            header.max_timestamp,
+            last,
+            now_ms,
+        );
+        if should_roll {
+            self.roll(now_ms)?;
+        }
+        self.active_segment_mut()
+            .append(last, header.max_timestamp, last, bytes)?;
+        info.last_offset = last;
+        info.record_count += u64::from(header.record_count.max(0) as u32);
+        if header.max_timestamp > info.max_timestamp {
+            info.max_timestamp = header.max_timestamp;
+            info.offset_of_max_timestamp = last;
+        }
+        Ok(())
+    }
+
+    /// Counts appended records toward `flush.messages` / `flush.ms`.
+    fn after_append(&mut self, info: &AppendInfo, now_ms: i64) -> Result<(), LogError> {
         self.unflushed_records += info.record_count;
         if self.unflushed_records >= self.config.flush_messages
             || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
         {
             self.flush_at(now_ms)?;
         }
-        Ok(info)
+        Ok(())
     }
 
     /// Splits a blob into batch byte ranges, checking each length field (never trusting
@@ -726,20 +805,9 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
-        let now_ms = now_wall_ms();
         let offset = offset.max(0);
         if offset < self.log_start_offset || offset < self.first_segment().base_offset() {
-            let bases: Vec<i64> = self.segments.keys().copied().collect();
-            for base in bases {
-                if let Some(segment) = self.segments.remove(&base) {
-                    segment.delete()?;
-                }
-            }
-            let segment =
-                LogSegment::create(&self.dir, offset, self.config.index_interval_bytes, now_ms)?;
-            self.segments.insert(offset, segment);
-            self.log_start_offset = offset;
-            checkpoint::write_offset(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
+            return self.truncate_fully_and_start_at(offset);
         } else {
             let later: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
             for base in later {
@@ -754,6 +822,40 @@ impl Log {
         checkpoint::write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
         self.check_invariants();
         Ok(())
+    }
+
+    /// Deletes every segment and restarts the log, empty, at `offset` (a follower whose fetch
+    /// offset fell below the leader's log start).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let offset = offset.max(0);
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        let segment = LogSegment::create(
+            &self.dir,
+            offset,
+            self.config.index_interval_bytes,
+            now_wall_ms(),
+        )?;
+        self.segments.insert(offset, segment);
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        checkpoint::write_offset(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
+        checkpoint::write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Raises the log start offset to `offset` (a follower follows the leader's log start)
+    /// and deletes the segments wholly below it.
+    pub fn maybe_increment_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset <= self.log_start_offset || offset > self.log_end_offset() {
+            return Ok(());
+        }
+        self.delete_records_before(offset).map(|_| ())
     }
 
     /// Fsyncs every segment above the recovery point and checkpoints it.

@@ -176,7 +176,6 @@ pub async fn create_topics(
                 let image = broker.topics.image();
                 let live = image.live_brokers().count();
                 return match image.check_create_topic(&name, partitions, rf, &configs) {
-                    Ok(()) if rf as usize > crate::server::REPLICATION_FACTOR_MAX => fail(MetaError::new(codes::INVALID_REPLICATION_FACTOR, format!("replication factor {rf} is not supported yet: this Kairos build does not replicate partition data"))),
                     Ok(()) if rf as usize > live => fail(MetaError::new(codes::INVALID_REPLICATION_FACTOR, format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."))),
                     Ok(()) => result.with_num_partitions(partitions).with_replication_factor(rf),
                     Err(e) => fail(e),

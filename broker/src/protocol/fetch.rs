@@ -47,6 +47,16 @@ pub async fn fetch(
         return Reply::Chunks(encode(&resp, version));
     }
     let read_committed = req.isolation_level == 1;
+    // A follower's fetch (replica id >= 0): reads go to the log end, and the fetch offset tells
+    // the leader how far the follower's log reaches.
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower = replica_id >= 0;
+    let now_ms = crate::partition::now_ms();
+    let mut isr_candidates = false;
     let mut topics: Vec<TopicData> = Vec::with_capacity(req.topics.len());
     let mut wanted: Vec<Wanted> = Vec::new();
     for t in &req.topics {
@@ -83,6 +93,9 @@ pub async fn fetch(
                 }
                 _ => 0,
             };
+            if let (true, 0, Ok(part)) = (follower, error, &partition) {
+                isr_candidates |= part.record_follower_fetch(replica_id, p.fetch_offset, now_ms);
+            }
             wanted.push(Wanted {
                 topic_index: topics.len() - 1,
                 partition: partition.ok(),
@@ -92,6 +105,9 @@ pub async fn fetch(
                 error,
             });
         }
+    }
+    if isr_candidates {
+        broker.isr_wanted.notify_one();
     }
     let max_bytes = if req.max_bytes > 0 {
         req.max_bytes as usize
@@ -109,12 +125,15 @@ pub async fn fetch(
             .iter()
             .filter(|w| w.error == 0)
             .filter_map(|w| w.partition.as_ref())
-            .map(|p| Box::pin(p.appended().notified()))
+            .map(|p| {
+                let notify = if follower { p.appended() } else { p.hw_moved() };
+                Box::pin(notify.notified())
+            })
             .collect();
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let (results, total, any_error) = read_all(&wanted, max_bytes, read_committed);
+        let (results, total, any_error) = read_all(&wanted, max_bytes, read_committed, follower);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || waits.is_empty() {
             ctx.remote_us.store(
@@ -152,6 +171,7 @@ fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
+    follower: bool,
 ) -> (Vec<PartitionData>, u64, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total: u64 = 0;
@@ -174,7 +194,12 @@ fn read_all(
             // Once the response budget is spent, later partitions get no data (Kafka: only the
             // first partition with data may exceed max_bytes, by one batch).
             if budget > 0 || total == 0 {
-                match p.read(w.fetch_offset, budget.max(1)) {
+                let read = if follower {
+                    p.read_uncommitted(w.fetch_offset, budget.max(1))
+                } else {
+                    p.read(w.fetch_offset, budget.max(1))
+                };
+                match read {
                     Ok(r) => {
                         total += r.bytes;
                         data.high_watermark = r.high_watermark;

@@ -129,9 +129,7 @@ async fn auto_create(broker: &Broker, n: String, allowed: bool) -> MetadataRespo
     }
     let cfg = &broker.config;
     let live = broker.topics.image().live_brokers().count().max(1);
-    let rf = (cfg.default_replication_factor.max(1) as usize)
-        .min(live)
-        .min(crate::server::REPLICATION_FACTOR_MAX) as i16;
+    let rf = (cfg.default_replication_factor.max(1) as usize).min(live) as i16;
     let created = broker
         .create_topic(&n, cfg.num_partitions, rf, Default::default(), None)
         .await;

@@ -113,14 +113,10 @@ pub fn offset_for_leader_epoch(
                     if epoch_error != 0 {
                         return resp.with_error_code(epoch_error);
                     }
-                    // One epoch so far (single node): it ends at the log end offset. A requested
-                    // epoch above ours is undefined (-1, -1), as Kafka answers.
-                    if p.leader_epoch <= part.leader_epoch() {
-                        resp.with_leader_epoch(part.leader_epoch())
-                            .with_end_offset(part.log_end_offset())
-                    } else {
-                        resp
-                    }
+                    // From the leader-epoch cache: the largest epoch <= the requested one and
+                    // where it ended; (-1, -1) for an epoch above every known one.
+                    let (epoch, end) = part.end_offset_for_epoch(p.leader_epoch);
+                    resp.with_leader_epoch(epoch).with_end_offset(end)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

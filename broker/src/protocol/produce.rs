@@ -85,6 +85,11 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
     let transactional = req.transactional_id.is_some();
     let mut failed = false;
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    // acks=all: (topic index, partition index, partition, last offset, epoch, min ISR) of each
+    // append to wait for in the purgatory.
+    let mut waits = Vec::new();
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let info = broker.topics.get(&name);
@@ -96,6 +101,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let part = broker.leader_replica(&name, pd.index);
+            let epoch = part.as_ref().map(|p| p.leader_epoch()).unwrap_or(-1);
             let resp = match (part, pd.records) {
                 _ if transactional => partition_error(
                     pd.index,
@@ -111,18 +117,23 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     Some("null record set".into()),
                     Vec::new(),                    version,
                 ),
-                (Ok(_), Some(_)) if acks == -1 && isr_size(broker, &name, pd.index) < min_isr => partition_error(
+                (Ok(p), Some(_)) if acks == -1 && (p.isr_size() as i32) < min_isr => partition_error(
                     pd.index,
                     codes::NOT_ENOUGH_REPLICAS,
-                    Some(format!("The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {min_isr}", isr_size(broker, &name, pd.index))),
+                    Some(format!("The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {min_isr}", p.isr_size())),
                     Vec::new(),                    version,
                 ),
                 (Ok(p), Some(records)) => match p.append(records) {
-                    Ok(r) => PartitionProduceResponse::default()
-                        .with_index(pd.index)
-                        .with_base_offset(r.base_offset)
-                        .with_log_append_time_ms(r.log_append_time_ms)
-                        .with_log_start_offset(r.log_start_offset),
+                    Ok(r) => {
+                        if acks == -1 {
+                            waits.push((responses.len(), partitions.len(), p, r.last_offset, epoch, min_isr));
+                        }
+                        PartitionProduceResponse::default()
+                            .with_index(pd.index)
+                            .with_base_offset(r.base_offset)
+                            .with_log_append_time_ms(r.log_append_time_ms)
+                            .with_log_start_offset(r.log_start_offset)
+                    }
                     Err(e) => {
                         tracing::debug!("produce to {name}-{}: {}", pd.index, e.message);
                         partition_error(pd.index, e.code, Some(e.message), e.record_errors, version)
@@ -137,6 +148,23 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                 .with_name(topic.name)
                 .with_partition_responses(partitions),
         );
+    }
+    // The produce purgatory: acks=all answers once the ISR holds every appended batch (the HW
+    // passed it), or with an error at `timeout_ms` or when leadership moves.
+    let waited = futures::future::join_all(
+        waits
+            .iter()
+            .map(|(_, _, p, last, epoch, _)| p.wait_replicated(*last, *epoch, deadline)),
+    )
+    .await;
+    for ((t, i, p, _, _, min_isr), result) in waits.iter().zip(waited) {
+        let resp: &mut PartitionProduceResponse = &mut responses[*t].partition_responses[*i];
+        let code = match result {
+            Ok(()) if (p.isr_size() as i32) < *min_isr => codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            Ok(()) => continue,
+            Err(code) => code,
+        };
+        *resp = partition_error(resp.index, code, None, Vec::new(), version);
     }
     if acks == 0 {
         // Kafka sends nothing for acks=0; on an error it closes the connection so the client
@@ -264,14 +292,4 @@ pub async fn init_producer_id(
                 .with_producer_epoch(-1)
         }
     }
-}
-
-/// The size of the partition's ISR in the cluster image.
-fn isr_size(broker: &Broker, topic: &str, index: i32) -> i32 {
-    broker
-        .topics
-        .image()
-        .partition(topic, index)
-        .map(|p| p.isr.len() as i32)
-        .unwrap_or(0)
 }

@@ -874,6 +874,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                 t.configs.contains_key(DELAY_TARGET) || t.configs.contains_key(RETRY_TARGET)
             })
             .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
+            // Forwarding runs where the partition is led; it moves with leadership.
+            .filter(|(t, p)| broker.replicas.get(t, *p).is_some_and(|p| p.is_leader()))
             .collect();
         tasks.retain(|k, (tx, handle)| {
             let keep = wanted.contains(k) && !handle.is_finished();

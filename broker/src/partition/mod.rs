@@ -1,7 +1,8 @@
-//! Partition replicas on this broker: the log, idempotent-producer state and fetch wake-ups.
-//!
-//! Single node for now, so the high watermark equals the log end offset and the leader epoch is
-//! 0; the cluster issue adds ISR, HW and followers here.
+//! Partition replicas on this broker: the log, idempotent-producer state, the leader-epoch cache,
+//! and the replica state of Kafka's `Partition`: the high watermark, what a leader knows of its
+//! followers (their log end offsets and when they last caught up) and the ISR changes it wants.
+
+pub mod epochs;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use tokio::sync::Notify;
 use crate::config::BrokerConfig;
 use crate::log::batch::{validate_batches, BatchHeader};
 use crate::log::{FileRegion, Log, LogConfig};
-use crate::metadata::TopicInfo;
+use crate::metadata::{PartitionInfo, TopicInfo};
 use crate::metrics::{Metrics, TopicMetrics};
 
 pub mod codes {
@@ -28,6 +29,9 @@ pub mod codes {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
 }
 
 /// A Kafka error code with the message sent back (Produce v8+ carries it).
@@ -228,6 +232,8 @@ pub fn log_config(topic: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
 
 pub struct AppendResult {
     pub base_offset: i64,
+    /// The last offset of the (possibly duplicate) batch: `acks=all` waits for the HW past it.
+    pub last_offset: i64,
     /// Records appended (0 for a duplicate batch answered with its original offset).
     pub records: u64,
     pub log_append_time_ms: i64,
@@ -244,6 +250,7 @@ pub struct ReadResult {
 struct PartitionState {
     log: Log,
     producers: ProducerStates,
+    epochs: epochs::EpochCache,
     log_append_time: bool,
     /// A delay topic: `kairos.*` headers are validated on produce.
     delay: bool,
@@ -251,6 +258,64 @@ struct PartitionState {
     scheduled: bool,
     compacted: bool,
     max_message_bytes: usize,
+}
+
+/// What a leader knows of one follower (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// The follower's log end offset: its last fetch offset; -1 until it fetched from us.
+    leo: i64,
+    last_caught_up_ms: i64,
+    /// The leader's log end offset at the follower's previous fetch, and when that was.
+    last_fetch_leader_leo: i64,
+    last_fetch_ms: i64,
+}
+
+/// The partition's replica set as the image gives it, plus the leader's view of its followers.
+#[derive(Debug, Default)]
+struct ReplicaState {
+    node: i32,
+    leader: i32,
+    isr: Vec<i32>,
+    partition_epoch: i32,
+    /// An ISR this leader proposed (AlterPartition) that the image does not show yet.
+    pending_isr: Option<Vec<i32>>,
+    followers: HashMap<i32, Follower>,
+    /// The offset at which this leader's epoch began.
+    epoch_start_offset: i64,
+}
+
+impl ReplicaState {
+    /// Kafka's "maximal ISR": the committed ISR and any members a pending change adds. The HW
+    /// waits for all of them, so it never passes a replica that is about to count.
+    fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
+        let extra = self
+            .pending_isr
+            .iter()
+            .flatten()
+            .filter(|r| !self.isr.contains(r));
+        self.isr.iter().chain(extra).copied()
+    }
+}
+
+/// How a replica's role changed when the image was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    None,
+    BecameLeader,
+    /// A new leader (or leader epoch) to follow: the follower must truncate before fetching.
+    BecameFollower {
+        leader: i32,
+        epoch: i32,
+    },
+}
+
+/// An ISR change a leader wants the controller to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
 }
 
 pub struct Partition {
@@ -264,11 +329,17 @@ pub struct Partition {
     /// The partition's directory (`<log.dir>/<topic>-<partition>`).
     dir: PathBuf,
     state: Mutex<PartitionState>,
-    /// Log end offset (= high watermark on a single node), readable without the lock.
+    /// Log end offset, readable without the lock.
     leo: AtomicI64,
     log_start: AtomicI64,
-    /// Woken on every append, so waiting fetches return at once (not at their timeout).
+    /// High watermark: consumers read below it; `acks=all` waits for it.
+    hw: AtomicI64,
+    replica: Mutex<ReplicaState>,
+    /// Woken on every append (followers' fetches wait on it) and on role changes.
     appended: Notify,
+    /// Woken when the HW moves (consumers' fetches and `acks=all` wait on it) and on role
+    /// changes.
+    hw_moved: Notify,
     /// This topic's BrokerTopicMetrics (atomics; resolved once).
     metrics: TopicMetrics,
     /// Retention keeps offsets at or above this (set by the delay engine to its oldest pending).
@@ -290,6 +361,7 @@ impl Partition {
         broker: &BrokerConfig,
         recover: bool,
         metrics: TopicMetrics,
+        checkpointed_hw: Option<i64>,
     ) -> Result<Self, PartitionError> {
         let config = log_config(topic, broker);
         let max_message_bytes = config.max_message_bytes;
@@ -308,11 +380,13 @@ impl Partition {
                 format!("{}: {e}", dir.display()),
             )
         })?;
-        for h in headers {
-            producers.record(&h, h.base_offset);
+        for h in &headers {
+            producers.record(h, h.base_offset);
         }
         let leo = log.log_end_offset();
         let start = log.log_start_offset();
+        let epochs = epochs::EpochCache::load(dir, &headers, leo);
+        let hw = checkpointed_hw.unwrap_or(0).clamp(start, leo);
         Ok(Partition {
             topic: topic.name.clone(),
             index,
@@ -323,6 +397,7 @@ impl Partition {
             state: Mutex::new(PartitionState {
                 log,
                 producers,
+                epochs,
                 log_append_time: stamps_append_time(topic),
                 delay: topic.configs.contains_key(crate::metadata::DELAY_TARGET),
                 scheduled: is_scheduled(topic),
@@ -331,7 +406,10 @@ impl Partition {
             }),
             leo: AtomicI64::new(leo),
             log_start: AtomicI64::new(start),
+            hw: AtomicI64::new(hw),
+            replica: Mutex::new(ReplicaState::default()),
             appended: Notify::new(),
+            hw_moved: Notify::new(),
             metrics,
             retention_floor: AtomicI64::new(i64::MAX),
         })
@@ -341,7 +419,7 @@ impl Partition {
         self.leo.load(Ordering::Acquire)
     }
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.hw.load(Ordering::Acquire)
     }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
@@ -352,10 +430,329 @@ impl Partition {
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
     }
-    /// Applies the leadership the cluster image gives this replica.
-    pub fn set_leadership(&self, leader: bool, epoch: i32) {
-        self.epoch.store(epoch, Ordering::Release);
+    /// Stops leading (the partition left this broker or its topic is going).
+    pub fn demote(&self) {
+        self.is_leader.store(false, Ordering::Release);
+        self.appended.notify_waiters();
+        self.hw_moved.notify_waiters();
+    }
+
+    /// Applies the replica set, ISR, leader and leader epoch the image gives this partition.
+    /// Becoming leader (Kafka's `makeLeader`) starts the epoch at the log end offset and resets
+    /// what is known of the followers; the HW is then recomputed.
+    pub fn apply_image(&self, info: &PartitionInfo, node: i32) -> RoleChange {
+        let now = now_ms();
+        let leader = info.leader == node;
+        let mut r = self.replica.lock();
+        let was_leader = self.is_leader();
+        let old_epoch = self.leader_epoch();
+        let epoch_changed = info.leader_epoch != old_epoch || leader != was_leader;
+        r.node = node;
+        r.leader = info.leader;
+        r.isr = info.isr.clone();
+        if r.partition_epoch != info.partition_epoch || epoch_changed {
+            // Our proposal was applied or overtaken: either way it is no longer pending.
+            r.pending_isr = None;
+        }
+        r.partition_epoch = info.partition_epoch;
+        if leader && epoch_changed {
+            let leo = {
+                let mut state = self.state.lock();
+                let leo = state.log.log_end_offset();
+                state.epochs.assign(info.leader_epoch, leo);
+                leo
+            };
+            r.epoch_start_offset = leo;
+            r.followers = info
+                .replicas
+                .iter()
+                .filter(|&&id| id != node)
+                .map(|&id| {
+                    let f = Follower {
+                        leo: -1,
+                        last_caught_up_ms: now,
+                        last_fetch_leader_leo: -1,
+                        last_fetch_ms: now,
+                    };
+                    (id, f)
+                })
+                .collect();
+        } else if leader {
+            // Replicas added by a reassignment start unknown; removed ones are forgotten.
+            r.followers.retain(|id, _| info.replicas.contains(id));
+            for &id in info.replicas.iter().filter(|&&id| id != node) {
+                r.followers.entry(id).or_insert(Follower {
+                    leo: -1,
+                    last_caught_up_ms: now,
+                    last_fetch_leader_leo: -1,
+                    last_fetch_ms: now,
+                });
+            }
+        } else {
+            r.followers.clear();
+        }
+        self.epoch.store(info.leader_epoch, Ordering::Release);
         self.is_leader.store(leader, Ordering::Release);
+        drop(r);
+        if leader {
+            self.maybe_advance_hw();
+        }
+        if !epoch_changed {
+            return RoleChange::None;
+        }
+        self.appended.notify_waiters();
+        self.hw_moved.notify_waiters();
+        if leader {
+            RoleChange::BecameLeader
+        } else {
+            RoleChange::BecameFollower {
+                leader: info.leader,
+                epoch: info.leader_epoch,
+            }
+        }
+    }
+
+    /// Leader: moves the HW up to the smallest log end offset over the (maximal) ISR. A member
+    /// that has not fetched since this leader took over holds it where it is.
+    pub fn maybe_advance_hw(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let r = self.replica.lock();
+        let mut low = self.log_end_offset();
+        for id in r.maximal_isr() {
+            if id == r.node {
+                continue;
+            }
+            match r.followers.get(&id) {
+                Some(f) if f.leo >= 0 => low = low.min(f.leo),
+                _ => return,
+            }
+        }
+        drop(r);
+        if self.hw.fetch_max(low, Ordering::AcqRel) < low {
+            self.hw_moved.notify_waiters();
+        }
+    }
+
+    /// Leader: a follower fetched from `fetch_offset` (so its log ends there). Updates when it
+    /// last caught up, as Kafka does, and the HW. Returns whether it may join the ISR.
+    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, now: i64) -> bool {
+        let leo = self.log_end_offset();
+        let hw = self.high_watermark();
+        let mut r = self.replica.lock();
+        let epoch_start = r.epoch_start_offset;
+        let Some(f) = r.followers.get_mut(&replica) else {
+            return false;
+        };
+        if fetch_offset >= leo {
+            f.last_caught_up_ms = now;
+        } else if fetch_offset >= f.last_fetch_leader_leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.leo = fetch_offset;
+        f.last_fetch_leader_leo = leo;
+        f.last_fetch_ms = now;
+        let joins = !r.maximal_isr().any(|id| id == replica)
+            && fetch_offset >= hw
+            && fetch_offset >= epoch_start;
+        drop(r);
+        self.maybe_advance_hw();
+        joins
+    }
+
+    /// Leader: the ISR it wants now: members that have not caught up within `lag_max_ms` leave,
+    /// replicas that reached the HW (and this epoch's start) join. `None` when unchanged or a
+    /// change is already pending; otherwise the change is marked pending.
+    pub fn isr_change(&self, now: i64, lag_max_ms: i64) -> Option<IsrChange> {
+        if !self.is_leader() {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let mut r = self.replica.lock();
+        if r.pending_isr.is_some() {
+            return None;
+        }
+        let node = r.node;
+        let mut isr: Vec<i32> = r
+            .isr
+            .iter()
+            .copied()
+            .filter(|&id| {
+                id == node
+                    || r.followers
+                        .get(&id)
+                        .is_some_and(|f| now - f.last_caught_up_ms <= lag_max_ms)
+            })
+            .collect();
+        let mut joining: Vec<i32> = r
+            .followers
+            .iter()
+            .filter(|(id, f)| {
+                !isr.contains(id)
+                    && !r.isr.contains(id)
+                    && f.leo >= hw
+                    && f.leo >= r.epoch_start_offset
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        joining.sort_unstable();
+        isr.extend(joining);
+        if !isr.contains(&node) {
+            isr.insert(0, node);
+        }
+        let mut sorted_new = isr.clone();
+        sorted_new.sort_unstable();
+        let mut sorted_old = r.isr.clone();
+        sorted_old.sort_unstable();
+        if sorted_new == sorted_old {
+            return None;
+        }
+        r.pending_isr = Some(isr.clone());
+        Some(IsrChange {
+            leader_epoch: self.leader_epoch(),
+            partition_epoch: r.partition_epoch,
+            isr,
+        })
+    }
+
+    /// The controller refused a proposed ISR change: forget it so it can be proposed again.
+    pub fn clear_pending_isr(&self) {
+        self.replica.lock().pending_isr = None;
+    }
+
+    /// The committed ISR size (for `min.insync.replicas`).
+    pub fn isr_size(&self) -> usize {
+        self.replica.lock().isr.len()
+    }
+
+    /// Waits until the HW passes `last_offset` (`acks=all`). Fails with NOT_LEADER_OR_FOLLOWER
+    /// when leadership moves meanwhile and REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_replicated(
+        &self,
+        last_offset: i64,
+        epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), i16> {
+        loop {
+            let notified = self.hw_moved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_leader() || self.leader_epoch() != epoch {
+                return Err(codes::NOT_LEADER_OR_FOLLOWER);
+            }
+            if self.high_watermark() > last_offset {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(codes::REQUEST_TIMED_OUT);
+            }
+        }
+    }
+
+    /// The leader epoch of the last record batch this replica holds (or started as leader).
+    pub fn latest_epoch(&self) -> i32 {
+        self.state.lock().epochs.latest_epoch()
+    }
+
+    /// Kafka's `endOffsetForEpoch` over this replica's leader-epoch cache.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let state = self.state.lock();
+        state
+            .epochs
+            .end_offset_for(epoch, state.log.log_end_offset())
+    }
+
+    /// Follower: removes everything at or after `offset` (a diverged suffix) and rebuilds the
+    /// idempotent-producer state from what is left.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
+        let storage =
+            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
+        let mut state = self.state.lock();
+        if offset >= state.log.log_end_offset() {
+            return Ok(());
+        }
+        state.log.truncate_to(offset).map_err(storage)?;
+        let leo = state.log.log_end_offset();
+        state.epochs.truncate_from_end(leo);
+        self.after_truncation(&mut state)
+    }
+
+    /// Follower: empties the log and restarts it at `offset` (the leader's log start is past
+    /// our log end).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
+        let storage =
+            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
+        let mut state = self.state.lock();
+        state
+            .log
+            .truncate_fully_and_start_at(offset)
+            .map_err(storage)?;
+        state.epochs.clear();
+        self.after_truncation(&mut state)
+    }
+
+    fn after_truncation(&self, state: &mut PartitionState) -> Result<(), PartitionError> {
+        let headers = state
+            .log
+            .batch_headers(state.log.log_start_offset())
+            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let mut producers = ProducerStates::default();
+        for h in &headers {
+            producers.record(h, h.base_offset);
+        }
+        state.producers = producers;
+        let leo = state.log.log_end_offset();
+        self.leo.store(leo, Ordering::Release);
+        self.log_start
+            .store(state.log.log_start_offset(), Ordering::Release);
+        self.hw.fetch_min(leo, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Follower: appends batches fetched from the leader (offsets and epochs kept), follows the
+    /// leader's log start, and takes HW = min(leader's HW, own log end). Returns the records
+    /// appended.
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        leader_hw: i64,
+        leader_log_start: i64,
+    ) -> Result<u64, PartitionError> {
+        let storage =
+            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
+        let mut state = self.state.lock();
+        let (info, headers) = state
+            .log
+            .append_as_follower(records, now_ms())
+            .map_err(storage)?;
+        state.epochs.assign_batches(&headers);
+        for h in &headers {
+            state.producers.record(h, h.base_offset);
+        }
+        if leader_log_start > state.log.log_start_offset() {
+            state
+                .log
+                .maybe_increment_log_start(leader_log_start)
+                .map_err(storage)?;
+        }
+        let leo = state.log.log_end_offset();
+        self.leo.store(leo, Ordering::Release);
+        self.log_start
+            .store(state.log.log_start_offset(), Ordering::Release);
+        drop(state);
+        let hw = leader_hw.min(leo);
+        if self.hw.swap(hw, Ordering::AcqRel) != hw {
+            self.hw_moved.notify_waiters();
+        }
+        if info.record_count > 0 {
+            self.appended.notify_waiters();
+        }
+        Ok(info.record_count)
+    }
+
+    pub fn hw_moved(&self) -> &Notify {
+        &self.hw_moved
     }
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -407,6 +804,7 @@ impl Partition {
                 SeqCheck::Duplicate { first_offset } if headers.len() == 1 => {
                     return Ok(AppendResult {
                         base_offset: first_offset,
+                        last_offset: first_offset + h.last_offset_delta as i64,
                         records: 0,
                         log_append_time_ms: -1,
                         log_start_offset: state.log.log_start_offset(),
@@ -426,10 +824,12 @@ impl Partition {
         if state.log_append_time {
             set_log_append_time(&mut bytes, now);
         }
+        let epoch = self.leader_epoch();
         let info = state
             .log
-            .append(&mut bytes, self.leader_epoch(), now)
+            .append(&mut bytes, epoch, now)
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        state.epochs.assign(epoch, info.first_offset);
         let mut offset = info.first_offset;
         for h in appends {
             state.producers.record(h, offset);
@@ -437,6 +837,7 @@ impl Partition {
         }
         let result = AppendResult {
             base_offset: info.first_offset,
+            last_offset: info.last_offset,
             records: info.record_count,
             log_append_time_ms: if state.log_append_time { now } else { -1 },
             log_start_offset: state.log.log_start_offset(),
@@ -445,16 +846,37 @@ impl Partition {
             .store(state.log.log_end_offset(), Ordering::Release);
         drop(state);
         self.appended.notify_waiters();
+        self.maybe_advance_hw();
         Ok(result)
     }
 
-    /// Reads up to `max_bytes` from `offset` (whole batches, at least one).
+    /// Reads up to `max_bytes` of committed records (below the HW) from `offset` (whole
+    /// batches, at least one).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
+        self.read_below(offset, max_bytes, self.high_watermark())
+    }
+
+    /// Reads up to the log end offset: for followers' fetches and for loading state this
+    /// leader wrote itself.
+    pub fn read_uncommitted(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, PartitionError> {
+        self.read_below(offset, max_bytes, i64::MAX)
+    }
+
+    fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<ReadResult, PartitionError> {
         let state = self.state.lock();
-        let hw = state.log.log_end_offset();
+        let hw = self.high_watermark();
         let r = state
             .log
-            .read(offset, max_bytes, hw)
+            .read(offset, max_bytes, limit)
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
         let bytes = r.regions.iter().map(|r| r.len).sum();
         Ok(ReadResult {
@@ -515,17 +937,16 @@ impl Partition {
 
     /// Reads whole batches from `offset` into memory (at least one batch, about `max_bytes`).
     pub fn read_bytes(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
-        use std::os::unix::fs::FileExt;
-        let read = self.read(offset, max_bytes)?;
-        let mut bytes = BytesMut::with_capacity(read.bytes as usize);
-        for r in &read.regions {
-            let start = bytes.len();
-            bytes.resize(start + r.len as usize, 0);
-            r.file
-                .read_exact_at(&mut bytes[start..], r.position)
-                .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
-        }
-        Ok(bytes.freeze())
+        regions_to_bytes(self.read(offset, max_bytes)?)
+    }
+
+    /// [`read_bytes`](Self::read_bytes) up to the log end offset, past the HW.
+    pub fn read_bytes_uncommitted(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, PartitionError> {
+        regions_to_bytes(self.read_uncommitted(offset, max_bytes)?)
     }
 
     /// Retention and compaction; called from the broker's background cleaner task.
@@ -561,6 +982,19 @@ impl Partition {
             tracing::warn!("{}-{}: flush on close failed: {e}", self.topic, self.index);
         }
     }
+}
+
+fn regions_to_bytes(read: ReadResult) -> Result<Bytes, PartitionError> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = BytesMut::with_capacity(read.bytes as usize);
+    for r in &read.regions {
+        let start = bytes.len();
+        bytes.resize(start + r.len as usize, 0);
+        r.file
+            .read_exact_at(&mut bytes[start..], r.position)
+            .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
+    }
+    Ok(bytes.freeze())
 }
 
 /// Decodes the batches of a produce request (a cheap `Bytes` clone, no copy).
@@ -653,7 +1087,13 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// The last stop was not clean: partitions are recovered as they open.
     recover: bool,
+    /// High watermarks read from `replication-offset-checkpoint` at start.
+    checkpointed_hw: HashMap<(String, i32), i64>,
+    pub fetchers: crate::replication::Fetchers,
 }
+
+/// Kafka's per-log-dir file of high watermarks.
+pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 /// Kafka's marker for a clean shutdown: present → indexes are trusted on start.
 const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
@@ -671,12 +1111,25 @@ impl ReplicaManager {
             std::fs::remove_file(&marker)
                 .map_err(|e| PartitionError::new(codes::KAFKA_STORAGE_ERROR, e.to_string()))?;
         }
+        let checkpointed_hw =
+            crate::log::checkpoint::read_partition_offsets(&dir.join(HW_CHECKPOINT_FILE))
+                .unwrap_or_else(|e| {
+                    tracing::warn!("{e}; high watermarks restart from the log start");
+                    Vec::new()
+                })
+                .into_iter()
+                .map(|(t, p, o)| ((t, p), o))
+                .collect();
         Ok(ReplicaManager {
             dir,
             config: config.clone(),
             metrics,
             partitions: RwLock::new(HashMap::new()),
             recover,
+            checkpointed_hw,
+            fetchers: crate::replication::Fetchers::new(
+                crate::replication::FetchConfig::from_broker(config),
+            ),
         })
     }
 
@@ -715,7 +1168,8 @@ impl ReplicaManager {
                         }
                     }
                 };
-                part.set_leadership(p.leader == node, p.leader_epoch);
+                let role = part.apply_image(p, node);
+                self.follow(image, &part, p, node, role);
                 // Hosted partitions were last made to match `previous`: configs changed since?
                 let old = previous.and_then(|prev| prev.topic(&t.name));
                 if old.is_some_and(|old| old.id == t.id && old.configs != t.configs) {
@@ -731,10 +1185,11 @@ impl ReplicaManager {
             let was_assigned = previous
                 .and_then(|prev| prev.partition(&topic, index))
                 .is_some_and(|p| p.replicas.contains(&node));
+            self.fetchers.unfollow(&topic, index);
             if was_assigned {
                 self.remove(&topic, index);
             } else if let Some(p) = self.get(&topic, index) {
-                p.set_leadership(false, p.leader_epoch());
+                p.demote();
             }
         }
         for t in previous.map(|p| p.topics.values()).into_iter().flatten() {
@@ -745,6 +1200,39 @@ impl ReplicaManager {
         errors
     }
 
+    /// Points the fetchers at the partition's leader, or stops fetching when this broker leads
+    /// it or it has no leader.
+    fn follow(
+        &self,
+        image: &crate::metadata::ClusterImage,
+        part: &Arc<Partition>,
+        info: &PartitionInfo,
+        node: i32,
+        role: RoleChange,
+    ) {
+        let leader = image.brokers.get(&info.leader);
+        match leader {
+            Some(b) if info.leader != node => {
+                if role != RoleChange::None {
+                    tracing::debug!(
+                        "{}-{}: following broker {} in epoch {}",
+                        part.topic,
+                        part.index,
+                        b.id,
+                        info.leader_epoch
+                    );
+                }
+                self.fetchers.follow(
+                    part,
+                    b.id,
+                    format!("{}:{}", b.host, b.port),
+                    info.leader_epoch,
+                )
+            }
+            _ => self.fetchers.unfollow(&part.topic, part.index),
+        }
+    }
+
     fn open_one(&self, topic: &TopicInfo, index: i32) -> Result<Arc<Partition>, PartitionError> {
         let p = Arc::new(Partition::open(
             &self.partition_dir(&topic.name, index),
@@ -753,6 +1241,9 @@ impl ReplicaManager {
             &self.config,
             self.recover,
             self.metrics.topic(&topic.name),
+            self.checkpointed_hw
+                .get(&(topic.name.clone(), index))
+                .copied(),
         )?);
         self.partitions
             .write()
@@ -762,9 +1253,10 @@ impl ReplicaManager {
 
     /// Stops hosting a partition and deletes its files.
     fn remove(&self, topic: &str, index: i32) {
+        self.fetchers.unfollow(topic, index);
         let removed = self.partitions.write().remove(&(topic.to_string(), index));
         if let Some(p) = removed {
-            p.set_leadership(false, p.leader_epoch());
+            p.demote();
         }
         let dir = self.partition_dir(topic, index);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -789,11 +1281,28 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Flushes every log and writes the clean-shutdown marker.
+    /// Writes every hosted partition's HW to `replication-offset-checkpoint`.
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut entries: Vec<(String, i32, i64)> = self
+            .all()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index, p.high_watermark()))
+            .collect();
+        entries.sort();
+        let path = self.dir.join(HW_CHECKPOINT_FILE);
+        if let Err(e) = crate::log::checkpoint::write_partition_offsets(&path, &entries) {
+            tracing::warn!("writing {}: {e}", path.display());
+        }
+    }
+
+    /// Stops the fetchers, flushes every log, checkpoints high watermarks and writes the
+    /// clean-shutdown marker.
     pub fn shutdown(&self) {
+        self.fetchers.shutdown();
         for p in self.all() {
             p.close();
         }
+        self.checkpoint_high_watermarks();
         if let Err(e) = std::fs::write(self.dir.join(CLEAN_SHUTDOWN_FILE), b"") {
             tracing::warn!("writing clean shutdown marker: {e}");
         }
