@@ -71,11 +71,31 @@ impl Broker {
         if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &image)) {
             return;
         }
-        for e in self
+        let outcome = self
             .replicas
-            .sync(last.as_deref(), &image, self.config.node_id)
-        {
+            .sync(last.as_deref(), &image, self.config.node_id);
+        for e in &outcome.errors {
             tracing::error!("opening a partition: {}", e.message);
+        }
+        // Group coordination follows the leadership of `__consumer_offsets` partitions.
+        let offsets = crate::metadata::OFFSETS_TOPIC;
+        for (topic, index, role) in &outcome.roles {
+            if topic != offsets {
+                continue;
+            }
+            match role {
+                crate::partition::RoleChange::BecameLeader => {
+                    if let Err(code) = self.groups.load_partition(*index) {
+                        tracing::error!("loading {offsets}-{index} failed with error {code}");
+                    }
+                }
+                _ => self.groups.unload_partition(*index),
+            }
+        }
+        for (topic, index) in &outcome.dropped {
+            if topic == offsets {
+                self.groups.unload_partition(*index);
+            }
         }
         *last = Some(image);
     }
@@ -199,9 +219,11 @@ pub fn open(
     let offsets_log = Arc::new(crate::offsets_log::PartitionOffsetsLog::new(
         replicas.clone(),
     ));
-    let exists_ref = replicas.clone();
-    let partition_exists =
-        Arc::new(move |topic: &str, partition: i32| exists_ref.get(topic, partition).is_some());
+    // Offsets may be committed for any partition of the cluster, hosted here or not.
+    let image = metadata.clone();
+    let partition_exists = Arc::new(move |topic: &str, partition: i32| {
+        image.image().partition(topic, partition).is_some()
+    });
     let groups = GroupCoordinator::new(
         GroupConfig {
             offsets_topic_num_partitions: config.offsets_topic_num_partitions,
@@ -227,12 +249,6 @@ pub fn open(
         isr_wanted: tokio::sync::Notify::new(),
     });
     broker.sync_replicas();
-    groups.load().map_err(|code| {
-        anyhow::anyhow!(
-            "loading {} failed with error {code}",
-            crate::metadata::OFFSETS_TOPIC
-        )
-    })?;
     Ok(broker)
 }
 

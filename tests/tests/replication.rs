@@ -120,12 +120,7 @@ fn acknowledged_records_survive_leader_kills() {
         let leader = full(&c);
         c.node(leader).kill9();
         let killed = Instant::now();
-        let more = send_all(
-            &rt,
-            &p,
-            "orders",
-            (0..300).map(|i| format!("r{round}-{i}")),
-        );
+        let more = send_all(&rt, &p, "orders", (0..300).map(|i| format!("r{round}-{i}")));
         eprintln!(
             "round {round}: leader {leader} killed; 300 records acknowledged by the new leader {:?} later",
             killed.elapsed()

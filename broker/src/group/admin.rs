@@ -82,7 +82,11 @@ impl GroupCoordinator {
             .groups
             .iter()
             .map(|group_id| {
+                let not_coordinator = self.coordinator_error(group_id.0.as_str());
                 let described = match groups.get(group_id.0.as_str()) {
+                    _ if let Some(code) = not_coordinator => {
+                        DescribedGroup::default().with_error_code(code)
+                    }
                     Some(group) => describe(group),
                     None => DescribedGroup::default()
                         .with_group_state(str_bytes(GroupState::Dead.name())),
@@ -107,7 +111,9 @@ impl GroupCoordinator {
             let mut groups = self.groups.lock();
             let mut by_partition: HashMap<i32, Vec<(Bytes, Option<Bytes>)>> = HashMap::new();
             for group_id in &req.groups_names {
+                let not_coordinator = self.coordinator_error(group_id.0.as_str());
                 let error = match groups.get_mut(group_id.0.as_str()) {
+                    _ if not_coordinator.is_some() => not_coordinator,
                     None => Some(GROUP_ID_NOT_FOUND),
                     Some(group) => match group.state {
                         GroupState::Dead => Some(GROUP_ID_NOT_FOUND),

@@ -223,6 +223,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return JoinOutcome::Ready(JoinResult::error(&params.member_id, INVALID_GROUP_ID));
         }
+        if let Some(code) = self.coordinator_error(&group_id) {
+            return JoinOutcome::Ready(JoinResult::error(&params.member_id, code));
+        }
         if params.session_timeout_ms < self.config.group_min_session_timeout_ms
             || params.session_timeout_ms > self.config.group_max_session_timeout_ms
         {
@@ -663,6 +666,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return SyncOutcome::Ready(SyncResult::error(INVALID_GROUP_ID));
         }
+        if let Some(code) = self.coordinator_error(group_id) {
+            return SyncOutcome::Ready(SyncResult::error(code));
+        }
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return SyncOutcome::Ready(SyncResult::error(UNKNOWN_MEMBER_ID));
@@ -804,6 +810,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return heartbeat_response(INVALID_GROUP_ID);
         }
+        if let Some(code) = self.coordinator_error(group_id) {
+            return heartbeat_response(code);
+        }
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return heartbeat_response(UNKNOWN_MEMBER_ID);
@@ -887,6 +896,9 @@ impl GroupCoordinator {
     ) -> (i16, Vec<i16>) {
         if group_id.is_empty() {
             return (INVALID_GROUP_ID, Vec::new());
+        }
+        if let Some(code) = self.coordinator_error(group_id) {
+            return (code, Vec::new());
         }
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {

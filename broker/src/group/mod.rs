@@ -50,6 +50,8 @@ pub mod error_codes {
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -179,6 +181,8 @@ pub struct GroupCoordinator {
     log: Arc<dyn OffsetsLog>,
     partition_exists: PartitionExists,
     groups: Mutex<HashMap<String, Group>>,
+    /// `__consumer_offsets` partitions this broker coordinates: loaded (true) or loading.
+    owned: Mutex<HashMap<i32, bool>>,
     clock: Clock,
     /// Wakes the timer loop early (a deadline was set sooner than its next tick).
     wake: Notify,
@@ -201,6 +205,7 @@ impl GroupCoordinator {
             log,
             partition_exists,
             groups: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
             clock: Clock::new(),
             wake: Notify::new(),
             commit_sequence: AtomicU64::new(1),
@@ -213,23 +218,73 @@ impl GroupCoordinator {
         (java_string_hash(group_id) & 0x7fff_ffff) % self.config.offsets_topic_num_partitions
     }
 
-    /// Load committed offsets and group metadata from every partition; call once at start-up.
+    /// Loads every partition (a coordinator that owns them all: single-node tests).
+    pub fn load(&self) -> Result<(), i16> {
+        for partition in 0..self.config.offsets_topic_num_partitions {
+            self.load_partition(partition)?;
+        }
+        Ok(())
+    }
+
+    /// Why this broker cannot coordinate `group_id` now: NOT_COORDINATOR when it does not lead
+    /// the group's `__consumer_offsets` partition, COORDINATOR_LOAD_IN_PROGRESS while loading it.
+    pub fn coordinator_error(&self, group_id: &str) -> Option<i16> {
+        let partition = self.partition_for(group_id);
+        let owned = self.owned.lock();
+        match owned.get(&partition) {
+            Some(true) => None,
+            Some(false) => Some(error_codes::COORDINATOR_LOAD_IN_PROGRESS),
+            None => Some(error_codes::NOT_COORDINATOR),
+        }
+    }
+
+    /// This broker became leader of `__consumer_offsets` partition `partition` (Kafka's
+    /// `onElection`): its groups and offsets are loaded from the log, replacing any stale copy.
     /// Later records of a key replace earlier ones; tombstones delete. Undecodable records are
     /// skipped with a warning.
-    pub fn load(&self) -> Result<(), i16> {
+    pub fn load_partition(&self, partition: i32) -> Result<(), i16> {
+        self.owned.lock().insert(partition, false);
+        let result = self.load_partition_records(partition);
+        match result {
+            Ok(()) => {
+                self.owned.lock().insert(partition, true);
+            }
+            Err(_) => {
+                self.owned.lock().remove(&partition);
+            }
+        }
+        result
+    }
+
+    /// This broker no longer leads `partition` (Kafka's `onResignation`): its groups leave
+    /// memory; requests for them get NOT_COORDINATOR.
+    pub fn unload_partition(&self, partition: i32) {
+        if self.owned.lock().remove(&partition).is_none() {
+            return;
+        }
+        let mut groups = self.groups.lock();
+        let before = groups.len();
+        groups.retain(|_, g| g.partition != partition);
+        tracing::info!(
+            partition,
+            unloaded_groups = before - groups.len(),
+            "resigned as coordinator"
+        );
+    }
+
+    fn load_partition_records(&self, partition: i32) -> Result<(), i16> {
         let now = self.clock.now();
         let mut offsets: HashMap<String, HashMap<(String, i32), CommittedOffset>> = HashMap::new();
         let mut group_records: HashMap<String, records::GroupMetadataValue> = HashMap::new();
-        for partition in 0..self.config.offsets_topic_num_partitions {
-            for (key, value) in self.log.read_all(partition)? {
-                if let Err(e) =
-                    apply_loaded_record(&key, value.as_deref(), &mut offsets, &mut group_records)
-                {
-                    tracing::warn!(partition, error = %e, "skipping undecodable __consumer_offsets record");
-                }
+        for (key, value) in self.log.read_all(partition)? {
+            if let Err(e) =
+                apply_loaded_record(&key, value.as_deref(), &mut offsets, &mut group_records)
+            {
+                tracing::warn!(partition, error = %e, "skipping undecodable __consumer_offsets record");
             }
         }
         let mut groups = self.groups.lock();
+        groups.retain(|_, g| g.partition != partition);
         let mut loaded_groups = 0usize;
         for (group_id, record) in group_records {
             let partition = self.partition_for(&group_id);
@@ -246,7 +301,14 @@ impl GroupCoordinator {
             loaded_offsets += group_offsets.len();
             group.offsets.extend(group_offsets);
         }
-        tracing::info!(loaded_groups, loaded_offsets, "loaded __consumer_offsets");
+        if loaded_groups + loaded_offsets > 0 {
+            tracing::info!(
+                partition,
+                loaded_groups,
+                loaded_offsets,
+                "loaded __consumer_offsets partition"
+            );
+        }
         Ok(())
     }
 

@@ -106,8 +106,10 @@ impl GroupCoordinator {
         let expire_timestamp_ms = (version <= 4 && req.retention_time_ms >= 0)
             .then(|| now.wall_ms.saturating_add(req.retention_time_ms));
 
+        let not_coordinator = self.coordinator_error(group_id);
         let mut groups = self.groups.lock();
         let group_error = match groups.get_mut(group_id) {
+            _ if not_coordinator.is_some() => not_coordinator,
             None if generation_id < 0 => None,
             None => Some(ILLEGAL_GENERATION),
             Some(group) => {
@@ -262,6 +264,9 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> (i16, FetchedTopics) {
+        if let Some(code) = self.coordinator_error(group_id) {
+            return (code, Vec::new());
+        }
         let groups = self.groups.lock();
         let group = groups.get(group_id);
         match topics {
@@ -346,6 +351,9 @@ impl GroupCoordinator {
         let group_id = req.group_id.0.as_str();
         if group_id.is_empty() {
             return (INVALID_GROUP_ID, Vec::new(), None);
+        }
+        if let Some(code) = self.coordinator_error(group_id) {
+            return (code, Vec::new(), None);
         }
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {

@@ -909,6 +909,7 @@ async fn offsets_expire_by_retention_rules() {
     // of a simple group expire offsets.retention.minutes after the commit, with the group.
     let log = Arc::new(InMemoryOffsetsLog::default());
     let c = GroupCoordinator::new(config(), log.clone(), partition_exists());
+    c.load().unwrap();
     let v2 = commit_request("old", -1, "", &[("t1", 0, 1, "")]).with_retention_time_ms(60_000);
     assert_eq!(commit_codes(&c.offset_commit(v2, 2).await), vec![NONE]);
     let v8 = commit_request("new", -1, "", &[("t1", 0, 1, "")]);
@@ -1053,4 +1054,35 @@ async fn a_duplicate_static_instance_waiting_in_a_join_is_fenced() {
     assert_eq!(second.error_code, NONE);
     assert_eq!(second.generation_id, 1);
     assert_eq!(second.leader, second.member_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coordination_follows_the_offsets_partition_leadership() {
+    // Proves a coordinator answers only for groups of the partitions it loaded (NOT_COORDINATOR
+    // otherwise), that resigning drops them from memory, and that a coordinator elected later
+    // loads what the previous one committed to the shared log.
+    let log = Arc::new(InMemoryOffsetsLog::default());
+    let first = GroupCoordinator::new(config(), log.clone(), partition_exists());
+    let commit = || commit_request("moving", -1, "", &[("t1", 0, 42, "")]);
+    assert_eq!(
+        commit_codes(&first.offset_commit(commit(), 8).await),
+        vec![NOT_COORDINATOR]
+    );
+    let partition = first.partition_for("moving");
+    first.load_partition(partition).unwrap();
+    assert_eq!(
+        commit_codes(&first.offset_commit(commit(), 8).await),
+        vec![NONE]
+    );
+    first.unload_partition(partition);
+    assert!(first.committed_offsets("moving").is_empty());
+    assert_eq!(first.coordinator_error("moving"), Some(NOT_COORDINATOR));
+
+    let second = GroupCoordinator::new(config(), log.clone(), partition_exists());
+    second.load_partition(partition).unwrap();
+    assert_eq!(second.coordinator_error("moving"), None);
+    assert_eq!(
+        second.committed_offsets("moving"),
+        vec![("t1".to_string(), 0, 42)]
+    );
 }

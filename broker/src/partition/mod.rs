@@ -1095,6 +1095,16 @@ pub struct ReplicaManager {
 /// Kafka's per-log-dir file of high watermarks.
 pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
+/// What [`ReplicaManager::sync`] did.
+#[derive(Default)]
+pub struct SyncOutcome {
+    pub errors: Vec<PartitionError>,
+    /// Partitions whose role (leader, or follower of a new epoch) changed.
+    pub roles: Vec<(String, i32, RoleChange)>,
+    /// Partitions no longer hosted (or no longer led) here.
+    pub dropped: Vec<(String, i32)>,
+}
+
 /// Kafka's marker for a clean shutdown: present → indexes are trusted on start.
 const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 
@@ -1142,8 +1152,9 @@ impl ReplicaManager {
         previous: Option<&crate::metadata::ClusterImage>,
         image: &crate::metadata::ClusterImage,
         node: i32,
-    ) -> Vec<PartitionError> {
-        let mut errors = Vec::new();
+    ) -> SyncOutcome {
+        let mut out = SyncOutcome::default();
+        let errors = &mut out.errors;
         let mut wanted = std::collections::HashSet::new();
         for t in image.topics.values() {
             for (i, p) in t.assignment.iter().enumerate() {
@@ -1170,6 +1181,9 @@ impl ReplicaManager {
                 };
                 let role = part.apply_image(p, node);
                 self.follow(image, &part, p, node, role);
+                if role != RoleChange::None {
+                    out.roles.push((t.name.clone(), index, role));
+                }
                 // Hosted partitions were last made to match `previous`: configs changed since?
                 let old = previous.and_then(|prev| prev.topic(&t.name));
                 if old.is_some_and(|old| old.id == t.id && old.configs != t.configs) {
@@ -1191,13 +1205,14 @@ impl ReplicaManager {
             } else if let Some(p) = self.get(&topic, index) {
                 p.demote();
             }
+            out.dropped.push((topic, index));
         }
         for t in previous.map(|p| p.topics.values()).into_iter().flatten() {
             if !image.topics.contains_key(&t.name) {
                 self.metrics.remove_topic(&t.name);
             }
         }
-        errors
+        out
     }
 
     /// Points the fetchers at the partition's leader, or stops fetching when this broker leads
