@@ -938,4 +938,74 @@ pub mod cluster {
         isr.sort_unstable();
         Some((p.leader_id.0, isr))
     }
+
+    /// Produces one record to `topic`-`partition` on broker `b` with `acks`, by a raw Produce
+    /// v9 request (so the error code is seen as the broker sent it, without client retries).
+    /// Returns (error code, base offset).
+    pub fn produce_one(
+        b: &Broker,
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        value: &str,
+    ) -> Option<(i16, i64)> {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::ProduceRequest;
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: now,
+            key: None,
+            value: Some(bytes::Bytes::from(value.to_string())),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .ok()?;
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(buf.freeze()))])]);
+        let resp = kafka_call(b.addr(), 9, &req)?;
+        let p = resp.responses.first()?.partition_responses.first()?;
+        Some((p.error_code, p.base_offset))
+    }
+
+    /// The node id FindCoordinator names for group `group` (retrying while unavailable).
+    pub fn coordinator(b: &Broker, group: &str) -> Option<i32> {
+        use kafka_protocol::messages::FindCoordinatorRequest;
+        let req = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        wait_until(Duration::from_secs(10), "a coordinator", || {
+            let resp = kafka_call(b.addr(), 3, &req)?;
+            (resp.error_code == 0 && resp.node_id.0 >= 0).then_some(resp.node_id.0)
+        })
+        .into()
+    }
 }
