@@ -135,6 +135,8 @@ pub struct Metadata {
     leader_hint: Mutex<Option<i32>>,
     /// On the active controller: when each broker last heartbeated.
     sessions: Mutex<HashMap<i32, Instant>>,
+    /// Brokers whose ShutdownBroker proposal is in flight.
+    shutdowns: Mutex<std::collections::HashSet<i32>>,
 }
 
 impl Metadata {
@@ -320,13 +322,15 @@ impl Metadata {
             };
         };
         self.sessions.lock().insert(hb.broker_id, Instant::now());
-        if hb.want_shutdown && !b.shutting_down {
+        // One ShutdownBroker proposal in flight per broker, however often it heartbeats.
+        if hb.want_shutdown && !b.shutting_down && self.shutdowns.lock().insert(hb.broker_id) {
             let me = self.clone();
             let (id, epoch) = (hb.broker_id, hb.broker_epoch);
             tokio::spawn(async move {
                 if let Err(e) = me.propose(Command::ShutdownBroker { id, epoch }).await {
                     tracing::warn!("controlled shutdown of broker {id}: {}", e.message);
                 }
+                me.shutdowns.lock().remove(&id);
             });
         }
         v1::HeartbeatResponse {
@@ -451,6 +455,7 @@ pub async fn start(
         clients,
         leader_hint: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
+        shutdowns: Mutex::new(Default::default()),
     });
     // Serve the controller RPCs first, so peers (and this node's own check) can reach us.
     if let Some(listener) = controller_listener {
@@ -862,9 +867,11 @@ pub async fn broker_session(
                 } else {
                     metadata.settings.heartbeat_interval
                 };
+                // Once shutting down, `changed` has nothing more to say (and errs at once when
+                // the sender is gone): only the timer paces the loop.
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.changed(), if !want_shutdown => {}
                 }
                 if controller < 0 {
                     controller = metadata.controller_id();
@@ -964,7 +971,7 @@ async fn remote_heartbeats(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.changed(), if !want_shutdown => {}
         }
         let hb = v1::HeartbeatRequest {
             broker_id: id,
