@@ -1575,9 +1575,10 @@ impl PartitionTask {
                 continue;
             }
             for ((target, tp_index), (records, sources, _)) in batches {
-                let Some(tp) = self.broker.replicas.get(&target, tp_index) else {
+                // Only a leader's log may be appended to: a follower's copy would diverge.
+                let Ok(tp) = self.broker.leader_replica(&target, tp_index) else {
                     return Err(format!(
-                        "target partition {target}-{tp_index} is not hosted here"
+                        "target partition {target}-{tp_index} is not led by this broker"
                     ));
                 };
                 let bytes = crate::records::encode_batch(records, now_ms())?;

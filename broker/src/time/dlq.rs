@@ -126,11 +126,11 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
                 report.redriven += n;
                 continue;
             }
-            let Some(tp) = broker.replicas.get(&dest, partition) else {
+            let Ok(tp) = broker.leader_replica(&dest, partition) else {
                 report.skipped += n;
-                report
-                    .problems
-                    .push(format!("partition {dest}-{partition} is not hosted here"));
+                report.problems.push(format!(
+                    "partition {dest}-{partition} is not led by this broker"
+                ));
                 continue;
             };
             for chunk in records.chunks(REDRIVE_BATCH_RECORDS_MAX) {

@@ -514,8 +514,10 @@ impl RedisRetryTask {
                 b.1.push((id, due, attempt));
             }
             for ((dest, partition), (records, entries)) in batches {
-                let Some(tp) = self.broker.replicas.get(&dest, partition) else {
-                    return Err(format!("partition {dest}-{partition} is not hosted here"));
+                let Ok(tp) = self.broker.leader_replica(&dest, partition) else {
+                    return Err(format!(
+                        "partition {dest}-{partition} is not led by this broker"
+                    ));
                 };
                 let mut pipe = redis::pipe();
                 for (id, _, _) in &entries {
