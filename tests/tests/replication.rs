@@ -85,6 +85,20 @@ fn consume_all(c: &Cluster, topic: &str, expected: usize) -> BTreeMap<i64, Strin
     got
 }
 
+/// `n` nodes with FAST settings, all registered, and topic `name` (RF=3, min.insync.replicas=2).
+fn cluster_with_topic(n: usize, overrides: &[&str], name: &str, partitions: i32) -> Cluster {
+    let c = Cluster::start(n, &[FAST, overrides].concat());
+    wait_until(Duration::from_secs(10), "every broker registered", || {
+        (live_broker_ids(&c.brokers[0])?.len() == n).then_some(())
+    });
+    let configs = [("min.insync.replicas", "2")];
+    assert_eq!(
+        create_topic_with(&c.brokers[0], name, partitions, 3, &configs),
+        0
+    );
+    c
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,20 +108,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn acknowledged_records_survive_leader_kills() {
-    let mut c = Cluster::start(3, FAST);
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
-    assert_eq!(
-        create_topic_with(
-            &c.brokers[0],
-            "orders",
-            1,
-            3,
-            &[("min.insync.replicas", "2")]
-        ),
-        0
-    );
+    let mut c = cluster_with_topic(3, &[], "orders", 1);
     let full = |c: &Cluster| {
         wait_until(Duration::from_secs(10), "a leader and a full ISR", || {
             leader_and_isr(&c.brokers[0], "orders", 0)
@@ -151,14 +152,7 @@ fn acknowledged_records_survive_leader_kills() {
 fn isr_shrinks_when_followers_stop_and_heals_when_they_resume() {
     // Five nodes, so the metadata quorum outlives two stopped followers of a three-replica
     // partition.
-    let mut c = Cluster::start(5, FAST);
-    wait_until(Duration::from_secs(10), "five brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 5).then_some(())
-    });
-    assert_eq!(
-        create_topic_with(&c.brokers[0], "isr", 1, 3, &[("min.insync.replicas", "2")]),
-        0
-    );
+    let mut c = cluster_with_topic(5, &[], "isr", 1);
     let (leader, replicas) = wait_until(Duration::from_secs(10), "a full ISR", || {
         leader_and_isr(&c.brokers[0], "isr", 0).filter(|(l, isr)| *l > 0 && isr.len() == 3)
     });
@@ -215,11 +209,7 @@ fn isr_shrinks_when_followers_stop_and_heals_when_they_resume() {
 
 #[test]
 fn a_consumer_group_keeps_consuming_when_its_coordinator_is_killed() {
-    let mut c = Cluster::start(3, &[FAST, &["offsets.topic.num.partitions=5"]].concat());
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
-    assert_eq!(create_topic_with(&c.brokers[0], "work", 1, 3, &[]), 0);
+    let mut c = cluster_with_topic(3, &["offsets.topic.num.partitions=5"], "work", 1);
     let rt = runtime();
     let p = producer(&c);
     let first = send_all(&rt, &p, "work", (0..200).map(|i| format!("w{i}")));
@@ -387,14 +377,7 @@ fn record_delivery(
 fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let mut c = Cluster::start(3, FAST);
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
-    assert_eq!(
-        create_topic_with(&c.brokers[0], "load", 3, 3, &[("min.insync.replicas", "2")]),
-        0
-    );
+    let mut c = cluster_with_topic(3, &[], "load", 3);
     let full = |c: &mut Cluster| {
         wait_until(
             Duration::from_secs(20),
@@ -485,20 +468,7 @@ fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
 fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let mut c = Cluster::start(3, FAST);
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
-    assert_eq!(
-        create_topic_with(
-            &c.brokers[0],
-            "rolling",
-            3,
-            3,
-            &[("min.insync.replicas", "2")]
-        ),
-        0
-    );
+    let mut c = cluster_with_topic(3, &[], "rolling", 3);
     let all_full = |c: &mut Cluster| {
         wait_until(
             Duration::from_secs(20),

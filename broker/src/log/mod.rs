@@ -140,6 +140,20 @@ pub struct AppendInfo {
     pub record_count: u64,
 }
 
+impl AppendInfo {
+    /// Nothing appended yet at `first_offset`.
+    fn empty_at(first_offset: i64, log_append_time_ms: i64) -> Self {
+        AppendInfo {
+            first_offset,
+            last_offset: first_offset - 1,
+            max_timestamp: -1,
+            offset_of_max_timestamp: first_offset,
+            log_append_time_ms,
+            record_count: 0,
+        }
+    }
+}
+
 /// What a read found: file regions of whole batches, in offset order.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -433,14 +447,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let first_offset = self.log_end_offset();
-        let mut info = AppendInfo {
-            first_offset,
-            last_offset: first_offset - 1,
-            max_timestamp: -1,
-            offset_of_max_timestamp: first_offset,
-            log_append_time_ms: now_ms,
-            record_count: 0,
-        };
+        let mut info = AppendInfo::empty_at(first_offset, now_ms);
         // Check framing of every batch before writing any, so a bad blob writes nothing.
         let spans = Self::batch_spans(batches, self.config.segment_bytes)?;
         for (start, end) in spans {
@@ -464,14 +471,7 @@ impl Log {
     ) -> Result<(AppendInfo, Vec<BatchHeader>), LogError> {
         let mut headers = Vec::new();
         let first_offset = self.log_end_offset();
-        let mut info = AppendInfo {
-            first_offset,
-            last_offset: first_offset - 1,
-            max_timestamp: -1,
-            offset_of_max_timestamp: first_offset,
-            log_append_time_ms: -1,
-            record_count: 0,
-        };
+        let mut info = AppendInfo::empty_at(first_offset, -1);
         let mut position = 0;
         while batches.len() - position >= batch::HEADER_SIZE {
             let header = BatchHeader::parse(&batches[position..])?;
