@@ -425,14 +425,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs `step(partition, now)` over every partition every `period_ms`, off the async workers
-/// (the steps do file I/O), until `shutdown`.
-async fn every_partition(
+/// Runs `step` every `period_ms` off the async workers (the steps do file I/O), until
+/// `shutdown`.
+async fn every(
     name: &'static str,
     broker: Arc<Broker>,
     period_ms: u64,
     shutdown: watch::Receiver<bool>,
-    step: fn(&crate::partition::Partition, i64),
+    step: fn(&Broker),
 ) {
     let period = std::time::Duration::from_millis(period_ms.max(10));
     let stop = wait_for(shutdown);
@@ -443,13 +443,7 @@ async fn every_partition(
             _ = &mut stop => return,
         }
         let b = broker.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            for p in b.replicas.all() {
-                step(&p, now);
-            }
-        });
-        if let Err(e) = done.await {
+        if let Err(e) = tokio::task::spawn_blocking(move || step(&b)).await {
             tracing::warn!("{name} task failed: {e}");
         }
     }
@@ -458,8 +452,9 @@ async fn every_partition(
 /// Retention and compaction every `log.retention.check.interval.ms`.
 async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let period_ms = broker.config.log_retention_check_interval_ms;
-    every_partition("cleaner", broker, period_ms, shutdown, |p, now| {
-        p.clean(now)
+    every("cleaner", broker, period_ms, shutdown, |b| {
+        let now = now_ms();
+        b.replicas.all().iter().for_each(|p| p.clean(now))
     })
     .await
 }
@@ -468,8 +463,18 @@ async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 /// `log.flush.scheduler.interval.ms` (default 1 s here; Kafka leaves it unset).
 async fn flusher(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let period_ms = broker.config.log_flush_scheduler_interval_ms;
-    every_partition("flusher", broker, period_ms, shutdown, |p, now| {
-        p.flush_if_due(now)
+    every("flusher", broker, period_ms, shutdown, |b| {
+        let now = now_ms();
+        b.replicas.all().iter().for_each(|p| p.flush_if_due(now))
+    })
+    .await
+}
+
+/// Writes `replication-offset-checkpoint` every `replica.high.watermark.checkpoint.interval.ms`.
+async fn checkpoint_high_watermarks(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let period_ms = broker.config.replica_high_watermark_checkpoint_interval_ms;
+    every("hw checkpoint", broker, period_ms, shutdown, |b| {
+        b.replicas.checkpoint_high_watermarks()
     })
     .await
 }
@@ -517,34 +522,12 @@ async fn maintain_isr(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                     Ok(_) => None,
                     Err(e) => Some(format!("{}: {}", e.code, e.message)),
                 };
+                // On success the new image reaches the partition through `follow_image`.
                 if let Some(why) = failure {
                     tracing::info!("{}-{}: ISR change refused ({why})", p.topic, p.index);
                     p.clear_pending_isr();
-                } else {
-                    let b2 = b.clone();
-                    let _ = tokio::task::spawn_blocking(move || b2.sync_replicas()).await;
                 }
             });
         }
-    }
-}
-
-/// Writes `replication-offset-checkpoint` every `replica.high.watermark.checkpoint.interval.ms`.
-async fn checkpoint_high_watermarks(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let period = std::time::Duration::from_millis(
-        broker
-            .config
-            .replica_high_watermark_checkpoint_interval_ms
-            .max(10),
-    );
-    let stop = wait_for(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = &mut stop => return,
-        }
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.replicas.checkpoint_high_watermarks()).await;
     }
 }

@@ -218,7 +218,8 @@ impl GroupCoordinator {
         (java_string_hash(group_id) & 0x7fff_ffff) % self.config.offsets_topic_num_partitions
     }
 
-    /// Loads every partition (a coordinator that owns them all: single-node tests).
+    /// Loads every partition (a coordinator that owns them all: unit tests).
+    #[cfg(test)]
     pub fn load(&self) -> Result<(), i16> {
         for partition in 0..self.config.offsets_topic_num_partitions {
             self.load_partition(partition)?;
@@ -287,14 +288,12 @@ impl GroupCoordinator {
         groups.retain(|_, g| g.partition != partition);
         let mut loaded_groups = 0usize;
         for (group_id, record) in group_records {
-            let partition = self.partition_for(&group_id);
             let group = Group::from_record(group_id.clone(), partition, record, now);
             groups.insert(group_id, group);
             loaded_groups += 1;
         }
         let mut loaded_offsets = 0usize;
         for (group_id, group_offsets) in offsets {
-            let partition = self.partition_for(&group_id);
             let group = groups
                 .entry(group_id.clone())
                 .or_insert_with(|| Group::new(group_id, partition, now.wall_ms));
@@ -312,7 +311,8 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Committed offset for (group, topic, partition), for admin/lag views.
+    /// Committed offset for (group, topic, partition).
+    #[cfg(test)]
     pub fn committed_offsets(&self, group_id: &str) -> Vec<(String, i32, i64)> {
         let groups = self.groups.lock();
         groups

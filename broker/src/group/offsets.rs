@@ -495,7 +495,10 @@ fn expired_offsets(group: &Group, now_ms: i64, retention_ms: i64) -> Vec<(String
         .filter(|((topic, _), _)| subscribed.as_ref().is_none_or(|s| !s.contains(topic)))
         .filter(|(_, o)| match o.expire_timestamp_ms {
             Some(expire_ms) => now_ms >= expire_ms,
-            None => now_ms - empty_since.unwrap_or(o.commit_timestamp_ms) >= retention_ms,
+            // Saturating: the commit timestamp comes from disk.
+            None => {
+                now_ms.saturating_sub(empty_since.unwrap_or(o.commit_timestamp_ms)) >= retention_ms
+            }
         })
         .map(|(key, _)| key.clone())
         .collect()

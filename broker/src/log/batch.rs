@@ -171,16 +171,8 @@ impl BatchHeader {
         self.attributes & ATTR_TIMESTAMP_TYPE != 0
     }
 
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & ATTR_TRANSACTIONAL != 0
-    }
-
     pub fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
-    }
-
-    pub fn has_delete_horizon(&self) -> bool {
-        self.attributes & ATTR_DELETE_HORIZON != 0
     }
 
     /// Sequence of the last record, wrapping at i32::MAX like Kafka's
@@ -201,6 +193,18 @@ impl BatchHeader {
 /// CRC-32C of a complete batch as stored in its `crc` field.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Marks one whole batch as `LogAppendTime` with `max_timestamp`, and re-seals its CRC (the
+/// records are not touched, so nothing is recompressed).
+pub fn set_log_append_time(batch: &mut [u8], max_timestamp: i64) {
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]])
+        | ATTR_TIMESTAMP_TYPE;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Checks one complete batch (exactly `batch.len()` bytes) beyond what `parse` checks.

@@ -333,13 +333,7 @@ fn reencode(header: &BatchHeader, mut kept: Vec<Record>) -> Result<Vec<u8>, Stri
     // The encoder ignores the timestamp type; restore it (and the log-append max
     // timestamp) and re-seal the CRC.
     if header.is_log_append_time() {
-        let attributes = encoded.attributes | batch::ATTR_TIMESTAMP_TYPE;
-        out[batch::ATTRIBUTES_OFFSET..batch::ATTRIBUTES_OFFSET + 2]
-            .copy_from_slice(&attributes.to_be_bytes());
-        out[batch::MAX_TIMESTAMP_OFFSET..batch::MAX_TIMESTAMP_OFFSET + 8]
-            .copy_from_slice(&header.max_timestamp.to_be_bytes());
-        let crc = batch::compute_crc(&out);
-        out[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch::set_log_append_time(&mut out, header.max_timestamp);
     }
     batch::set_base_offset_and_epoch(&mut out, first_offset, header.partition_leader_epoch);
     Ok(out)

@@ -241,9 +241,12 @@ impl Log {
             last_flush_ms: now_ms,
         };
         log.recover_segments(recover, &needs_recovery)?;
+        let stored_start = checkpoint::read_offset(&dir.join(LOG_START_OFFSET_FILE));
         if log.segments.is_empty() {
-            let start = checkpoint::read_offset(&dir.join(LOG_START_OFFSET_FILE))
+            let start = stored_start
+                .as_ref()
                 .ok()
+                .copied()
                 .flatten()
                 .unwrap_or(0)
                 .max(0);
@@ -251,7 +254,7 @@ impl Log {
             log.segments.insert(start, segment);
         }
         let first_base = log.first_segment().base_offset();
-        let stored_start = match checkpoint::read_offset(&dir.join(LOG_START_OFFSET_FILE)) {
+        let stored_start = match stored_start {
             Ok(v) => v.unwrap_or(first_base),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable log start offset, using first segment");
@@ -816,7 +819,11 @@ impl Log {
                 }
             }
             self.active_segment_mut().truncate_to(offset)?;
-            self.log_start_offset = self.log_start_offset.min(self.log_end_offset());
+            let start = self.log_start_offset.min(self.log_end_offset());
+            if start != self.log_start_offset {
+                self.log_start_offset = start;
+                checkpoint::write_offset(&self.dir.join(LOG_START_OFFSET_FILE), start)?;
+            }
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         checkpoint::write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
@@ -892,7 +899,6 @@ impl Log {
         }
         self.recovery_point = self.log_end_offset();
         checkpoint::write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)?;
-        checkpoint::write_offset(&self.dir.join(LOG_START_OFFSET_FILE), self.log_start_offset)?;
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms;
         Ok(())
@@ -901,14 +907,6 @@ impl Log {
     /// Flushes and checkpoints; the next `open` need not recover.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()
-    }
-
-    /// Removes the partition directory (DeleteTopics).
-    pub fn delete(self) -> Result<(), LogError> {
-        let dir = self.dir.clone();
-        drop(self);
-        std::fs::remove_dir_all(dir)?;
-        Ok(())
     }
 
     fn cleaner_offset_path(&self) -> PathBuf {

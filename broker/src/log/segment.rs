@@ -297,9 +297,6 @@ impl LogSegment {
     pub fn max_timestamp_so_far(&self) -> i64 {
         self.max_timestamp_so_far
     }
-    pub fn offset_of_max_timestamp_so_far(&self) -> i64 {
-        self.offset_of_max_timestamp_so_far
-    }
     pub fn offset_index(&self) -> &OffsetIndex {
         &self.offset_index
     }
@@ -364,12 +361,6 @@ impl LogSegment {
             || self.size_bytes + batch_bytes > u64::from(u32::MAX)
             || waited_ms > segment_ms
             || !self.fits_offset(last_offset)
-    }
-
-    /// Is the segment older than `segment_ms` by the wall clock / first timestamp?
-    pub fn time_expired(&self, segment_ms: i64, now_ms: i64) -> bool {
-        let base = self.rolling_base_timestamp.unwrap_or(self.created_ms);
-        !self.is_empty() && now_ms.saturating_sub(base) > segment_ms
     }
 
     /// Appends one batch whose header already carries its final base offset.

@@ -510,7 +510,8 @@ fn flush_ms_flushes_an_idle_log_once_due() {
 #[test]
 fn rolling_advances_the_recovery_point_so_a_crash_rescans_only_the_tail() {
     // Proves recovery work is bounded: after rolls, the recovery point sits at the active
-    // segment's base, and damage in the active segment is still cut on an unclean open.
+    // segment's base, so an unclean open re-validates only the active segment: damage there is
+    // cut, while the same damage in a rolled (fsynced) segment below the point is not rescanned.
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), false).unwrap();
     fill(&mut log, 60, NOW_MS);
@@ -519,9 +520,32 @@ fn rolling_advances_the_recovery_point_so_a_crash_rescans_only_the_tail() {
     let active = *bases.last().unwrap();
     assert_eq!(log.recovery_point(), active);
     let leo = log.log_end_offset();
+    let last_batch = log.read(leo - 1, 1, i64::MAX).unwrap().regions[0].clone();
     drop(log); // no close: as after SIGKILL
+    // One flipped payload byte (a bad CRC) in the first segment's first batch and in the
+    // active segment's last batch.
+    let flip = |file: &Path, at: usize| {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[at] ^= 0x01;
+        std::fs::write(file, bytes).unwrap();
+    };
+    let first = dir.path().join(segment::log_file_name(bases[0]));
+    let first_len = std::fs::metadata(&first).unwrap().len();
+    flip(&first, 70);
+    flip(
+        &dir.path().join(segment::log_file_name(active)),
+        last_batch.position as usize + 70,
+    );
     let reopened = Log::open(dir.path(), small_config(), true).unwrap();
-    assert_eq!(reopened.log_end_offset(), leo);
+    assert!(
+        reopened.log_end_offset() < leo,
+        "the damaged last batch of the active segment is cut"
+    );
+    assert_eq!(
+        std::fs::metadata(&first).unwrap().len(),
+        first_len,
+        "the segment below the recovery point is not rescanned"
+    );
     assert!(
         reopened.recovery_point() >= active,
         "recovery started at the active segment"

@@ -33,14 +33,17 @@ impl EpochCache {
             path,
             entries: Vec::new(),
         };
-        for (epoch, start) in entries {
+        for &(epoch, start) in &entries {
             cache.push(epoch, start);
         }
         for h in headers {
             cache.push(h.partition_leader_epoch, h.base_offset);
         }
-        cache.truncate_from_end(log_end);
-        cache.persist();
+        cache.entries.retain(|&(_, s)| s < log_end);
+        // Written only when the log said more (or less) than the checkpoint.
+        if cache.entries != entries {
+            cache.persist();
+        }
         cache
     }
 
@@ -100,11 +103,6 @@ impl EpochCache {
 
     pub fn latest_epoch(&self) -> i32 {
         self.entries.last().map(|&(e, _)| e).unwrap_or(UNDEFINED)
-    }
-
-    /// The start offset of the latest epoch (the leader's "leader epoch start offset").
-    pub fn latest_start(&self) -> Option<i64> {
-        self.entries.last().map(|&(_, s)| s)
     }
 
     /// Kafka's `endOffsetFor`: the largest epoch <= `requested` and the offset where it ended

@@ -19,19 +19,16 @@ use crate::log::{FileRegion, Log, LogConfig};
 use crate::metadata::{PartitionInfo, TopicInfo};
 use crate::metrics::{Metrics, TopicMetrics};
 
+/// Kafka error codes: the cluster-wide ones, plus those only the log and produce path use.
 pub mod codes {
+    pub use crate::metadata::codes::*;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const INVALID_RECORD: i16 = 87;
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// A Kafka error code with the message sent back (Produce v8+ carries it).
@@ -41,6 +38,12 @@ pub struct PartitionError {
     pub message: String,
     /// Produce v8+ per-record errors: (index of the record in the request, message).
     pub record_errors: Vec<(i32, String)>,
+}
+
+impl From<crate::log::LogError> for PartitionError {
+    fn from(e: crate::log::LogError) -> Self {
+        PartitionError::new(e.kafka_error_code(), e.to_string())
+    }
 }
 
 impl PartitionError {
@@ -90,6 +93,15 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 impl ProducerStates {
+    /// Rebuilt from the batch headers of a log (start-up, follower truncation).
+    fn from_headers(headers: &[BatchHeader]) -> Self {
+        let mut producers = ProducerStates::default();
+        for h in headers {
+            producers.record(h, h.base_offset);
+        }
+        producers
+    }
+
     fn check(&self, h: &BatchHeader) -> Result<SeqCheck, PartitionError> {
         if h.producer_id < 0 {
             return Ok(SeqCheck::Append);
@@ -271,11 +283,23 @@ struct Follower {
     last_fetch_ms: i64,
 }
 
+impl Follower {
+    /// A follower that has not fetched from this leader yet; it counts as caught up now, as
+    /// Kafka does for the replicas of a new leader.
+    fn unknown(now: i64) -> Self {
+        Follower {
+            leo: -1,
+            last_caught_up_ms: now,
+            last_fetch_leader_leo: -1,
+            last_fetch_ms: now,
+        }
+    }
+}
+
 /// The partition's replica set as the image gives it, plus the leader's view of its followers.
 #[derive(Debug, Default)]
 struct ReplicaState {
     node: i32,
-    leader: i32,
     isr: Vec<i32>,
     partition_epoch: i32,
     /// An ISR this leader proposed (AlterPartition) that the image does not show yet.
@@ -295,6 +319,11 @@ impl ReplicaState {
             .flatten()
             .filter(|r| !self.isr.contains(r));
         self.isr.iter().chain(extra).copied()
+    }
+
+    /// Kafka's ISR-join rule: a follower whose log reaches the HW and this leader's epoch start.
+    fn may_join(&self, follower_leo: i64, hw: i64) -> bool {
+        follower_leo >= hw && follower_leo >= self.epoch_start_offset
     }
 }
 
@@ -373,16 +402,13 @@ impl Partition {
             )
         })?;
         // Idempotent-producer state is rebuilt from the batch headers of the log.
-        let mut producers = ProducerStates::default();
         let headers = log.batch_headers(log.log_start_offset()).map_err(|e| {
             PartitionError::new(
                 codes::KAFKA_STORAGE_ERROR,
                 format!("{}: {e}", dir.display()),
             )
         })?;
-        for h in &headers {
-            producers.record(h, h.base_offset);
-        }
+        let producers = ProducerStates::from_headers(&headers);
         let leo = log.log_end_offset();
         let start = log.log_start_offset();
         let epochs = epochs::EpochCache::load(dir, &headers, leo);
@@ -430,6 +456,19 @@ impl Partition {
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
     }
+    /// KIP-320: the leader epoch a client believes current, against ours: 0, or
+    /// FENCED_LEADER_EPOCH (the client's is older) / UNKNOWN_LEADER_EPOCH (newer). -1: unchecked.
+    pub fn check_current_epoch(&self, client: i32) -> i16 {
+        let ours = self.leader_epoch();
+        if client < 0 || client == ours {
+            codes::NONE
+        } else if client < ours {
+            codes::FENCED_LEADER_EPOCH
+        } else {
+            codes::UNKNOWN_LEADER_EPOCH
+        }
+    }
+
     /// Stops leading (the partition left this broker or its topic is going).
     pub fn demote(&self) {
         self.is_leader.store(false, Ordering::Release);
@@ -448,7 +487,6 @@ impl Partition {
         let old_epoch = self.leader_epoch();
         let epoch_changed = info.leader_epoch != old_epoch || leader != was_leader;
         r.node = node;
-        r.leader = info.leader;
         r.isr = info.isr.clone();
         if r.partition_epoch != info.partition_epoch || epoch_changed {
             // Our proposal was applied or overtaken: either way it is no longer pending.
@@ -463,30 +501,14 @@ impl Partition {
                 leo
             };
             r.epoch_start_offset = leo;
-            r.followers = info
-                .replicas
-                .iter()
-                .filter(|&&id| id != node)
-                .map(|&id| {
-                    let f = Follower {
-                        leo: -1,
-                        last_caught_up_ms: now,
-                        last_fetch_leader_leo: -1,
-                        last_fetch_ms: now,
-                    };
-                    (id, f)
-                })
-                .collect();
-        } else if leader {
+            // A new epoch: nothing is known of the followers until they fetch from us.
+            r.followers.clear();
+        }
+        if leader {
             // Replicas added by a reassignment start unknown; removed ones are forgotten.
             r.followers.retain(|id, _| info.replicas.contains(id));
             for &id in info.replicas.iter().filter(|&&id| id != node) {
-                r.followers.entry(id).or_insert(Follower {
-                    leo: -1,
-                    last_caught_up_ms: now,
-                    last_fetch_leader_leo: -1,
-                    last_fetch_ms: now,
-                });
+                r.followers.entry(id).or_insert(Follower::unknown(now));
             }
         } else {
             r.followers.clear();
@@ -515,10 +537,13 @@ impl Partition {
     /// Leader: moves the HW up to the smallest log end offset over the (maximal) ISR. A member
     /// that has not fetched since this leader took over holds it where it is.
     pub fn maybe_advance_hw(&self) {
-        if !self.is_leader() {
-            return;
+        if self.is_leader() {
+            self.advance_hw_locked(&self.replica.lock());
         }
-        let r = self.replica.lock();
+    }
+
+    /// [`maybe_advance_hw`](Self::maybe_advance_hw) with the replica lock already held.
+    fn advance_hw_locked(&self, r: &ReplicaState) {
         let mut low = self.log_end_offset();
         for id in r.maximal_isr() {
             if id == r.node {
@@ -529,7 +554,6 @@ impl Partition {
                 _ => return,
             }
         }
-        drop(r);
         if self.hw.fetch_max(low, Ordering::AcqRel) < low {
             self.hw_moved.notify_waiters();
         }
@@ -541,7 +565,6 @@ impl Partition {
         let leo = self.log_end_offset();
         let hw = self.high_watermark();
         let mut r = self.replica.lock();
-        let epoch_start = r.epoch_start_offset;
         let Some(f) = r.followers.get_mut(&replica) else {
             return false;
         };
@@ -553,11 +576,10 @@ impl Partition {
         f.leo = fetch_offset;
         f.last_fetch_leader_leo = leo;
         f.last_fetch_ms = now;
-        let joins = !r.maximal_isr().any(|id| id == replica)
-            && fetch_offset >= hw
-            && fetch_offset >= epoch_start;
-        drop(r);
-        self.maybe_advance_hw();
+        let joins = !r.maximal_isr().any(|id| id == replica) && r.may_join(fetch_offset, hw);
+        if self.is_leader() {
+            self.advance_hw_locked(&r);
+        }
         joins
     }
 
@@ -588,12 +610,7 @@ impl Partition {
         let mut joining: Vec<i32> = r
             .followers
             .iter()
-            .filter(|(id, f)| {
-                !isr.contains(id)
-                    && !r.isr.contains(id)
-                    && f.leo >= hw
-                    && f.leo >= r.epoch_start_offset
-            })
+            .filter(|(id, f)| !isr.contains(id) && !r.isr.contains(id) && r.may_join(f.leo, hw))
             .map(|(id, _)| *id)
             .collect();
         joining.sort_unstable();
@@ -666,13 +683,11 @@ impl Partition {
     /// Follower: removes everything at or after `offset` (a diverged suffix) and rebuilds the
     /// idempotent-producer state from what is left.
     pub fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
-        let storage =
-            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
         let mut state = self.state.lock();
         if offset >= state.log.log_end_offset() {
             return Ok(());
         }
-        state.log.truncate_to(offset).map_err(storage)?;
+        state.log.truncate_to(offset)?;
         let leo = state.log.log_end_offset();
         state.epochs.truncate_from_end(leo);
         self.after_truncation(&mut state)
@@ -681,33 +696,27 @@ impl Partition {
     /// Follower: empties the log and restarts it at `offset` (the leader's log start is past
     /// our log end).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
-        let storage =
-            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
         let mut state = self.state.lock();
-        state
-            .log
-            .truncate_fully_and_start_at(offset)
-            .map_err(storage)?;
+        state.log.truncate_fully_and_start_at(offset)?;
         state.epochs.clear();
         self.after_truncation(&mut state)
     }
 
     fn after_truncation(&self, state: &mut PartitionState) -> Result<(), PartitionError> {
-        let headers = state
-            .log
-            .batch_headers(state.log.log_start_offset())
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
-        let mut producers = ProducerStates::default();
-        for h in &headers {
-            producers.record(h, h.base_offset);
-        }
-        state.producers = producers;
+        let headers = state.log.batch_headers(state.log.log_start_offset())?;
+        state.producers = ProducerStates::from_headers(&headers);
+        let leo = self.publish_offsets(state);
+        self.hw.fetch_min(leo, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Publishes the log's end and start offsets to the lock-free readers; returns the end.
+    fn publish_offsets(&self, state: &PartitionState) -> i64 {
         let leo = state.log.log_end_offset();
         self.leo.store(leo, Ordering::Release);
         self.log_start
             .store(state.log.log_start_offset(), Ordering::Release);
-        self.hw.fetch_min(leo, Ordering::AcqRel);
-        Ok(())
+        leo
     }
 
     /// Follower: appends batches fetched from the leader (offsets and epochs kept), follows the
@@ -719,27 +728,16 @@ impl Partition {
         leader_hw: i64,
         leader_log_start: i64,
     ) -> Result<u64, PartitionError> {
-        let storage =
-            |e: crate::log::LogError| PartitionError::new(e.kafka_error_code(), e.to_string());
         let mut state = self.state.lock();
-        let (info, headers) = state
-            .log
-            .append_as_follower(records, now_ms())
-            .map_err(storage)?;
+        let (info, headers) = state.log.append_as_follower(records, now_ms())?;
         state.epochs.assign_batches(&headers);
         for h in &headers {
             state.producers.record(h, h.base_offset);
         }
         if leader_log_start > state.log.log_start_offset() {
-            state
-                .log
-                .maybe_increment_log_start(leader_log_start)
-                .map_err(storage)?;
+            state.log.maybe_increment_log_start(leader_log_start)?;
         }
-        let leo = state.log.log_end_offset();
-        self.leo.store(leo, Ordering::Release);
-        self.log_start
-            .store(state.log.log_start_offset(), Ordering::Release);
+        let leo = self.publish_offsets(&state);
         drop(state);
         let hw = leader_hw.min(leo);
         if self.hw.swap(hw, Ordering::AcqRel) != hw {
@@ -822,13 +820,16 @@ impl Partition {
         let now = now_ms();
         let mut bytes = BytesMut::from(&records[..]);
         if state.log_append_time {
-            set_log_append_time(&mut bytes, now);
+            // `validate_batches` framed the blob: its headers give each batch's extent.
+            let mut pos = 0;
+            for h in &headers {
+                let end = pos + h.total_size();
+                crate::log::batch::set_log_append_time(&mut bytes[pos..end], now);
+                pos = end;
+            }
         }
         let epoch = self.leader_epoch();
-        let info = state
-            .log
-            .append(&mut bytes, epoch, now)
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let info = state.log.append(&mut bytes, epoch, now)?;
         state.epochs.assign(epoch, info.first_offset);
         let mut offset = info.first_offset;
         for h in appends {
@@ -842,8 +843,7 @@ impl Partition {
             log_append_time_ms: if state.log_append_time { now } else { -1 },
             log_start_offset: state.log.log_start_offset(),
         };
-        self.leo
-            .store(state.log.log_end_offset(), Ordering::Release);
+        self.publish_offsets(&state);
         drop(state);
         self.appended.notify_waiters();
         self.maybe_advance_hw();
@@ -874,10 +874,7 @@ impl Partition {
     ) -> Result<ReadResult, PartitionError> {
         let state = self.state.lock();
         let hw = self.high_watermark();
-        let r = state
-            .log
-            .read(offset, max_bytes, limit)
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let r = state.log.read(offset, max_bytes, limit)?;
         let bytes = r.regions.iter().map(|r| r.len).sum();
         Ok(ReadResult {
             regions: r.regions,
@@ -893,7 +890,7 @@ impl Partition {
             .lock()
             .log
             .fetch_offset_by_timestamp(ts)
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))
+            .map_err(PartitionError::from)
     }
 
     /// The record with the largest timestamp, as (offset, timestamp) (ListOffsets -3).
@@ -902,15 +899,12 @@ impl Partition {
             .lock()
             .log
             .max_timestamp_and_offset()
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))
+            .map_err(PartitionError::from)
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
         let mut state = self.state.lock();
-        let start = state
-            .log
-            .delete_records_before(offset)
-            .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
+        let start = state.log.delete_records_before(offset)?;
         self.log_start.store(start, Ordering::Release);
         Ok(start)
     }
@@ -965,8 +959,7 @@ impl Partition {
                 tracing::warn!("{}-{}: compaction failed: {e}", self.topic, self.index);
             }
         }
-        self.log_start
-            .store(state.log.log_start_offset(), Ordering::Release);
+        self.publish_offsets(&state);
     }
 
     /// Time-based flush (`flush.ms`) of a log that may have gone idle.
@@ -1052,31 +1045,6 @@ fn check_delay_headers(records: &Bytes) -> Result<(), PartitionError> {
     );
     err.record_errors = bad;
     Err(err)
-}
-
-/// Stamps every batch with the broker's clock (topic `message.timestamp.type=LogAppendTime`):
-/// sets the timestamp-type attribute bit and max timestamp, then recomputes the CRC, without
-/// touching (or recompressing) the records.
-fn set_log_append_time(bytes: &mut [u8], now: i64) {
-    let mut pos = 0usize;
-    while pos + 61 <= bytes.len() {
-        let len = i32::from_be_bytes([
-            bytes[pos + 8],
-            bytes[pos + 9],
-            bytes[pos + 10],
-            bytes[pos + 11],
-        ]) as usize;
-        let end = pos + 12 + len;
-        if end > bytes.len() {
-            break;
-        }
-        let attrs = u16::from_be_bytes([bytes[pos + 21], bytes[pos + 22]]) | 0x08;
-        bytes[pos + 21..pos + 23].copy_from_slice(&attrs.to_be_bytes());
-        bytes[pos + 35..pos + 43].copy_from_slice(&now.to_be_bytes());
-        let crc = crc32c::crc32c(&bytes[pos + 21..end]);
-        bytes[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
-        pos = end;
-    }
 }
 
 /// All partitions hosted here, by (topic, partition).
@@ -1199,10 +1167,10 @@ impl ReplicaManager {
             let was_assigned = previous
                 .and_then(|prev| prev.partition(&topic, index))
                 .is_some_and(|p| p.replicas.contains(&node));
-            self.fetchers.unfollow(&topic, index);
             if was_assigned {
-                self.remove(&topic, index);
+                self.remove(&topic, index); // unfollows too
             } else if let Some(p) = self.get(&topic, index) {
+                self.fetchers.unfollow(&topic, index);
                 p.demote();
             }
             out.dropped.push((topic, index));

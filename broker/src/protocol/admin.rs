@@ -34,7 +34,6 @@ use crate::server::Broker;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 
 // DescribeConfigs config sources.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -150,7 +149,7 @@ pub async fn create_topics(
                     .all(|(i, a)| a.partition_index == i as i32);
                 if !in_order {
                     return fail(MetaError::new(
-                        INVALID_REPLICA_ASSIGNMENT,
+                        codes::INVALID_REPLICA_ASSIGNMENT,
                         "Replica assignments must list partitions 0, 1, 2, ... in order",
                     ));
                 }

@@ -17,7 +17,6 @@ use crate::partition::{codes, Partition};
 use crate::server::Broker;
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 /// Upper bound on how long a fetch may wait, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -82,16 +81,7 @@ pub async fn fetch(
             let error = match (&info, &partition) {
                 (None, _) if version >= 13 => UNKNOWN_TOPIC_ID,
                 (_, Err(code)) => *code,
-                (_, Ok(part))
-                    if p.current_leader_epoch >= 0
-                        && p.current_leader_epoch < part.leader_epoch() =>
-                {
-                    crate::metadata::codes::FENCED_LEADER_EPOCH
-                }
-                (_, Ok(part)) if p.current_leader_epoch > part.leader_epoch() => {
-                    UNKNOWN_LEADER_EPOCH
-                }
-                _ => 0,
+                (_, Ok(part)) => part.check_current_epoch(p.current_leader_epoch),
             };
             if let (true, 0, Ok(part)) = (follower, error, &partition) {
                 isr_candidates |= part.record_follower_fetch(replica_id, p.fetch_offset, now_ms);

@@ -18,9 +18,6 @@ use crate::metadata::{
 };
 use crate::server::Broker;
 
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const INVALID_REQUEST: i16 = 42;
-
 /// A topic as the cluster image has it: leaders, replicas, ISR and leader epochs. A partition
 /// without a leader answers LEADER_NOT_AVAILABLE (retriable); replicas on fenced brokers are
 /// listed as offline.
@@ -161,7 +158,7 @@ pub fn describe_cluster(
     if req.endpoint_type != 1 {
         // Only the broker endpoints exist (controller endpoints come with the Raft quorum).
         return resp
-            .with_error_code(INVALID_REQUEST)
+            .with_error_code(codes::INVALID_REQUEST)
             .with_error_message(Some(StrBytes::from_static_str(
                 "only broker endpoints can be described",
             )));
@@ -197,7 +194,7 @@ pub async fn find_coordinator(
         let c = Coordinator::default().with_key(key);
         if req.key_type != 0 {
             return c
-                .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
                 .with_error_message(Some(StrBytes::from_static_str(
                     "transactions are not supported by Kairos yet",
                 )))
@@ -206,7 +203,7 @@ pub async fn find_coordinator(
         }
         if let Err(e) = &offsets {
             return c
-                .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
                 .with_error_message(Some(StrBytes::from_string(e.message.clone())))
                 .with_node_id(BrokerId(-1))
                 .with_port(-1);
@@ -221,7 +218,7 @@ pub async fn find_coordinator(
                 .with_host(StrBytes::from_string(b.host.clone()))
                 .with_port(b.port as i32),
             None => c
-                .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                .with_error_code(codes::COORDINATOR_NOT_AVAILABLE)
                 .with_node_id(BrokerId(-1))
                 .with_port(-1),
         }

@@ -16,20 +16,6 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use crate::partition::codes;
 use crate::server::Broker;
 
-const FENCED_LEADER_EPOCH: i16 = 74;
-const UNKNOWN_LEADER_EPOCH: i16 = 75;
-
-/// KIP-320: the epoch a client believes current, checked against ours.
-fn check_epoch(client: i32, ours: i32) -> i16 {
-    if client < 0 || client == ours {
-        0
-    } else if client < ours {
-        FENCED_LEADER_EPOCH
-    } else {
-        UNKNOWN_LEADER_EPOCH
-    }
-}
-
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
@@ -49,7 +35,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                         Ok(part) => part,
                         Err(code) => return resp.with_error_code(code),
                     };
-                    let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
+                    let epoch_error = part.check_current_epoch(p.current_leader_epoch);
                     if epoch_error != 0 {
                         return resp.with_error_code(epoch_error);
                     }
@@ -109,7 +95,7 @@ pub fn offset_for_leader_epoch(
                         Ok(part) => part,
                         Err(code) => return resp.with_error_code(code),
                     };
-                    let epoch_error = check_epoch(p.current_leader_epoch, part.leader_epoch());
+                    let epoch_error = part.check_current_epoch(p.current_leader_epoch);
                     if epoch_error != 0 {
                         return resp.with_error_code(epoch_error);
                     }

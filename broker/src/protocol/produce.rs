@@ -17,7 +17,6 @@ use crate::server::Broker;
 
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const UNSUPPORTED_VERSION: i16 = 35;
-const INVALID_REQUEST: i16 = 42;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 fn partition_error(
@@ -273,7 +272,7 @@ pub async fn init_producer_id(
     let resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
         return resp
-            .with_error_code(INVALID_REQUEST)
+            .with_error_code(codes::INVALID_REQUEST)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }

@@ -2,8 +2,6 @@
 //! that starts following a new leader epoch first truncates its log where it diverged from the
 //! leader's (OffsetsForLeaderEpoch, KIP-101/279), then fetches from its log end with Fetch v12
 //! and `replica_id` = this broker, appending what comes back with offsets and epochs kept.
-//!
-//! Also here: the leader's ISR maintenance (AlterPartition proposals).
 
 pub mod client;
 
@@ -322,7 +320,7 @@ async fn truncate(
             source.update(key, f, |f| f.truncate = false);
             continue;
         }
-        asked.insert(key.clone(), (f, latest));
+        asked.insert(key.clone(), f);
         topics.entry(key.0.as_str()).or_default().push(
             OffsetForLeaderPartition::default()
                 .with_partition(key.1)
@@ -353,7 +351,7 @@ async fn truncate(
     for t in resp.topics {
         for p in t.partitions {
             let key = (t.topic.0.to_string(), p.partition);
-            let Some((f, _latest)) = asked.get(&key) else {
+            let Some(f) = asked.get(&key) else {
                 continue;
             };
             if p.error_code != 0 {

@@ -454,7 +454,15 @@ impl RedisRetryTask {
             let mut finished: Vec<String> = Vec::new();
             // destination → partition → (records, (entry id, due, attempt))
             let mut batches: BTreeMap<(String, i32), ClaimedBatch> = BTreeMap::new();
-            for entry in claimed.chunks(4) {
+            // The claim script answers (id, due, blob, pos) quadruples; a reply of another
+            // shape is refused rather than indexed past its end.
+            if !claimed.len().is_multiple_of(4) {
+                return Err(format!(
+                    "claim script answered {} values, not a multiple of 4",
+                    claimed.len()
+                ));
+            }
+            for entry in claimed.chunks_exact(4) {
                 let id = String::from_utf8_lossy(&entry[0]).into_owned();
                 let due: i64 = String::from_utf8_lossy(&entry[1])
                     .parse::<f64>()
