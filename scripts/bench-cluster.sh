@@ -33,11 +33,13 @@ for i in 1 2 3; do
   pids+=($!)
 done
 bootstrap="127.0.0.1:${kafka[1]},127.0.0.1:${kafka[2]},127.0.0.1:${kafka[3]}"
+created=""
 for _ in $(seq 1 100); do
-  "$bin" topic create bench -b "$bootstrap" -p 3 -r 3 -c min.insync.replicas=2 >/dev/null 2>&1 && break
+  "$bin" topic create bench -b "$bootstrap" -p 3 -r 3 -c min.insync.replicas=2 >/dev/null 2>&1 && { created=1; break; }
   sleep 0.2
 done
-"$bin" topic create latency -b "$bootstrap" -p 1 -r 3 -c min.insync.replicas=2 >/dev/null 2>&1 || true
+[ -n "$created" ] || { echo "the cluster did not accept topic bench; logs in $dir" >&2; exit 1; }
+"$bin" topic create latency -b "$bootstrap" -p 1 -r 3 -c min.insync.replicas=2
 echo "== produce-to-consume latency at 10,000 records/s, 1 KiB, RF=3, acks=all"
 "$bin" perf e2e -b "$bootstrap" --topic latency --num-records 100000 --record-size 1024 --throughput 10000 \
   --producer-props acks=all linger.ms=0

@@ -522,8 +522,8 @@ fn rolling_advances_the_recovery_point_so_a_crash_rescans_only_the_tail() {
     let leo = log.log_end_offset();
     let last_batch = log.read(leo - 1, 1, i64::MAX).unwrap().regions[0].clone();
     drop(log); // no close: as after SIGKILL
-    // One flipped payload byte (a bad CRC) in the first segment's first batch and in the
-    // active segment's last batch.
+               // One flipped payload byte (a bad CRC) in the first segment's first batch and in the
+               // active segment's last batch.
     let flip = |file: &Path, at: usize| {
         let mut bytes = std::fs::read(file).unwrap();
         bytes[at] ^= 0x01;
