@@ -46,9 +46,8 @@ impl OffsetsLog for PartitionOffsetsLog {
                 tracing::error!("encoding {OFFSETS_TOPIC} records: {e}");
                 codes::KAFKA_STORAGE_ERROR
             })?;
-            let epoch = p.leader_epoch();
             let appended = p.append(batch).map_err(|e| e.code)?;
-            Ok((p, appended.last_offset, epoch))
+            Ok((p, appended.last_offset, appended.leader_epoch))
         })();
         // Durable means replicated: wait, as acks=all does, until the ISR holds the records
         // (Kafka: `offsets.commit.timeout.ms`).

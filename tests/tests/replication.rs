@@ -497,12 +497,21 @@ fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
             "broker {id}: controlled shutdown took {:?}",
             started.elapsed()
         );
-        // Leadership moved before it exited: the others lead everything.
+        // Leadership moved before it exited: the others lead everything. (Another node's view
+        // may trail the committed change by a Raft heartbeat, hence the short wait.)
         let other = if id == 1 { 2 } else { 1 };
-        for p in 0..3 {
-            let (leader, _) = leader_and_isr(c.node(other), "rolling", p).unwrap();
-            assert!(leader > 0 && leader != id, "partition {p} led by {leader}");
-        }
+        wait_until(
+            Duration::from_secs(2),
+            "the others leading everything",
+            || {
+                (0..3)
+                    .all(|p| {
+                        leader_and_isr(c.node(other), "rolling", p)
+                            .is_some_and(|(leader, _)| leader > 0 && leader != id)
+                    })
+                    .then_some(())
+            },
+        );
         c.node(id).restart();
         all_full(&mut c);
     }

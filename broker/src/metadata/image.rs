@@ -174,6 +174,22 @@ impl From<MetaError> for Reply {
     }
 }
 
+/// Kafka's `MAX_PARTITIONS_PER_BATCH`: one request may not create more partitions than this
+/// (each is applied inside the Raft state machine on every node).
+pub const PARTITIONS_PER_BATCH_MAX: i32 = 10_000;
+
+fn check_batch_size(new_partitions: i32) -> Result<(), MetaError> {
+    if new_partitions > PARTITIONS_PER_BATCH_MAX {
+        return err(
+            codes::POLICY_VIOLATION,
+            format!(
+                "Unable to perform excessively large batch operation: {new_partitions} partitions (at most {PARTITIONS_PER_BATCH_MAX})."
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn err<T>(code: i16, message: impl Into<String>) -> Result<T, MetaError> {
     Err(MetaError::new(code, message))
 }
@@ -564,6 +580,7 @@ impl ClusterImage {
                 "Number of partitions must be larger than 0.",
             );
         }
+        check_batch_size(partitions)?;
         if replication_factor < 1 {
             return err(
                 codes::INVALID_REPLICATION_FACTOR,
@@ -647,6 +664,7 @@ impl ClusterImage {
                 ),
             );
         }
+        check_batch_size(count - info.partitions)?;
         Ok(info)
     }
 
@@ -1046,6 +1064,12 @@ mod tests {
             (4, Some("b")),
         ]);
         assert_eq!(code(create(&mut image, "t", 8, 2)), codes::NONE);
+        // One request cannot make the state machine build millions of partitions.
+        assert_eq!(
+            code(create(&mut image, "huge", PARTITIONS_PER_BATCH_MAX + 1, 1)),
+            codes::POLICY_VIOLATION
+        );
+        assert!(image.topic("huge").is_none());
         let t = image.topic("t").unwrap();
         let mut leaders = BTreeMap::new();
         for p in &t.assignment {

@@ -115,18 +115,25 @@ impl LogStore {
         let mut good_len = 0u64;
         if let Ok(f) = std::fs::File::open(&path) {
             let mut reader = std::io::BufReader::new(f);
-            let mut line = String::new();
+            let mut line = Vec::new();
             loop {
                 line.clear();
-                let n = reader.read_line(&mut line)?;
+                let n = reader.read_until(b'\n', &mut line)?;
                 if n == 0 {
                     break;
                 }
-                let op: LogOp = match serde_json::from_str(line.trim_end()) {
-                    Ok(op) if line.ends_with('\n') => op,
+                if line.last() != Some(&b'\n') {
                     // A torn tail from a crash mid-append: it was never acknowledged.
-                    _ => break,
-                };
+                    break;
+                }
+                // A whole line that does not parse is damage, not a torn write: cutting there
+                // could drop entries this node acknowledged, so start-up stops instead.
+                let op: LogOp = serde_json::from_slice(&line).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is corrupt at byte {good_len}: {e}", path.display()),
+                    )
+                })?;
                 good_len += n as u64;
                 match op {
                     LogOp::Append(e) => {
@@ -538,5 +545,14 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n'), "torn tail cut: {text:?}");
+        drop(store);
+        // A whole damaged line before good ones is not a torn tail: opening fails, nothing cut.
+        let damaged = format!("{{\"Bogus\":1}}\n{text}");
+        std::fs::write(&path, &damaged).unwrap();
+        let e = LogStore::open(dir.path())
+            .err()
+            .expect("a corrupt log is refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
     }
 }

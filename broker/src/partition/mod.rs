@@ -246,6 +246,8 @@ pub struct AppendResult {
     pub base_offset: i64,
     /// The last offset of the (possibly duplicate) batch: `acks=all` waits for the HW past it.
     pub last_offset: i64,
+    /// The leader epoch the append happened in (`acks=all` fails if leadership moves on).
+    pub leader_epoch: i32,
     /// Records appended (0 for a duplicate batch answered with its original offset).
     pub records: u64,
     pub log_append_time_ms: i64,
@@ -471,7 +473,9 @@ impl Partition {
 
     /// Stops leading (the partition left this broker or its topic is going).
     pub fn demote(&self) {
+        let state = self.state.lock();
         self.is_leader.store(false, Ordering::Release);
+        drop(state);
         self.appended.notify_waiters();
         self.hw_moved.notify_waiters();
     }
@@ -493,16 +497,19 @@ impl Partition {
             r.pending_isr = None;
         }
         r.partition_epoch = info.partition_epoch;
-        if leader && epoch_changed {
-            let leo = {
-                let mut state = self.state.lock();
+        {
+            // The role and epoch flip under the state lock (taken after the replica lock, the
+            // one order used), so an append sees either the old role or the new one whole.
+            let mut state = self.state.lock();
+            if leader && epoch_changed {
                 let leo = state.log.log_end_offset();
                 state.epochs.assign(info.leader_epoch, leo);
-                leo
-            };
-            r.epoch_start_offset = leo;
-            // A new epoch: nothing is known of the followers until they fetch from us.
-            r.followers.clear();
+                r.epoch_start_offset = leo;
+                // A new epoch: nothing is known of the followers until they fetch from us.
+                r.followers.clear();
+            }
+            self.epoch.store(info.leader_epoch, Ordering::Release);
+            self.is_leader.store(leader, Ordering::Release);
         }
         if leader {
             // Replicas added by a reassignment start unknown; removed ones are forgotten.
@@ -513,8 +520,6 @@ impl Partition {
         } else {
             r.followers.clear();
         }
-        self.epoch.store(info.leader_epoch, Ordering::Release);
-        self.is_leader.store(leader, Ordering::Release);
         drop(r);
         if leader {
             self.maybe_advance_hw();
@@ -560,14 +565,13 @@ impl Partition {
     }
 
     /// Leader: a follower fetched from `fetch_offset` (so its log ends there). Updates when it
-    /// last caught up, as Kafka does, and the HW. Returns whether it may join the ISR.
-    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, now: i64) -> bool {
+    /// last caught up, as Kafka does, and the HW. Returns whether it may join the ISR; `None`
+    /// when `replica` is not a follower of this leader.
+    pub fn record_follower_fetch(&self, replica: i32, fetch_offset: i64, now: i64) -> Option<bool> {
         let leo = self.log_end_offset();
         let hw = self.high_watermark();
         let mut r = self.replica.lock();
-        let Some(f) = r.followers.get_mut(&replica) else {
-            return false;
-        };
+        let f = r.followers.get_mut(&replica)?;
         if fetch_offset >= leo {
             f.last_caught_up_ms = now;
         } else if fetch_offset >= f.last_fetch_leader_leo {
@@ -580,7 +584,7 @@ impl Partition {
         if self.is_leader() {
             self.advance_hw_locked(&r);
         }
-        joins
+        Some(joins)
     }
 
     /// Leader: the ISR it wants now: members that have not caught up within `lag_max_ms` leave,
@@ -682,8 +686,9 @@ impl Partition {
 
     /// Follower: removes everything at or after `offset` (a diverged suffix) and rebuilds the
     /// idempotent-producer state from what is left.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
+    pub fn truncate_to(&self, offset: i64, epoch: i32) -> Result<(), PartitionError> {
         let mut state = self.state.lock();
+        self.check_following(epoch)?;
         if offset >= state.log.log_end_offset() {
             return Ok(());
         }
@@ -695,11 +700,34 @@ impl Partition {
 
     /// Follower: empties the log and restarts it at `offset` (the leader's log start is past
     /// our log end).
-    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), PartitionError> {
+    pub fn truncate_fully_and_start_at(
+        &self,
+        offset: i64,
+        epoch: i32,
+    ) -> Result<(), PartitionError> {
         let mut state = self.state.lock();
+        self.check_following(epoch)?;
         state.log.truncate_fully_and_start_at(offset)?;
         state.epochs.clear();
         self.after_truncation(&mut state)
+    }
+
+    /// A follower's write decided in leader epoch `epoch` is stale once this replica leads or
+    /// follows another epoch. Call with the state lock held (a leadership change holds it).
+    fn check_following(&self, epoch: i32) -> Result<(), PartitionError> {
+        if self.is_leader() || self.leader_epoch() != epoch {
+            return Err(PartitionError::new(
+                codes::FENCED_LEADER_EPOCH,
+                format!(
+                    "{}-{}: decided in epoch {epoch} as a follower, now epoch {}{}",
+                    self.topic,
+                    self.index,
+                    self.leader_epoch(),
+                    if self.is_leader() { " as leader" } else { "" }
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn after_truncation(&self, state: &mut PartitionState) -> Result<(), PartitionError> {
@@ -725,11 +753,29 @@ impl Partition {
     pub fn append_as_follower(
         &self,
         records: &[u8],
+        epoch: i32,
         leader_hw: i64,
         leader_log_start: i64,
     ) -> Result<u64, PartitionError> {
         let mut state = self.state.lock();
-        let (info, headers) = state.log.append_as_follower(records, now_ms())?;
+        self.check_following(epoch)?;
+        // All or nothing: a batch that fails to write takes the ones before it back out, so the
+        // published log end stays the log's.
+        let before = state.log.log_end_offset();
+        let (info, headers) = match state.log.append_as_follower(records, now_ms()) {
+            Ok(appended) => appended,
+            Err(e) => {
+                if let Err(undo) = state.log.truncate_to(before) {
+                    tracing::error!(
+                        "{}-{}: undoing a failed append: {undo}",
+                        self.topic,
+                        self.index
+                    );
+                }
+                self.publish_offsets(&state);
+                return Err(e.into());
+            }
+        };
         state.epochs.assign_batches(&headers);
         for h in &headers {
             state.producers.record(h, h.base_offset);
@@ -803,6 +849,7 @@ impl Partition {
                     return Ok(AppendResult {
                         base_offset: first_offset,
                         last_offset: first_offset + h.last_offset_delta as i64,
+                        leader_epoch: self.leader_epoch(),
                         records: 0,
                         log_append_time_ms: -1,
                         log_start_offset: state.log.log_start_offset(),
@@ -828,6 +875,14 @@ impl Partition {
                 pos = end;
             }
         }
+        // Checked under the state lock, which a leadership change also holds: a batch is never
+        // stamped with an epoch this replica does not lead.
+        if !self.is_leader() {
+            return Err(PartitionError::new(
+                codes::NOT_LEADER_OR_FOLLOWER,
+                format!("this broker does not lead {}-{}", self.topic, self.index),
+            ));
+        }
         let epoch = self.leader_epoch();
         let info = state.log.append(&mut bytes, epoch, now)?;
         state.epochs.assign(epoch, info.first_offset);
@@ -839,6 +894,7 @@ impl Partition {
         let result = AppendResult {
             base_offset: info.first_offset,
             last_offset: info.last_offset,
+            leader_epoch: epoch,
             records: info.record_count,
             log_append_time_ms: if state.log_append_time { now } else { -1 },
             log_start_offset: state.log.log_start_offset(),

@@ -78,13 +78,18 @@ pub async fn fetch(
                 Some(_) => broker.leader_replica(&name, p.partition),
                 None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
             };
-            let error = match (&info, &partition) {
+            let mut error = match (&info, &partition) {
                 (None, _) if version >= 13 => UNKNOWN_TOPIC_ID,
                 (_, Err(code)) => *code,
                 (_, Ok(part)) => part.check_current_epoch(p.current_leader_epoch),
             };
             if let (true, 0, Ok(part)) = (follower, error, &partition) {
-                isr_candidates |= part.record_follower_fetch(replica_id, p.fetch_offset, now_ms);
+                match part.record_follower_fetch(replica_id, p.fetch_offset, now_ms) {
+                    Some(joins) => isr_candidates |= joins,
+                    // Not a replica of this partition: no read past the HW for it (Kafka's
+                    // answer to a fetch from a broker outside the replica set).
+                    None => error = codes::NOT_LEADER_OR_FOLLOWER,
+                }
             }
             wanted.push(Wanted {
                 topic_index: topics.len() - 1,

@@ -100,7 +100,6 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let part = broker.leader_replica(&name, pd.index);
-            let epoch = part.as_ref().map(|p| p.leader_epoch()).unwrap_or(-1);
             let resp = match (part, pd.records) {
                 _ if transactional => partition_error(
                     pd.index,
@@ -125,7 +124,7 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                 (Ok(p), Some(records)) => match p.append(records) {
                     Ok(r) => {
                         if acks == -1 {
-                            waits.push((responses.len(), partitions.len(), p, r.last_offset, epoch, min_isr));
+                            waits.push((responses.len(), partitions.len(), p, r.last_offset, r.leader_epoch, min_isr));
                         }
                         PartitionProduceResponse::default()
                             .with_index(pd.index)

@@ -312,7 +312,9 @@ async fn truncate(
         let latest = f.partition.latest_epoch();
         if latest == UNDEFINED {
             // Nothing written in any epoch: nothing can have diverged.
-            let r = f.partition.truncate_to(f.partition.high_watermark());
+            let r = f
+                .partition
+                .truncate_to(f.partition.high_watermark(), f.epoch);
             if let Err(e) = r {
                 tracing::warn!("{}-{}: truncation failed: {}", key.0, key.1, e.message);
                 continue;
@@ -381,7 +383,7 @@ async fn truncate(
                     p.end_offset
                 );
             }
-            if let Err(e) = part.truncate_to(offset) {
+            if let Err(e) = part.truncate_to(offset, f.epoch) {
                 tracing::warn!("{}-{}: truncation failed: {}", key.0, key.1, e.message);
                 continue;
             }
@@ -461,9 +463,12 @@ async fn fetch(
                 0 => {
                     ok = true;
                     let records = p.records.as_deref().unwrap_or(&[]);
-                    if let Err(e) =
-                        part.append_as_follower(records, p.high_watermark, p.log_start_offset)
-                    {
+                    if let Err(e) = part.append_as_follower(
+                        records,
+                        f.epoch,
+                        p.high_watermark,
+                        p.log_start_offset,
+                    ) {
                         tracing::warn!(
                             "{}-{}: appending fetched records failed: {}",
                             key.0,
@@ -480,7 +485,7 @@ async fn fetch(
                             "{}-{}: fetch offset {offset} is below the leader's log start {}; restarting the log there",
                             key.0, key.1, p.log_start_offset
                         );
-                        part.truncate_fully_and_start_at(p.log_start_offset)
+                        part.truncate_fully_and_start_at(p.log_start_offset, f.epoch)
                     } else {
                         source.update(&key, f, |f| f.truncate = true);
                         Ok(())

@@ -1085,9 +1085,10 @@ impl PartitionTask {
         }
         loop {
             let partition = self.partition.clone();
-            let appended = partition.appended().notified();
-            tokio::pin!(appended);
-            appended.as_mut().enable();
+            // Records count once committed (below the HW), so the HW moving is the wake-up.
+            let committed = partition.hw_moved().notified();
+            tokio::pin!(committed);
+            committed.as_mut().enable();
             let mut wait = IDLE_WAKE;
             let (indexed, forwarded) = tokio::task::block_in_place(|| {
                 let indexed = self.index_new().and_then(|_| self.advance_window());
@@ -1119,7 +1120,7 @@ impl PartitionTask {
                 wait = wait.min(CHECKPOINT_INTERVAL.saturating_sub(self.last_checkpoint.elapsed()));
             }
             tokio::select! {
-                _ = &mut appended => {}
+                _ = &mut committed => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => break,
                 _ = global.changed() => break,
@@ -1145,12 +1146,30 @@ impl PartitionTask {
             Err(e) => return Err(format!("{CHECKPOINT_FILE}: {e}")),
         };
         let indexed_to = checkpoint.indexed_to.max(self.partition.log_start_offset());
-        let read = |name: &str| -> Result<Vec<u8>, String> {
-            match std::fs::read(self.files.dir.join(name)) {
-                Ok(b) => Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(format!("{name}: {e}")),
+        // Fixed-size entries appended without a frame: a crash mid-append leaves a partial last
+        // entry, cut here so later appends stay aligned (as `DueStore` does for bucket files).
+        let read = |name: &str, entry_bytes: usize| -> Result<Vec<u8>, String> {
+            let path = self.files.dir.join(name);
+            let mut bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(format!("{name}: {e}")),
+            };
+            let whole = bytes.len() - bytes.len() % entry_bytes;
+            if whole != bytes.len() {
+                tracing::warn!(
+                    "{}: cutting a torn last entry ({} bytes)",
+                    path.display(),
+                    bytes.len() - whole
+                );
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(whole as u64))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                bytes.truncate(whole);
             }
+            Ok(bytes)
         };
         let u64s = |bytes: &[u8]| -> Vec<u64> {
             bytes
@@ -1165,7 +1184,7 @@ impl PartitionTask {
         };
         let window_ms = self.broker.config.kairos_delay_window_ms;
         // 1. Done offsets and tombstones.
-        for v in u64s(&read(DONE_FILE)?) {
+        for v in u64s(&read(DONE_FILE, 8)?) {
             let offset = (v & !DONE_CANCELLED) as i64;
             index.done.insert(offset);
             if v & DONE_CANCELLED == 0 {
@@ -1175,7 +1194,7 @@ impl PartitionTask {
         while index.delivered_recent.len() > RECENT_DELIVERED_MAX {
             index.delivered_recent.pop_first();
         }
-        let tombs = u64s(&read(TOMBSTONES_FILE)?);
+        let tombs = u64s(&read(TOMBSTONES_FILE, 16)?);
         // Every tombstone written, also those past the checkpoint: each is in the log, and the
         // bucket files below must be filtered by all of them (re-indexing the tail would apply
         // the newer ones too late for the far-bucket counts).
@@ -1304,7 +1323,7 @@ impl PartitionTask {
             index.indexed_to = index.indexed_to.max(self.partition.log_start_offset());
             index.indexed_to
         };
-        while indexed_to < self.partition.log_end_offset() {
+        while indexed_to < self.partition.high_watermark() {
             let Some((records, next)) = read_from(&self.partition, indexed_to)? else {
                 break;
             };

@@ -264,9 +264,10 @@ impl RedisRetryTask {
     ) {
         loop {
             let partition = self.partition.clone();
-            let appended = partition.appended().notified();
-            tokio::pin!(appended);
-            appended.as_mut().enable();
+            // Records count once committed (below the HW), so the HW moving is the wake-up.
+            let committed = partition.hw_moved().notified();
+            tokio::pin!(committed);
+            committed.as_mut().enable();
             let round = tokio::time::timeout(ROUND_TIMEOUT, self.step())
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {} s", ROUND_TIMEOUT.as_secs())));
@@ -296,7 +297,7 @@ impl RedisRetryTask {
             // Records not yet in Redis must stay in the retry topic.
             self.partition.set_retention_floor(self.indexed_to);
             tokio::select! {
-                _ = &mut appended => {}
+                _ = &mut committed => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => break,
                 _ = global.changed() => break,
@@ -378,7 +379,7 @@ impl RedisRetryTask {
     /// Reads the retry partition from the checkpoint and schedules its records in Redis.
     async fn index(&mut self, con: &mut RedisConn, schedule: &Schedule) -> Result<(), String> {
         self.indexed_to = self.indexed_to.max(self.partition.log_start_offset());
-        while self.indexed_to < self.partition.log_end_offset() {
+        while self.indexed_to < self.partition.high_watermark() {
             let Some((records, next)) = read_from(&self.partition, self.indexed_to)? else {
                 break;
             };
