@@ -263,12 +263,20 @@ fn fixed_delay_topic_preserves_partition_order_and_waits_for_a_missing_target() 
             .unwrap();
     }
     p.flush(WAIT).unwrap();
-    // Everything is due after 200 ms; the target does not exist yet.
-    std::thread::sleep(Duration::from_millis(600));
-    let (status, body) = kairos_tests::http_get(&format!("{}/metrics", b.metrics_url()));
-    assert_eq!(status, 200);
-    assert!(
-        body.contains("kairos_delay_pending{topic=\"later\"} 1000"),
+    // Everything is due after 200 ms; the target does not exist yet: the partition reports
+    // itself blocked and every record stays pending.
+    let scrape = || kairos_tests::http_get(&format!("{}/metrics", b.metrics_url())).1;
+    kairos_tests::cluster::wait_until(
+        Duration::from_secs(10),
+        "the delay partition blocked",
+        || {
+            (kairos_tests::sample(&scrape(), "kairos_delay_blocked{topic=\"later\"}") == Some(1.0))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        kairos_tests::sample(&scrape(), "kairos_delay_pending{topic=\"later\"}"),
+        Some(1000.0),
         "records wait for the target"
     );
     create(&b, "ordered", 1, &[]).unwrap();
