@@ -48,6 +48,9 @@ pub enum Reply {
     None,
     /// Close the connection without an answer, as Kafka does.
     Close(String),
+    /// The answer once this completes (a produce waiting for acks=all). The request's effects
+    /// have happened; the connection goes on with the next request meanwhile.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'static>>),
 }
 
 impl Reply {
@@ -182,33 +185,78 @@ async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
     }
     let handle_start = std::time::Instant::now();
     let reply = handle_request(broker, &ctx, request).await;
-    let handled = Some(crate::net::Handled {
-        api_key: api_key as i16,
+    let remote =
+        std::time::Duration::from_micros(ctx.remote_us.load(std::sync::atomic::Ordering::Relaxed));
+    let answer = Answer {
+        api_key,
+        version,
+        correlation_id,
         handle_start,
-        handle_end: std::time::Instant::now(),
-        remote: std::time::Duration::from_micros(
-            ctx.remote_us.load(std::sync::atomic::Ordering::Relaxed),
-        ),
-    });
+    };
     match reply {
-        Reply::None => Outcome::NoResponse,
-        Reply::Close(reason) => Outcome::Close(reason),
-        Reply::Message(response) => {
-            let response = *response;
-            if let Some(m) = metrics {
-                errors::for_each_error(&response, |code| m.error(code));
-            }
-            let mut buf = encode_header(api_key, version, correlation_id);
-            if let Err(e) = response.encode(&mut buf, version) {
-                tracing::error!("encoding {api_key:?} v{version} response: {e}");
-                return Outcome::Close(format!("cannot encode response: {e}"));
-            }
-            Outcome::Respond(vec![Chunk::Bytes(buf.freeze())], handled)
+        Reply::Later(later) => {
+            let all_metrics = broker.metrics.clone();
+            let local_end = std::time::Instant::now();
+            Outcome::Later(Box::pin(async move {
+                let reply = later.await;
+                // The wait for replication is remote time, as in Kafka's purgatory.
+                let remote = remote + local_end.elapsed();
+                answer.finish(reply, all_metrics.request(api_key), remote)
+            }))
         }
-        Reply::Chunks(mut chunks) => {
-            let header = encode_header(api_key, version, correlation_id);
-            chunks.insert(0, Chunk::Bytes(header.freeze()));
-            Outcome::Respond(chunks, handled)
+        reply => answer.finish(reply, metrics, remote),
+    }
+}
+
+/// What the encoding of a response needs to know about its request.
+struct Answer {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    handle_start: std::time::Instant,
+}
+
+impl Answer {
+    fn finish(
+        self,
+        reply: Reply,
+        metrics: Option<&crate::metrics::RequestMetrics>,
+        remote: std::time::Duration,
+    ) -> Outcome {
+        let Answer {
+            api_key,
+            version,
+            correlation_id,
+            handle_start,
+        } = self;
+        let handled = Some(crate::net::Handled {
+            api_key: api_key as i16,
+            handle_start,
+            handle_end: std::time::Instant::now(),
+            remote,
+        });
+        match reply {
+            Reply::None => Outcome::NoResponse,
+            Reply::Close(reason) => Outcome::Close(reason),
+            // Handlers answer `Later` only at the top level.
+            Reply::Later(_) => Outcome::Close("nested deferred reply".into()),
+            Reply::Message(response) => {
+                let response = *response;
+                if let Some(m) = metrics {
+                    errors::for_each_error(&response, |code| m.error(code));
+                }
+                let mut buf = encode_header(api_key, version, correlation_id);
+                if let Err(e) = response.encode(&mut buf, version) {
+                    tracing::error!("encoding {api_key:?} v{version} response: {e}");
+                    return Outcome::Close(format!("cannot encode response: {e}"));
+                }
+                Outcome::Respond(vec![Chunk::Bytes(buf.freeze())], handled)
+            }
+            Reply::Chunks(mut chunks) => {
+                let header = encode_header(api_key, version, correlation_id);
+                chunks.insert(0, Chunk::Bytes(header.freeze()));
+                Outcome::Respond(chunks, handled)
+            }
         }
     }
 }
@@ -351,6 +399,10 @@ mod tests {
                     )
                     .await
                     .expect("dispatch finished");
+                    let outcome = match outcome {
+                        Outcome::Later(later) => later.await,
+                        outcome => outcome,
+                    };
                     if matches!(outcome, Outcome::Respond(..)) {
                         answered += 1;
                     }

@@ -147,23 +147,6 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                 .with_partition_responses(partitions),
         );
     }
-    // The produce purgatory: acks=all answers once the ISR holds every appended batch (the HW
-    // passed it), or with an error at `timeout_ms` or when leadership moves.
-    let waited = futures::future::join_all(
-        waits
-            .iter()
-            .map(|(_, _, p, last, epoch, _)| p.wait_replicated(*last, *epoch, deadline)),
-    )
-    .await;
-    for ((t, i, p, _, _, min_isr), result) in waits.iter().zip(waited) {
-        let resp: &mut PartitionProduceResponse = &mut responses[*t].partition_responses[*i];
-        let code = match result {
-            Ok(()) if (p.isr_size() as i32) < *min_isr => codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-            Ok(()) => continue,
-            Err(code) => code,
-        };
-        *resp = partition_error(resp.index, code, None, Vec::new(), version);
-    }
     if acks == 0 {
         // Kafka sends nothing for acks=0; on an error it closes the connection so the client
         // notices (it cannot learn the error otherwise).
@@ -173,9 +156,38 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
             Reply::None
         };
     }
-    Reply::msg(ResponseKind::Produce(
-        ProduceResponse::default().with_responses(responses),
-    ))
+    let done = |responses: Vec<TopicProduceResponse>| {
+        Reply::msg(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
+    };
+    if waits.is_empty() {
+        return done(responses);
+    }
+    // The produce purgatory: acks=all answers once the ISR holds every appended batch (the HW
+    // passed it), or with an error at `timeout_ms` or when leadership moves. The wait is handed
+    // to the connection, which reads and appends the next request meanwhile and writes the
+    // answers in request order (see `net`).
+    Reply::Later(Box::pin(async move {
+        let waited = futures::future::join_all(
+            waits
+                .iter()
+                .map(|(_, _, p, last, epoch, _)| p.wait_replicated(*last, *epoch, deadline)),
+        )
+        .await;
+        for ((t, i, p, _, _, min_isr), result) in waits.iter().zip(waited) {
+            let resp: &mut PartitionProduceResponse = &mut responses[*t].partition_responses[*i];
+            let code = match result {
+                Ok(()) if (p.isr_size() as i32) < *min_isr => {
+                    codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                }
+                Ok(()) => continue,
+                Err(code) => code,
+            };
+            *resp = partition_error(resp.index, code, None, Vec::new(), version);
+        }
+        done(responses)
+    }))
 }
 
 /// Produce v0–v2 (magic v0/v1 message sets): advertised, as Kafka does, but answered with
