@@ -34,14 +34,30 @@ pub fn record(
 /// Encodes `records` as ONE uncompressed v2 batch timestamped `now`. (The encoder starts a new
 /// batch whenever `offset - sequence` changes, so both advance together here.)
 pub fn encode_batch(records: Vec<Record>, now: i64) -> Result<Bytes, String> {
+    encode_batch_as(records, now, None)
+}
+
+/// Who writes a batch as an idempotent producer: (producer id, epoch, first sequence).
+pub type ProducerSeq = (i64, i16, i32);
+
+/// Like [`encode_batch`], stamped with an idempotent producer's id, epoch and sequences, so the
+/// leader it goes to deduplicates a resend (Kafka's idempotence, the last batches per producer).
+pub fn encode_batch_as(
+    records: Vec<Record>,
+    now: i64,
+    producer: Option<ProducerSeq>,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
         .map(|(i, mut r)| {
             r.offset = i as i64;
-            r.sequence = i as i32 - 1;
-            r.producer_id = -1;
-            r.producer_epoch = -1;
+            // The encoder keeps records in one batch while offset − sequence is constant; the
+            // batch's base sequence is the first record's (-1: no producer).
+            r.sequence = base_sequence.wrapping_add(i as i32);
+            r.producer_id = producer_id;
+            r.producer_epoch = producer_epoch;
             r.transactional = false;
             r.control = false;
             r.partition_leader_epoch = 0;
@@ -50,6 +66,29 @@ pub fn encode_batch(records: Vec<Record>, now: i64) -> Result<Bytes, String> {
             r
         })
         .collect();
+    encode(&records)
+}
+
+/// A control batch of one control record: key = version 0 and `control_type` (Kafka's control
+/// record key), value `value`. Clients skip control batches (librdkafka ignores types it does
+/// not know); Kairos writes its own with types Kafka does not use.
+pub fn encode_control(control_type: i16, value: Bytes, now: i64) -> Result<Bytes, String> {
+    let mut key = BytesMut::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control_type.to_be_bytes());
+    let mut r = record(Some(key.freeze()), Some(value), Default::default(), now);
+    r.control = true;
+    encode(&[r])
+}
+
+/// The control type of a control record (Kafka's key: version i16, type i16).
+pub fn control_type(record: &Record) -> Option<i16> {
+    let key = record.key.as_ref()?;
+    (record.control && key.len() == 4 && key[..2] == [0, 0])
+        .then(|| i16::from_be_bytes([key[2], key[3]]))
+}
+
+fn encode(records: &[Record]) -> Result<Bytes, String> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -80,5 +119,31 @@ mod tests {
         assert_eq!(headers.len(), 1);
         assert_eq!(headers[0].record_count, 5);
         assert_eq!(headers[0].max_timestamp, 42);
+    }
+
+    #[test]
+    fn control_batches_carry_the_control_flag_and_type() {
+        let bytes = encode_control(0x4b01, Bytes::from_static(b"{}"), 7).unwrap();
+        let headers = crate::log::batch::validate_batches(&bytes, usize::MAX).unwrap();
+        assert!(headers[0].is_control());
+        let mut b = bytes.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).unwrap();
+        assert_eq!(control_type(&set.records[0]), Some(0x4b01));
+        let plain = encode_batch(vec![record(None, None, Default::default(), 0)], 0).unwrap();
+        let mut b = plain.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).unwrap();
+        assert_eq!(control_type(&set.records[0]), None);
+    }
+
+    #[test]
+    fn idempotent_batches_number_their_records() {
+        let records = (0..3)
+            .map(|_| record(None, None, Default::default(), 0))
+            .collect();
+        let bytes = encode_batch_as(records, 0, Some((42, 1, 10))).unwrap();
+        let headers = crate::log::batch::validate_batches(&bytes, usize::MAX).unwrap();
+        assert_eq!(headers[0].producer_id, 42);
+        assert_eq!(headers[0].producer_epoch, 1);
+        assert_eq!(headers[0].base_sequence, 10);
     }
 }

@@ -810,8 +810,18 @@ impl Partition {
 
     /// Validates and appends the record batches of one produce request partition.
     pub fn append(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        self.append_from(records, false)
+    }
+
+    /// Appends batches the broker wrote itself, control batches included (clients may not
+    /// write those: [`append`](Self::append) refuses them, as Kafka does).
+    pub fn append_control(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        self.append_from(records, true)
+    }
+
+    fn append_from(&self, records: Bytes, internal: bool) -> Result<AppendResult, PartitionError> {
         let bytes = records.len() as u64;
-        let result = self.append_inner(records);
+        let result = self.append_inner(records, internal);
         match &result {
             Ok(r) if r.records > 0 => self.metrics.produced(r.records, bytes),
             Ok(_) => {} // a duplicate: nothing appended
@@ -820,7 +830,7 @@ impl Partition {
         result
     }
 
-    fn append_inner(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+    fn append_inner(&self, records: Bytes, internal: bool) -> Result<AppendResult, PartitionError> {
         let (max_message_bytes, compacted, delay) = {
             let state = self.state.lock();
             (state.max_message_bytes, state.compacted, state.delay)
@@ -831,6 +841,12 @@ impl Partition {
             return Err(PartitionError::new(
                 codes::CORRUPT_MESSAGE,
                 "produce request holds no record batch",
+            ));
+        }
+        if !internal && headers.iter().any(|h| h.is_control()) {
+            return Err(PartitionError::new(
+                codes::INVALID_RECORD,
+                "clients may not write control batches",
             ));
         }
         // Record-level checks decode the batches: done before taking the partition lock.
@@ -1080,6 +1096,9 @@ fn check_delay_headers(records: &Bytes) -> Result<(), PartitionError> {
     let sets = decode_record_sets(records)?;
     let mut bad = Vec::new();
     for (index, record) in sets.iter().flat_map(|s| &s.records).enumerate() {
+        if record.control {
+            continue;
+        }
         let headers = record
             .headers
             .iter()

@@ -17,14 +17,18 @@
 //!   clear) or cancelled by offset (top bit set); pruned with their bucket files;
 //! - `kairos-delay-tombstones` — (key hash u64, offset i64) of every tombstone, pruned once no
 //!   pending record is older;
-//! - `kairos-delay-checkpoint.json` — how far the log was indexed and each target partition's
-//!   log end when written.
+//! - `kairos-delay-checkpoint.json` — how far the log was indexed.
 //!
-//! Exactly once across crashes: a due record is appended to its target with
-//! `kairos.original.topic|partition|offset|timestamp` headers, and only then is its offset
-//! written to the done file. On start, done = the done file ∪ the origin offsets found in the
-//! target partitions after the checkpointed positions (a crash between the append and the file
-//! write leaves the record in the target, where the scan finds it).
+//! These files are this broker's own cache; the log is the truth, and it is replicated. Exactly
+//! once across crashes and leadership moves: before appending due records to their targets, the
+//! leader writes a forward [`Intent`] naming them into the delay partition (a control batch) and
+//! waits until it is committed; the target batches carry the intent's idempotent producer id and
+//! sequences and are appended with acks=all, on this broker or through the target's leader
+//! ([`super::deliver`]); then the offsets go to the done file. A broker that starts leading
+//! re-indexes the log from its checkpoint (all of it if it has none): the intents there mark
+//! their offsets forwarded, and the last one, unless the done file shows it finished, is sent
+//! again — a duplicate of a batch the target already holds is answered with its first offset.
+//! Checkpoints are not written while an intent is unfinished, so a restart re-reads it.
 //!
 //! Cancel: a tombstone (same key, null value) cancels every pending record with that key at a
 //! lower offset. Keys are compared by their 64-bit FNV-1a hash: a collision (odds about
@@ -80,6 +84,41 @@ const DONE_FILE: &str = "kairos-delay-done";
 const TOMBSTONES_FILE: &str = "kairos-delay-tombstones";
 /// Done-file flag: cancelled by offset (clear: delivered).
 const DONE_CANCELLED: u64 = 1 << 63;
+
+/// Control record type of a forward intent (Kafka's own control types are small numbers).
+const FORWARD_INTENT: i16 = 0x4b01;
+/// How long a forward intent may take to be committed in the delay partition.
+const INTENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a forwarder is about to append, written to the delay partition itself (a control batch
+/// that clients skip) and committed before any target append. The partition's replicas thus
+/// carry the forwarding progress: whichever broker leads next re-indexes the log, treats the
+/// named offsets as forwarded, and completes the last intent if it is not known done. An intent
+/// is completed (every batch delivered) before the next is written, so only the last one can be
+/// unfinished; resending it is safe because each batch carries the intent's idempotent producer
+/// id and sequence, and a target leader answers a batch it already holds as a duplicate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub(crate) struct Intent {
+    producer_id: i64,
+    producer_epoch: i16,
+    batches: Vec<IntentBatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct IntentBatch {
+    target: String,
+    partition: i32,
+    base_sequence: i32,
+    /// Source offsets, in the batch's record order.
+    offsets: Vec<i64>,
+}
+
+/// A batch of an intent not yet delivered: the encoded batch and its sources (offset, due time,
+/// attempt) for the done marks and metrics.
+struct Undelivered {
+    batch: Bytes,
+    sources: Vec<(i64, i64, Option<i64>)>,
+}
 
 /// A record's content kept for forwarding: (append time, record with owned bytes).
 type Payload = Arc<(i64, Record)>;
@@ -855,9 +894,6 @@ struct Checkpoint {
     /// The log is indexed (into the due store) below this offset.
     #[serde(default)]
     indexed_to: i64,
-    /// Target topic → partition → log end offset when the checkpoint was written.
-    #[serde(default)]
-    target_positions: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
 /// Runs delay forwarding for every delay topic until `shutdown`.
@@ -967,18 +1003,36 @@ pub(crate) fn read_from(
     let bytes = tp
         .read_bytes(offset, READ_BYTES_MAX)
         .map_err(|e| e.message)?;
-    let (records, next) = decode_batches(bytes, offset)?;
+    let (records, next) = decode_batches(bytes, offset, None)?;
     Ok((next > offset).then_some((records, next)))
+}
+
+/// Decoded data records and forward intents (with their offsets), and the offset to read next.
+type RecordsAndIntents = (Vec<LogRecord>, Vec<(i64, Intent)>, i64);
+
+/// Like [`read_from`], also returning the forward intents found.
+fn read_with_intents(tp: &Partition, offset: i64) -> Result<Option<RecordsAndIntents>, String> {
+    let bytes = tp
+        .read_bytes(offset, READ_BYTES_MAX)
+        .map_err(|e| e.message)?;
+    let mut intents = Vec::new();
+    let (records, next) = decode_batches(bytes, offset, Some(&mut intents))?;
+    Ok((next > offset).then_some((records, intents, next)))
 }
 
 /// Decodes whole batches from `bytes`; skips records below `from`.
 fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
-    Ok(decode_batches(bytes, from)?.0)
+    Ok(decode_batches(bytes, from, None)?.0)
 }
 
 /// The data records of the whole batches in `bytes` from `from` on, and the offset after the
-/// last of those batches (`from` when there is none).
-fn decode_batches(bytes: Bytes, from: i64) -> Result<(Vec<LogRecord>, i64), String> {
+/// last of those batches (`from` when there is none). Control records are skipped, except
+/// forward intents, collected into `intents` when given.
+fn decode_batches(
+    bytes: Bytes,
+    from: i64,
+    mut intents: Option<&mut Vec<(i64, Intent)>>,
+) -> Result<(Vec<LogRecord>, i64), String> {
     let mut out = Vec::new();
     let mut next = from;
     let mut pos = 0usize;
@@ -993,7 +1047,22 @@ fn decode_batches(bytes: Bytes, from: i64) -> Result<(Vec<LogRecord>, i64), Stri
         let set = RecordBatchDecoder::decode(&mut slice).map_err(|e| e.to_string())?;
         next = next.max(header.last_offset() + 1);
         for record in set.records {
-            if record.offset >= from && !record.control {
+            if record.offset >= from && record.control {
+                if crate::records::control_type(&record) != Some(FORWARD_INTENT) {
+                    continue;
+                }
+                let Some(intents) = intents.as_deref_mut() else {
+                    continue;
+                };
+                match serde_json::from_slice::<Intent>(record.value.as_deref().unwrap_or_default())
+                {
+                    Ok(i) => intents.push((record.offset, i)),
+                    // Written by a broker, so never expected; an unreadable one names nothing.
+                    Err(e) => tracing::error!("forward intent at offset {}: {e}", record.offset),
+                }
+                continue;
+            }
+            if record.offset >= from {
                 let log_append = header.is_log_append_time();
                 let append_ms = if log_append {
                     append_ms
@@ -1032,6 +1101,16 @@ struct PartitionTask {
     /// (offset range) → decoded records of the last batch read for forwarding.
     cache: Option<(i64, i64, Vec<LogRecord>)>,
     warned_target: Option<String>,
+    deliverer: super::deliver::Deliverer,
+    /// This task's idempotent producer (id, epoch), allocated on the first forward.
+    producer: Option<(i64, i16)>,
+    /// Next sequence per target partition for `producer`.
+    sequences: HashMap<(String, i32), i32>,
+    /// The last intent, while not every batch of it is known delivered, with the batches still
+    /// to deliver (built from the log when the intent was found there).
+    pending: Option<(Intent, Option<Vec<Undelivered>>)>,
+    /// The log end when this task took over: nothing is forwarded before it is indexed.
+    ready_at: i64,
 }
 
 impl PartitionTask {
@@ -1045,7 +1124,7 @@ impl PartitionTask {
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         state.index.lock().bucket_ms = store.bucket_ms();
         Ok(PartitionTask {
-            broker,
+            broker: broker.clone(),
             partition,
             state,
             files: DelayFiles { dir, store },
@@ -1053,6 +1132,11 @@ impl PartitionTask {
             last_checkpoint: std::time::Instant::now(),
             cache: None,
             warned_target: None,
+            deliverer: super::deliver::Deliverer::new(broker.clone()),
+            producer: None,
+            sequences: HashMap::new(),
+            pending: None,
+            ready_at: 0,
         })
     }
 
@@ -1072,6 +1156,7 @@ impl PartitionTask {
     }
 
     async fn run(&mut self, mut stop: watch::Receiver<bool>, mut global: watch::Receiver<bool>) {
+        self.ready_at = self.partition.log_end_offset();
         // The engine's steps read and write files: run them where blocking is allowed, so the
         // runtime's workers keep serving clients (recovery can take a while).
         if let Err(e) = tokio::task::block_in_place(|| self.recover()) {
@@ -1111,12 +1196,16 @@ impl PartitionTask {
             // Retention must keep everything from the oldest pending record on.
             self.partition
                 .set_retention_floor(self.state.index.lock().low_water());
-            if self.checkpoint_dirty && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            // No checkpoint past an unfinished intent: a restart must find it in the log tail.
+            if self.checkpoint_dirty
+                && self.pending.is_none()
+                && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+            {
                 if let Err(e) = tokio::task::block_in_place(|| self.write_checkpoint()) {
                     tracing::warn!("delay {}: checkpoint failed: {e}", self.name());
                 }
             }
-            if self.checkpoint_dirty {
+            if self.checkpoint_dirty && self.pending.is_none() {
                 wait = wait.min(CHECKPOINT_INTERVAL.saturating_sub(self.last_checkpoint.elapsed()));
             }
             tokio::select! {
@@ -1125,6 +1214,9 @@ impl PartitionTask {
                 _ = stop.changed() => break,
                 _ = global.changed() => break,
             }
+        }
+        if self.pending.is_some() {
+            return;
         }
         if let Err(e) = self.write_checkpoint() {
             tracing::warn!("delay {}: final checkpoint failed: {e}", self.name());
@@ -1203,38 +1295,7 @@ impl PartitionTask {
             let t = index.tombstones.entry(hash).or_insert(offset);
             *t = (*t).max(offset);
         }
-        // 2. Records forwarded after the checkpoint, found in the targets.
-        let mut targets = checkpoint.target_positions.clone();
-        if let Some(schedule) = self.schedule() {
-            for t in schedule.destinations() {
-                targets.entry(t).or_default();
-            }
-        }
-        let mut found = Vec::new();
-        for (topic, positions) in &targets {
-            let Some(info) = self.broker.topics.get(topic) else {
-                continue;
-            };
-            for p in 0..info.partitions {
-                let Some(tp) = self.broker.replicas.get(topic, p) else {
-                    continue;
-                };
-                let start = positions
-                    .get(&p)
-                    .copied()
-                    .unwrap_or(0)
-                    .max(tp.log_start_offset());
-                self.scan_target(&tp, start, &index.done, &mut found)?;
-            }
-        }
-        let found_count = found.len();
-        self.files
-            .append_done(&found.iter().map(|o| (*o, false)).collect::<Vec<_>>())?;
-        for o in found {
-            index.done.insert(o);
-            index.delivered_recent.insert(o);
-        }
-        // 3. Bucket files: cut what was indexed after the checkpoint, load the near ones.
+        // 2. Bucket files: cut what was indexed after the checkpoint, load the near ones.
         index.window_bucket = index.bucket_of(now_ms() + window_ms) + 1;
         for b in self.files.store.buckets().map_err(|e| e.to_string())? {
             let entries = self
@@ -1266,49 +1327,20 @@ impl PartitionTask {
             }
         }
         *self.state.index.lock() = index;
-        // 4. The log's tail.
+        // 3. The log's tail, with the forward intents written after the checkpoint.
         self.index_new()?;
         let pending = self.state.pending();
         tracing::info!(
-            "delay {}: recovered {pending} pending in {} ms (indexed to {indexed_to}, {found_count} found in targets)",
+            "delay {}: recovered {pending} pending in {} ms (indexed from {indexed_to}{})",
             self.name(),
-            started.elapsed().as_millis()
+            started.elapsed().as_millis(),
+            if self.pending.is_some() {
+                ", completing the last forward intent"
+            } else {
+                ""
+            }
         );
         self.checkpoint_dirty = true;
-        Ok(())
-    }
-
-    /// Collects every origin offset of this partition found in `tp` from `start`.
-    fn scan_target(
-        &self,
-        tp: &Partition,
-        start: i64,
-        done: &HashSet<i64>,
-        found: &mut Vec<i64>,
-    ) -> Result<(), String> {
-        let mut offset = start;
-        while offset < tp.log_end_offset() {
-            let Some((records, next)) = read_from(tp, offset)? else {
-                break;
-            };
-            for r in records {
-                let origin = (
-                    header_str(&r.record, headers::ORIGINAL_TOPIC),
-                    header_str(&r.record, headers::ORIGINAL_PARTITION),
-                    header_str(&r.record, headers::ORIGINAL_OFFSET),
-                );
-                if let (Some(t), Some(p), Some(o)) = origin {
-                    if t == self.state.topic && p == self.state.partition.to_string() {
-                        if let Ok(o) = o.parse::<i64>() {
-                            if !done.contains(&o) {
-                                found.push(o);
-                            }
-                        }
-                    }
-                }
-            }
-            offset = next;
-        }
         Ok(())
     }
 
@@ -1324,7 +1356,8 @@ impl PartitionTask {
             index.indexed_to
         };
         while indexed_to < self.partition.high_watermark() {
-            let Some((records, next)) = read_from(&self.partition, indexed_to)? else {
+            let Some((records, intents, next)) = read_with_intents(&self.partition, indexed_to)?
+            else {
                 break;
             };
             let now = now_ms();
@@ -1398,6 +1431,33 @@ impl PartitionTask {
                     let far = index.far.entry(bucket).or_insert((0, r.offset));
                     far.0 += 1;
                     far.1 = far.1.min(r.offset);
+                }
+            }
+            // Forward intents (each after the records it names): their offsets are forwarded,
+            // by whoever wrote them or, for the last one if unfinished, by this task.
+            for (_, intent) in intents {
+                if matches!(&self.pending, Some((p, _)) if *p == intent) {
+                    continue; // this task's own unfinished intent, now committed
+                }
+                // A later intent means the one before it was finished (one at a time): its
+                // offsets are done.
+                if let Some((earlier, _)) = self.pending.take() {
+                    for o in earlier.batches.iter().flat_map(|b| b.offsets.iter()) {
+                        if !index.done.contains(o) {
+                            done.push((*o, false));
+                        }
+                    }
+                }
+                let mut unfinished = false;
+                for o in intent.batches.iter().flat_map(|b| b.offsets.iter()) {
+                    if let Some((_, e)) = index.remove(*o) {
+                        emptied.extend(e);
+                    }
+                    unfinished |= !index.done.contains(o);
+                }
+                index.far_stale |= !index.far.is_empty();
+                if unfinished {
+                    self.pending = Some((intent, None));
                 }
             }
             // The due store first: a crash after this and before the checkpoint re-indexes
@@ -1482,9 +1542,15 @@ impl PartitionTask {
         let Some(schedule) = self.schedule() else {
             return Ok(None);
         };
+        // Intents the previous leader wrote may sit above the HW: forward only once everything
+        // this task found in the log on taking over is committed and indexed, so they are seen.
+        if self.state.index.lock().indexed_to < self.ready_at {
+            return Ok(Some(now_ms() + 50));
+        }
+        self.complete_pending(&schedule)?;
         loop {
             let state = self.state.clone();
-            let _round = state.forward_lock.lock();
+            let round = state.forward_lock.lock();
             let now = now_ms();
             let due = self.state.index.lock().due(now, FORWARD_BATCH_RECORDS_MAX);
             if due.is_empty() {
@@ -1593,46 +1659,197 @@ impl PartitionTask {
             if batches.is_empty() {
                 continue;
             }
-            for ((target, tp_index), (records, sources, _)) in batches {
-                // Only a leader's log may be appended to: a follower's copy would diverge.
-                let Ok(tp) = self.broker.leader_replica(&target, tp_index) else {
-                    return Err(format!(
-                        "target partition {target}-{tp_index} is not led by this broker"
-                    ));
-                };
-                let bytes = crate::records::encode_batch(records, now_ms())?;
-                tp.append(bytes)
-                    .map_err(|e| format!("appending to {target}-{tp_index}: {}", e.message))?;
-                // Delivered: record it (the target append is already durable to a crash).
-                let now = now_ms();
+            // One intent for all of this round's batches, committed in the delay partition
+            // before any of them is appended to its target.
+            let (producer_id, producer_epoch) = self.producer()?;
+            let mut intent = Intent {
+                producer_id,
+                producer_epoch,
+                batches: Vec::with_capacity(batches.len()),
+            };
+            let mut undelivered = Vec::with_capacity(batches.len());
+            for ((target, partition), (records, sources, _)) in batches {
+                let next = self
+                    .sequences
+                    .entry((target.clone(), partition))
+                    .or_insert(0);
+                let base_sequence = *next;
+                *next = next.wrapping_add(records.len() as i32);
+                let batch = crate::records::encode_batch_as(
+                    records,
+                    now_ms(),
+                    Some((producer_id, producer_epoch, base_sequence)),
+                )?;
+                intent.batches.push(IntentBatch {
+                    target,
+                    partition,
+                    base_sequence,
+                    offsets: sources.iter().map(|s| s.0).collect(),
+                });
+                undelivered.push(Undelivered { batch, sources });
+            }
+            self.write_intent(&intent)?;
+            // Claimed: out of the due index (a cancel no longer finds them), done once
+            // delivered. A bucket file emptied here may go: should this broker stop first, the
+            // intent itself names the offsets to send again.
+            {
                 let mut index = self.state.index.lock();
                 let mut emptied = Vec::new();
-                let mut done = Vec::with_capacity(sources.len());
-                let mut retry = self.state.retry.lock();
-                for (offset, due_ms, attempt) in &sources {
-                    if let Some((_, e)) = index.remove(*offset) {
+                for o in intent.batches.iter().flat_map(|b| b.offsets.iter()) {
+                    if let Some((_, e)) = index.remove(*o) {
                         emptied.extend(e);
                     }
-                    done.push((*offset, false));
-                    let late = (now - due_ms).max(0) as f64 / 1000.0;
-                    match (retry.is_retry, attempt) {
-                        (false, _) => self.broker.metrics.delay_lateness.observe(late),
-                        (true, Some(n)) => {
-                            *retry.redelivered.entry(*n).or_default() += 1;
-                            self.broker.metrics.retry_lateness.observe(late);
-                        }
-                        (true, None) => retry.dead_lettered += 1,
-                    }
                 }
-                drop(retry);
-                self.files.mark_done(&mut index, &done, &emptied)?;
-                drop(index);
-                self.state
-                    .forwarded
-                    .fetch_add(sources.len() as u64, Ordering::Relaxed);
-                self.checkpoint_dirty = true;
+                self.files.mark_done(&mut index, &[], &emptied)?;
+            }
+            self.pending = Some((intent, Some(undelivered)));
+            drop(round);
+            self.complete_pending(&schedule)?;
+        }
+    }
+
+    /// This task's idempotent producer id, allocated through the metadata quorum once.
+    fn producer(&mut self) -> Result<(i64, i16), String> {
+        if let Some(p) = self.producer {
+            return Ok(p);
+        }
+        let id = tokio::runtime::Handle::current()
+            .block_on(self.broker.producer_ids.next(&self.broker.topics))
+            .map_err(|e| format!("allocating a producer id: {}", e.message))?;
+        self.producer = Some((id, 0));
+        Ok((id, 0))
+    }
+
+    /// Appends `intent` to the delay partition and waits until it is committed.
+    fn write_intent(&self, intent: &Intent) -> Result<(), String> {
+        let value = serde_json::to_vec(intent).map_err(|e| e.to_string())?;
+        let bytes = crate::records::encode_control(FORWARD_INTENT, Bytes::from(value), now_ms())?;
+        let r = self
+            .partition
+            .append_control(bytes)
+            .map_err(|e| format!("writing a forward intent: {}", e.message))?;
+        let deadline = tokio::time::Instant::now() + INTENT_COMMIT_TIMEOUT;
+        tokio::runtime::Handle::current()
+            .block_on(
+                self.partition
+                    .wait_replicated(r.last_offset, r.leader_epoch, deadline),
+            )
+            .map_err(|code| format!("forward intent not committed (error {code})"))
+    }
+
+    /// Delivers what is left of the pending intent (building its batches from the log when it
+    /// was found there), marking each delivered batch's offsets done.
+    fn complete_pending(&mut self, schedule: &Schedule) -> Result<(), String> {
+        let Some((intent, built)) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut undelivered = match built {
+            Some(u) => u,
+            None => match self.rebuild(&intent, schedule)? {
+                Some(u) => u,
+                None => return Ok(()),
+            },
+        };
+        while !undelivered.is_empty() {
+            let at = intent.batches.len() - undelivered.len();
+            let b = &intent.batches[at];
+            let delivered = tokio::runtime::Handle::current().block_on(self.deliverer.deliver(
+                &b.target,
+                b.partition,
+                undelivered[0].batch.clone(),
+            ));
+            if let Err(e) = delivered {
+                *self.state.blocked.lock() = Some(e.0.clone());
+                self.pending = Some((intent, Some(undelivered)));
+                return Err(e.0);
+            }
+            let done = undelivered.remove(0);
+            self.mark_delivered(&done.sources)?;
+        }
+        *self.state.blocked.lock() = None;
+        Ok(())
+    }
+
+    /// The batches of an intent found in the log, read back from the source records. `None`
+    /// when a named record is gone (DeleteRecords): the batch can no longer be rebuilt as sent,
+    /// and the intent is dropped with its offsets done.
+    fn rebuild(
+        &mut self,
+        intent: &Intent,
+        schedule: &Schedule,
+    ) -> Result<Option<Vec<Undelivered>>, String> {
+        let mut out = Vec::with_capacity(intent.batches.len());
+        let now = now_ms();
+        for b in &intent.batches {
+            let mut records = Vec::with_capacity(b.offsets.len());
+            let mut sources = Vec::with_capacity(b.offsets.len());
+            for o in &b.offsets {
+                let Some((append_ms, mut record)) = self.record_at(*o)? else {
+                    tracing::error!(
+                        "delay {}: offset {o} of an unfinished forward intent is gone from the log; \
+                         its batch to {}-{} is not sent again",
+                        self.name(),
+                        b.target,
+                        b.partition
+                    );
+                    let all: Vec<(i64, i64, Option<i64>)> = intent
+                        .batches
+                        .iter()
+                        .flat_map(|b| b.offsets.iter().map(|o| (*o, now, None)))
+                        .collect();
+                    self.mark_delivered(&all)?;
+                    return Ok(None);
+                };
+                let (_, attempt) = schedule.route(
+                    &mut record,
+                    &self.state.topic,
+                    self.state.partition,
+                    *o,
+                    append_ms,
+                );
+                records.push(record);
+                sources.push((*o, now, attempt));
+            }
+            let batch = crate::records::encode_batch_as(
+                records,
+                now,
+                Some((intent.producer_id, intent.producer_epoch, b.base_sequence)),
+            )?;
+            out.push(Undelivered { batch, sources });
+        }
+        Ok(Some(out))
+    }
+
+    /// Records a delivered batch's sources as done (files, metrics, counters).
+    fn mark_delivered(&mut self, sources: &[(i64, i64, Option<i64>)]) -> Result<(), String> {
+        let now = now_ms();
+        let mut index = self.state.index.lock();
+        let mut emptied = Vec::new();
+        let mut done = Vec::with_capacity(sources.len());
+        let mut retry = self.state.retry.lock();
+        for (offset, due_ms, attempt) in sources {
+            if let Some((_, e)) = index.remove(*offset) {
+                emptied.extend(e);
+            }
+            done.push((*offset, false));
+            let late = (now - due_ms).max(0) as f64 / 1000.0;
+            match (retry.is_retry, attempt) {
+                (false, _) => self.broker.metrics.delay_lateness.observe(late),
+                (true, Some(n)) => {
+                    *retry.redelivered.entry(*n).or_default() += 1;
+                    self.broker.metrics.retry_lateness.observe(late);
+                }
+                (true, None) => retry.dead_lettered += 1,
             }
         }
+        drop(retry);
+        self.files.mark_done(&mut index, &done, &emptied)?;
+        drop(index);
+        self.state
+            .forwarded
+            .fetch_add(sources.len() as u64, Ordering::Relaxed);
+        self.checkpoint_dirty = true;
+        Ok(())
     }
 
     fn write_checkpoint(&mut self) -> Result<(), String> {
@@ -1640,26 +1857,7 @@ impl PartitionTask {
             let index = self.state.index.lock();
             (index.indexed_to, index.low_water())
         };
-        let mut target_positions = BTreeMap::new();
-        for target in self
-            .schedule()
-            .map(|s| s.destinations())
-            .unwrap_or_default()
-        {
-            if let Some(info) = self.broker.topics.get(&target) {
-                let mut positions = BTreeMap::new();
-                for p in 0..info.partitions {
-                    if let Some(tp) = self.broker.replicas.get(&target, p) {
-                        positions.insert(p, tp.log_end_offset());
-                    }
-                }
-                target_positions.insert(target, positions);
-            }
-        }
-        let checkpoint = Checkpoint {
-            indexed_to,
-            target_positions,
-        };
+        let checkpoint = Checkpoint { indexed_to };
         let bytes = serde_json::to_vec(&checkpoint).map_err(|e| e.to_string())?;
         rewrite(&self.checkpoint_path(), &bytes)?;
         self.compact_files(low_water)?;

@@ -9,6 +9,7 @@
 //! - [`delay`]   — the delay engine: indexes delay topics' logs by due time, forwards due
 //!   records to their targets exactly once, applies cancellations.
 pub mod delay;
+pub mod deliver;
 pub mod dlq;
 pub mod due_store;
 pub mod headers;
