@@ -537,3 +537,140 @@ fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
     );
     assert_log_is_exactly(&c, "rolling", 3, &load.acked);
 }
+
+/// The `kairos.original.partition` and `kairos.original.offset` headers of a forwarded record.
+fn origin(m: &rdkafka::message::BorrowedMessage<'_>) -> (i32, i64) {
+    use rdkafka::message::Headers;
+    let h = m.headers().expect("forwarded records carry headers");
+    let get = |name: &str| -> String {
+        h.iter()
+            .find(|x| x.key == name)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .unwrap_or_else(|| panic!("header {name} missing"))
+    };
+    (
+        get("kairos.original.partition").parse().unwrap(),
+        get("kairos.original.offset").parse().unwrap(),
+    )
+}
+
+#[test]
+fn delayed_records_are_forwarded_exactly_once_across_a_leader_kill() {
+    // A delay topic and its target, both RF=3 over three brokers: partition leaders are spread,
+    // so forwarding writes to targets led elsewhere through their leaders.
+    let mut c = cluster_with_topic(3, &[], "orders", 3);
+    let configs = [
+        ("min.insync.replicas", "2"),
+        ("kairos.delay.target", "orders"),
+        ("kairos.delay.ms", "1000"),
+    ];
+    assert_eq!(
+        create_topic_with(&c.brokers[0], "orders.delay", 3, 3, &configs),
+        0
+    );
+    let victim = wait_until(
+        Duration::from_secs(10),
+        "orders.delay-0 fully in sync",
+        || {
+            leader_and_isr(&c.brokers[0], "orders.delay", 0)
+                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+                .map(|(l, _)| l)
+        },
+    );
+    let rt = runtime();
+    let p = producer(&c);
+    let mut acked: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let started = Instant::now();
+    let mut killed_at = None;
+    for i in 0..900 {
+        // Mid-way, once the first records are due and being forwarded: SIGKILL the leader of
+        // a delay partition. Its successor must finish what it was forwarding, once.
+        if killed_at.is_none() && i >= 450 && started.elapsed() > Duration::from_millis(1300) {
+            c.node(victim).kill9();
+            killed_at = Some(i);
+        }
+        let v = format!("d{i}");
+        let d = rt
+            .block_on(p.send(
+                FutureRecord::to("orders.delay").key(&v).payload(&v),
+                Duration::from_secs(30),
+            ))
+            .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}"));
+        assert!(acked.insert((d.partition, d.offset), v).is_none());
+        if killed_at.is_none() && i >= 450 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    eprintln!(
+        "900 delayed records acknowledged in {:?}; broker {victim} killed at record {killed_at:?}",
+        started.elapsed()
+    );
+    assert!(killed_at.is_some(), "the kill happened");
+    c.node(victim).restart();
+    // One more record per delay partition, due after every other: forwarding is in due order
+    // and a new leader completes an unfinished intent first, so once these three arrive nothing
+    // else is owed.
+    for partition in 0..3 {
+        let v = format!("last-{partition}");
+        let d = rt
+            .block_on(
+                p.send(
+                    FutureRecord::to("orders.delay")
+                        .key(&v)
+                        .payload(&v)
+                        .partition(partition),
+                    Duration::from_secs(30),
+                ),
+            )
+            .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}"));
+        acked.insert((d.partition, d.offset), v);
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("orders", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut forwarded: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut lasts = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lasts < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} forwarded",
+            forwarded.len(),
+            acked.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                lasts += v.starts_with("last-") as usize;
+                let from = origin(&m);
+                assert!(
+                    forwarded.insert(from, v.clone()).is_none(),
+                    "{v} (from delay partition {} offset {}) forwarded twice",
+                    from.0,
+                    from.1
+                );
+            }
+            Some(Err(e)) => eprintln!("consumer event: {e}"),
+            None => {}
+        }
+    }
+    eprintln!(
+        "{} forwarded records read {:?} after the start",
+        forwarded.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        forwarded, acked,
+        "every acknowledged delayed record forwarded exactly once"
+    );
+}
