@@ -1949,6 +1949,125 @@ mod tests {
         assert!(ix.tombstoned(0, 7) && !ix.tombstoned(2, 7) && !ix.tombstoned(0, 0));
     }
 
+    /// Proves a broker that takes over a delay partition completes the last forward intent it
+    /// finds in the log exactly once: resent when the target never got it, answered as a
+    /// duplicate (nothing appended) when the target already holds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unfinished_intent_is_completed_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::BrokerConfig::load(
+            None,
+            &[
+                format!("log.dirs={}", dir.path().display()),
+                "offsets.topic.num.partitions=1".into(),
+            ],
+        )
+        .unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
+        let broker = crate::server::open_standalone(&config, metrics)
+            .await
+            .unwrap();
+        // delivered: the target got the intent's batch before the "crash"; lost: it did not.
+        for (delay, target) in [("delivered", "t1"), ("lost", "t2")] {
+            broker
+                .create_topic(target, 1, 1, Default::default(), None)
+                .await
+                .unwrap();
+            let configs = [
+                (DELAY_TARGET.to_string(), target.to_string()),
+                (DELAY_MS.to_string(), "0".to_string()),
+            ];
+            broker
+                .create_topic(delay, 1, 1, configs.into_iter().collect(), None)
+                .await
+                .unwrap();
+            let d = broker.replicas.get(delay, 0).unwrap();
+            let records: Vec<Record> = ["a", "b", "c"]
+                .iter()
+                .map(|k| {
+                    crate::records::record(
+                        Some(Bytes::from(k.to_string())),
+                        Some(Bytes::from_static(b"v")),
+                        Default::default(),
+                        now_ms(),
+                    )
+                })
+                .collect();
+            d.append(crate::records::encode_batch(records, now_ms()).unwrap())
+                .unwrap();
+            let producer_id = broker.producer_ids.next(&broker.topics).await.unwrap();
+            let intent = Intent {
+                producer_id,
+                producer_epoch: 0,
+                batches: vec![IntentBatch {
+                    target: target.into(),
+                    partition: 0,
+                    base_sequence: 0,
+                    offsets: vec![0, 1],
+                }],
+            };
+            let value = Bytes::from(serde_json::to_vec(&intent).unwrap());
+            // Clients cannot write intents (or any control batch): only the broker can.
+            let forged = crate::records::encode_control(FORWARD_INTENT, value.clone(), 0).unwrap();
+            assert_eq!(
+                d.append(forged).err().map(|e| e.code),
+                Some(87),
+                "INVALID_RECORD"
+            );
+            d.append_control(
+                crate::records::encode_control(FORWARD_INTENT, value, now_ms()).unwrap(),
+            )
+            .unwrap();
+            if delay == "delivered" {
+                let schedule = Schedule::from_topic(&broker.topics.get(delay).unwrap()).unwrap();
+                let bytes = d.read_bytes(0, 1 << 20).unwrap();
+                let mut sent: Vec<Record> = decode(bytes, 0).unwrap()[..2]
+                    .iter()
+                    .map(|r| {
+                        let mut rec = r.record.clone();
+                        schedule.route(&mut rec, delay, 0, r.offset, r.append_ms);
+                        rec
+                    })
+                    .collect();
+                sent.iter_mut().for_each(|r| r.timestamp = now_ms());
+                let batch =
+                    crate::records::encode_batch_as(sent, now_ms(), Some((producer_id, 0, 0)))
+                        .unwrap();
+                broker
+                    .replicas
+                    .get(target, 0)
+                    .unwrap()
+                    .append(batch)
+                    .unwrap();
+            }
+        }
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::spawn(run(broker.clone(), shutdown));
+        for target in ["t1", "t2"] {
+            let t = broker.replicas.get(target, 0).unwrap();
+            // Forwarding runs in due order after the unfinished intent: once offset 2 (not in
+            // the intent) is there, the intent was dealt with.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let origins = loop {
+                let bytes = t.read_bytes(0, 1 << 20).unwrap();
+                let origins: Vec<String> = decode(bytes, 0)
+                    .unwrap()
+                    .iter()
+                    .filter_map(|r| header_str(&r.record, headers::ORIGINAL_OFFSET))
+                    .collect();
+                if origins.iter().any(|o| o == "2") {
+                    break origins;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{target}: {origins:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(origins, ["0", "1", "2"], "{target}: each record once");
+        }
+    }
+
     #[test]
     fn key_hash_is_stable_and_never_zero_for_a_key() {
         assert_eq!(key_hash(None), 0);
