@@ -51,7 +51,7 @@ use tokio::sync::watch;
 
 use super::due_store::{DueEntry, DueStore};
 use super::headers;
-use super::murmur2::partition_for_key;
+use super::murmur2::partition_for;
 use crate::log::batch::BatchHeader;
 use crate::metadata::{
     TopicInfo, DELAY_MS, DELAY_TARGET, DLQ_TOPIC, RETRY_BACKOFF_DEFAULT, RETRY_BACKOFF_MS,
@@ -69,8 +69,8 @@ const READ_BYTES_MAX: usize = 1 << 20;
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest sleep of a partition task (checkpointing and config changes need a heartbeat).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
-/// Checkpoints are written at most this often (and on shutdown); recovery re-reads the target
-/// tails after the last one, so a longer interval only costs start-up time.
+/// Checkpoints are written at most this often (and on shutdown); recovery re-indexes the log
+/// after the last one, so a longer interval only costs start-up time.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Records due within this horizon keep their decoded content in memory (read once while
 /// indexing); later ones are read back from the log when they come due.
@@ -116,6 +116,8 @@ struct IntentBatch {
 /// A batch of an intent not yet delivered: the encoded batch and its sources (offset, due time,
 /// attempt) for the done marks and metrics.
 struct Undelivered {
+    target: String,
+    partition: i32,
     batch: Bytes,
     sources: Vec<(i64, i64, Option<i64>)>,
 }
@@ -215,7 +217,7 @@ impl Schedule {
         })
     }
 
-    /// Every topic records may go to (scanned on recovery for exactly-once).
+    /// Every topic records may go to (each must exist before anything is forwarded).
     fn destinations(&self) -> Vec<String> {
         match self {
             Schedule::Delay { target, .. } => vec![target.clone()],
@@ -540,6 +542,9 @@ struct DelayFiles {
 
 impl DelayFiles {
     fn append_done(&self, offsets: &[(i64, bool)]) -> Result<(), String> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
         let mut buf = Vec::with_capacity(offsets.len() * 8);
         for (o, cancelled) in offsets {
             let v = *o as u64 | if *cancelled { DONE_CANCELLED } else { 0 };
@@ -602,6 +607,26 @@ fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 impl DelayPartition {
+    /// Counts one forwarded record: a delay topic's lateness, or a retry topic's redelivery of
+    /// `attempt` (`None`: dead-lettered). `late_ms` is how long after its due time it went.
+    pub(crate) fn count_delivery(
+        &self,
+        attempt: Option<i64>,
+        late_ms: i64,
+        metrics: &crate::metrics::Metrics,
+    ) {
+        let late = late_ms.max(0) as f64 / 1000.0;
+        let mut retry = self.retry.lock();
+        match (retry.is_retry, attempt) {
+            (false, _) => metrics.delay_lateness.observe(late),
+            (true, Some(n)) => {
+                *retry.redelivered.entry(n).or_default() += 1;
+                metrics.retry_lateness.observe(late);
+            }
+            (true, None) => retry.dead_lettered += 1,
+        }
+    }
+
     pub fn pending(&self) -> usize {
         self.index.lock().len() + self.redis_pending.load(Ordering::Relaxed) as usize
     }
@@ -839,9 +864,10 @@ impl DelayPartition {
     }
 
     pub fn stats(&self, now: i64) -> DueStats {
+        let pending = self.pending() as u64;
         let index = self.index.lock();
         let mut s = DueStats {
-            pending: index.len() as u64,
+            pending,
             ..Default::default()
         };
         let count = |d: i64, n: u64, s: &mut DueStats| match d {
@@ -1194,8 +1220,7 @@ impl PartitionTask {
                 }
             }
             // Retention must keep everything from the oldest pending record on.
-            self.partition
-                .set_retention_floor(self.state.index.lock().low_water());
+            self.partition.set_retention_floor(self.retention_floor());
             // No checkpoint past an unfinished intent: a restart must find it in the log tail.
             if self.checkpoint_dirty
                 && self.pending.is_none()
@@ -1227,7 +1252,7 @@ impl PartitionTask {
         self.files.dir.join(CHECKPOINT_FILE)
     }
 
-    /// Rebuilds the index from its files, the targets' tails and the log's tail.
+    /// Rebuilds the index from its files and the log's tail (with the intents in it).
     fn recover(&mut self) -> Result<(), String> {
         let started = std::time::Instant::now();
         let checkpoint: Checkpoint = match std::fs::read(self.checkpoint_path()) {
@@ -1515,6 +1540,9 @@ impl PartitionTask {
 
     /// The record at `offset`, from the last decoded batch or the log.
     fn record_at(&mut self, offset: i64) -> Result<Option<(i64, Record)>, String> {
+        if offset < self.partition.log_start_offset() {
+            return Ok(None); // deleted (DeleteRecords): a read there is out of range
+        }
         let hit = matches!(&self.cache, Some((lo, hi, _)) if (*lo..=*hi).contains(&offset));
         if !hit {
             let bytes = self
@@ -1620,12 +1648,6 @@ impl PartitionTask {
             // keeps its partition order).
             resolved.sort_unstable_by_key(|(due_ms, offset, _, _)| (*due_ms, *offset));
             let mut batches: BTreeMap<(String, i32), ForwardBatch> = BTreeMap::new();
-            let source_partitions = self
-                .broker
-                .topics
-                .get(&self.state.topic)
-                .map(|t| t.partitions)
-                .unwrap_or(1);
             for (due_ms, offset, append_ms, mut record) in resolved {
                 let (dest, attempt) = schedule.route(
                     &mut record,
@@ -1635,11 +1657,8 @@ impl PartitionTask {
                     append_ms,
                 );
                 let partitions = partitions_of.get(&dest).copied().unwrap_or(1).max(1);
-                let target_partition = match &record.key {
-                    Some(k) => partition_for_key(k, partitions),
-                    None if source_partitions == partitions => self.state.partition,
-                    None => self.state.partition % partitions,
-                };
+                let target_partition =
+                    partition_for(record.key.as_deref(), self.state.partition, partitions);
                 let size = record.key.as_ref().map_or(0, |k| k.len())
                     + record.value.as_ref().map_or(0, |v| v.len())
                     + record
@@ -1681,28 +1700,45 @@ impl PartitionTask {
                     Some((producer_id, producer_epoch, base_sequence)),
                 )?;
                 intent.batches.push(IntentBatch {
-                    target,
+                    target: target.clone(),
                     partition,
                     base_sequence,
                     offsets: sources.iter().map(|s| s.0).collect(),
                 });
-                undelivered.push(Undelivered { batch, sources });
+                undelivered.push(Undelivered {
+                    target,
+                    partition,
+                    batch,
+                    sources,
+                });
             }
-            self.write_intent(&intent)?;
+            if let Err(e) = self.write_intent(&intent) {
+                // The sequences just taken may or may not be in a committed intent (a timeout
+                // can still commit later, and that intent will be completed as found): later
+                // batches start over with a new producer id, so none can collide with them.
+                self.producer = None;
+                self.sequences.clear();
+                return Err(e);
+            }
             // Claimed: out of the due index (a cancel no longer finds them), done once
             // delivered. A bucket file emptied here may go: should this broker stop first, the
             // intent itself names the offsets to send again.
+            let claimed: Vec<i64> = intent
+                .batches
+                .iter()
+                .flat_map(|b| b.offsets.iter().copied())
+                .collect();
+            self.pending = Some((intent, Some(undelivered)));
             {
                 let mut index = self.state.index.lock();
                 let mut emptied = Vec::new();
-                for o in intent.batches.iter().flat_map(|b| b.offsets.iter()) {
-                    if let Some((_, e)) = index.remove(*o) {
+                for o in claimed {
+                    if let Some((_, e)) = index.remove(o) {
                         emptied.extend(e);
                     }
                 }
                 self.files.mark_done(&mut index, &[], &emptied)?;
             }
-            self.pending = Some((intent, Some(undelivered)));
             drop(round);
             self.complete_pending(&schedule)?;
         }
@@ -1738,49 +1774,53 @@ impl PartitionTask {
     }
 
     /// Delivers what is left of the pending intent (building its batches from the log when it
-    /// was found there), marking each delivered batch's offsets done.
+    /// was found there), marking each delivered batch's offsets done. On any error the intent
+    /// stays pending with what is left of it.
     fn complete_pending(&mut self, schedule: &Schedule) -> Result<(), String> {
         let Some((intent, built)) = self.pending.take() else {
             return Ok(());
         };
         let mut undelivered = match built {
-            Some(u) => u,
-            None => match self.rebuild(&intent, schedule)? {
-                Some(u) => u,
-                None => return Ok(()),
+            Some(u) => std::collections::VecDeque::from(u),
+            None => match self.rebuild(&intent, schedule) {
+                Ok(u) => u.into(),
+                Err(e) => {
+                    self.pending = Some((intent, None));
+                    return Err(e);
+                }
             },
         };
-        while !undelivered.is_empty() {
-            let at = intent.batches.len() - undelivered.len();
-            let b = &intent.batches[at];
+        while let Some(next) = undelivered.front() {
             let delivered = tokio::runtime::Handle::current().block_on(self.deliverer.deliver(
-                &b.target,
-                b.partition,
-                undelivered[0].batch.clone(),
+                &next.target,
+                next.partition,
+                next.batch.clone(),
             ));
-            if let Err(e) = delivered {
-                *self.state.blocked.lock() = Some(e.0.clone());
-                self.pending = Some((intent, Some(undelivered)));
-                return Err(e.0);
+            let result = delivered.map_err(|e| e.0).and_then(|()| {
+                let sources = std::mem::take(&mut undelivered[0].sources);
+                self.mark_delivered(&sources)
+            });
+            if let Err(e) = result {
+                *self.state.blocked.lock() = Some(e.clone());
+                self.pending = Some((intent, Some(undelivered.into())));
+                return Err(e);
             }
-            let done = undelivered.remove(0);
-            self.mark_delivered(&done.sources)?;
+            undelivered.pop_front();
         }
         *self.state.blocked.lock() = None;
         Ok(())
     }
 
-    /// The batches of an intent found in the log, read back from the source records. `None`
-    /// when a named record is gone (DeleteRecords): the batch can no longer be rebuilt as sent,
-    /// and the intent is dropped with its offsets done.
+    /// The batches of an intent found in the log, read back from the source records. A batch
+    /// with a record gone from the log (DeleteRecords, retention) can no longer be rebuilt as it
+    /// was sent: its offsets are marked done and it is left out.
     fn rebuild(
         &mut self,
         intent: &Intent,
         schedule: &Schedule,
-    ) -> Result<Option<Vec<Undelivered>>, String> {
+    ) -> Result<Vec<Undelivered>, String> {
         let mut out = Vec::with_capacity(intent.batches.len());
-        let now = now_ms();
-        for b in &intent.batches {
+        'batches: for b in &intent.batches {
             let mut records = Vec::with_capacity(b.offsets.len());
             let mut sources = Vec::with_capacity(b.offsets.len());
             for o in &b.offsets {
@@ -1792,14 +1832,12 @@ impl PartitionTask {
                         b.target,
                         b.partition
                     );
-                    let all: Vec<(i64, i64, Option<i64>)> = intent
-                        .batches
-                        .iter()
-                        .flat_map(|b| b.offsets.iter().map(|o| (*o, now, None)))
-                        .collect();
-                    self.mark_delivered(&all)?;
-                    return Ok(None);
+                    let gone: Vec<(i64, bool)> = b.offsets.iter().map(|o| (*o, true)).collect();
+                    let mut index = self.state.index.lock();
+                    self.files.mark_done(&mut index, &gone, &[])?;
+                    continue 'batches;
                 };
+                let due_ms = schedule.due_ms(&record, append_ms, *o).unwrap_or(append_ms);
                 let (_, attempt) = schedule.route(
                     &mut record,
                     &self.state.topic,
@@ -1808,16 +1846,21 @@ impl PartitionTask {
                     append_ms,
                 );
                 records.push(record);
-                sources.push((*o, now, attempt));
+                sources.push((*o, due_ms, attempt));
             }
             let batch = crate::records::encode_batch_as(
                 records,
-                now,
+                now_ms(),
                 Some((intent.producer_id, intent.producer_epoch, b.base_sequence)),
             )?;
-            out.push(Undelivered { batch, sources });
+            out.push(Undelivered {
+                target: b.target.clone(),
+                partition: b.partition,
+                batch,
+                sources,
+            });
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// Records a delivered batch's sources as done (files, metrics, counters).
@@ -1826,23 +1869,14 @@ impl PartitionTask {
         let mut index = self.state.index.lock();
         let mut emptied = Vec::new();
         let mut done = Vec::with_capacity(sources.len());
-        let mut retry = self.state.retry.lock();
         for (offset, due_ms, attempt) in sources {
             if let Some((_, e)) = index.remove(*offset) {
                 emptied.extend(e);
             }
             done.push((*offset, false));
-            let late = (now - due_ms).max(0) as f64 / 1000.0;
-            match (retry.is_retry, attempt) {
-                (false, _) => self.broker.metrics.delay_lateness.observe(late),
-                (true, Some(n)) => {
-                    *retry.redelivered.entry(*n).or_default() += 1;
-                    self.broker.metrics.retry_lateness.observe(late);
-                }
-                (true, None) => retry.dead_lettered += 1,
-            }
+            self.state
+                .count_delivery(*attempt, now - due_ms, &self.broker.metrics);
         }
-        drop(retry);
         self.files.mark_done(&mut index, &done, &emptied)?;
         drop(index);
         self.state
@@ -1850,6 +1884,18 @@ impl PartitionTask {
             .fetch_add(sources.len() as u64, Ordering::Relaxed);
         self.checkpoint_dirty = true;
         Ok(())
+    }
+
+    /// The lowest offset retention must keep: the oldest pending record, or the oldest one of
+    /// an unfinished intent (claimed, out of the index, not delivered yet).
+    fn retention_floor(&self) -> i64 {
+        let claimed = self
+            .pending
+            .iter()
+            .flat_map(|(i, _)| i.batches.iter().flat_map(|b| b.offsets.iter().copied()))
+            .min()
+            .unwrap_or(i64::MAX);
+        self.state.index.lock().low_water().min(claimed)
     }
 
     fn write_checkpoint(&mut self) -> Result<(), String> {
@@ -1912,9 +1958,8 @@ impl PartitionTask {
 /// Replaces `path` through a temporary file and a rename, without fsync, as the time engines
 /// always wrote their checkpoints and index files (the module doc explains the crash windows).
 pub(crate) fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    crate::log::checkpoint::write_atomic(path, bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Records bound for one target partition: the records, their (source offset, due time), and
@@ -1951,7 +1996,8 @@ mod tests {
 
     /// Proves a broker that takes over a delay partition completes the last forward intent it
     /// finds in the log exactly once: resent when the target never got it, answered as a
-    /// duplicate (nothing appended) when the target already holds it.
+    /// duplicate (nothing appended) when the target already holds it, and given up (without
+    /// stalling what comes after) when a record it names was deleted meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unfinished_intent_is_completed_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1968,7 +2014,7 @@ mod tests {
             .await
             .unwrap();
         // delivered: the target got the intent's batch before the "crash"; lost: it did not.
-        for (delay, target) in [("delivered", "t1"), ("lost", "t2")] {
+        for (delay, target) in [("delivered", "t1"), ("lost", "t2"), ("deleted", "t3")] {
             broker
                 .create_topic(target, 1, 1, Default::default(), None)
                 .await
@@ -2018,6 +2064,9 @@ mod tests {
                 crate::records::encode_control(FORWARD_INTENT, value, now_ms()).unwrap(),
             )
             .unwrap();
+            if delay == "deleted" {
+                d.delete_records_before(1).unwrap();
+            }
             if delay == "delivered" {
                 let schedule = Schedule::from_topic(&broker.topics.get(delay).unwrap()).unwrap();
                 let bytes = d.read_bytes(0, 1 << 20).unwrap();
@@ -2043,7 +2092,11 @@ mod tests {
         }
         let (_stop, shutdown) = watch::channel(false);
         tokio::spawn(run(broker.clone(), shutdown));
-        for target in ["t1", "t2"] {
+        for (target, want) in [
+            ("t1", &["0", "1", "2"][..]),
+            ("t2", &["0", "1", "2"]),
+            ("t3", &["2"]),
+        ] {
             let t = broker.replicas.get(target, 0).unwrap();
             // Forwarding runs in due order after the unfinished intent: once offset 2 (not in
             // the intent) is there, the intent was dealt with.
@@ -2064,7 +2117,7 @@ mod tests {
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
-            assert_eq!(origins, ["0", "1", "2"], "{target}: each record once");
+            assert_eq!(origins, want, "{target}: each record once");
         }
     }
 

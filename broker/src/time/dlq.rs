@@ -7,7 +7,7 @@ use kafka_protocol::records::Record;
 
 use super::delay::read_from;
 use super::headers;
-use super::murmur2::partition_for_key;
+use super::murmur2::partition_for;
 use crate::partition::now_ms;
 use crate::server::Broker;
 
@@ -105,10 +105,7 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
                     ));
                     continue;
                 };
-                let partition = match &r.key {
-                    Some(k) => partition_for_key(k, dest_info.partitions),
-                    None => p % dest_info.partitions.max(1),
-                };
+                let partition = partition_for(r.key.as_deref(), p, dest_info.partitions);
                 out.entry(dest)
                     .or_default()
                     .entry(partition)

@@ -48,6 +48,16 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// Where the broker puts a record it forwards to a topic of `partitions`: by key as the Java
+/// client does, else the source partition `keyless` (modulo the count when the target has
+/// fewer partitions).
+pub fn partition_for(key: Option<&[u8]>, keyless: i32, partitions: i32) -> i32 {
+    match key {
+        Some(k) => partition_for_key(k, partitions),
+        None => keyless % partitions.max(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::watch;
 
 use super::delay::{header_str, read_from, DelayPartition, Schedule};
-use super::murmur2::partition_for_key;
+use super::murmur2::partition_for;
 use crate::partition::{now_ms, Partition};
 use crate::server::Broker;
 
@@ -495,10 +495,8 @@ impl RedisRetryTask {
                     self.reap(con, i64::MAX).await?;
                     return Ok(Duration::from_secs(1));
                 };
-                let partition = match &record.key {
-                    Some(k) => partition_for_key(k, info.partitions),
-                    None => self.state.partition % info.partitions.max(1),
-                };
+                let partition =
+                    partition_for(record.key.as_deref(), self.state.partition, info.partitions);
                 let tag = format!("{}:{}:{id}", self.state.topic, self.state.partition);
                 // A previous holder may have appended it already (crash before finalize).
                 if !entry[3].is_empty() {
@@ -542,18 +540,11 @@ impl RedisRetryTask {
                 tp.append(bytes)
                     .map_err(|e| format!("appending to {dest}-{partition}: {}", e.message))?;
                 let now = now_ms();
-                let mut retry = self.state.retry.lock();
                 for (id, due, attempt) in entries {
-                    match attempt {
-                        Some(n) => {
-                            *retry.redelivered.entry(n).or_default() += 1;
-                            self.broker
-                                .metrics
-                                .retry_lateness
-                                .observe((now - due).max(0) as f64 / 1000.0);
-                        }
-                        None => retry.dead_lettered += 1,
-                    }
+                    // A Redis-scheduled partition is a retry topic (is_retry is set before
+                    // this task starts).
+                    self.state
+                        .count_delivery(attempt, now - due, &self.broker.metrics);
                     finished.push(id);
                 }
             }
