@@ -82,9 +82,13 @@ pub enum Outcome {
     NoResponse,
     /// Close the connection (Kafka closes on unparseable headers and unknown API keys).
     Close(String),
-    /// The outcome once this completes; the connection reads the next request meanwhile.
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'static>>),
+    /// The answer once this completes (or the reason to close); the connection reads the next
+    /// request meanwhile.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + 'static>>),
 }
+
+/// A deferred answer: the chunks to send, or why the connection closes instead.
+pub type Answer = Result<(Vec<Chunk>, Option<Handled>), String>;
 
 /// Requests a connection reads ahead of their answers being written.
 pub const PIPELINE_DEPTH: usize = 64;
@@ -261,22 +265,17 @@ async fn write_answers<H: Handler>(
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(64 * 1024);
     while let Some(owed) = rx.recv().await {
-        let outcome = match owed.outcome {
+        let answer = match owed.outcome {
+            Outcome::NoResponse => continue,
+            Outcome::Respond(chunks, handled) => Ok((chunks, handled)),
+            Outcome::Close(reason) => Err(reason),
             Outcome::Later(later) => later.await,
-            outcome => outcome,
         };
-        match outcome {
-            Outcome::NoResponse => {}
-            Outcome::Close(reason) => {
+        match answer {
+            Err(reason) => {
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
             }
-            Outcome::Later(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "a deferred answer deferred again",
-                ));
-            }
-            Outcome::Respond(chunks, handled) => {
+            Ok((chunks, handled)) => {
                 let total: usize = chunks.iter().map(Chunk::len).sum();
                 out.clear();
                 out.extend_from_slice(&(total as i32).to_be_bytes());
@@ -376,10 +375,10 @@ mod tests {
         async fn handle(&self, frame: Bytes, _peer: &Peer) -> Outcome {
             let byte = frame[0];
             self.seen.lock().unwrap().push(byte);
-            let answer = Outcome::Respond(vec![Chunk::Bytes(frame)], None);
             if byte != b's' {
-                return answer;
+                return Outcome::Respond(vec![Chunk::Bytes(frame)], None);
             }
+            let answer = Ok((vec![Chunk::Bytes(frame)], None));
             let release = self
                 .release
                 .lock()

@@ -42,7 +42,6 @@ impl ProducerIdAllocator {
                         *s = (first, first + count);
                     }
                 }
-                Reply::Error { code, message } => return Err(MetaError::new(code, message)),
                 other => {
                     return Err(MetaError::new(
                         crate::metadata::codes::INVALID_REQUEST,

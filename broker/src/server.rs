@@ -34,7 +34,6 @@ pub struct Broker {
 fn topic_reply(reply: Reply) -> Result<TopicInfo, MetaError> {
     match reply {
         Reply::Topic(t) => Ok(t),
-        Reply::Error { code, message } => Err(MetaError::new(code, message)),
         other => Err(MetaError::new(
             codes::INVALID_REQUEST,
             format!("unexpected metadata reply {other:?}"),
@@ -252,8 +251,20 @@ pub fn open(
     Ok(broker)
 }
 
+/// This node's broker registration.
+fn registration(config: &BrokerConfig, metadata: &Metadata) -> Command {
+    Command::RegisterBroker {
+        id: config.node_id,
+        incarnation: metadata.incarnation(),
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        rack: config.broker_rack.clone(),
+    }
+}
+
 /// A single-node broker with its one-node quorum, registered, no listener and no background
 /// task: for unit tests of request handling.
+#[cfg(test)]
 pub async fn open_standalone(
     config: &BrokerConfig,
     metrics: Arc<crate::metrics::Metrics>,
@@ -262,15 +273,7 @@ pub async fn open_standalone(
     let metadata = crate::metadata::quorum::start(config, None, shutdown).await?;
     // The quorum's duties run until the sender goes; this broker lives as long as the test.
     std::mem::forget(stop);
-    let reply = metadata
-        .propose(Command::RegisterBroker {
-            id: config.node_id,
-            incarnation: metadata.incarnation(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-            rack: None,
-        })
-        .await?;
+    let reply = metadata.propose(registration(config, &metadata)).await?;
     anyhow::ensure!(
         matches!(reply, Reply::BrokerEpoch(_)),
         "registration: {reply:?}"
@@ -338,13 +341,7 @@ pub async fn run(
     let (registered_tx, mut registered) = watch::channel(-1i64);
     let session = tokio::spawn(crate::metadata::quorum::broker_session(
         metadata.clone(),
-        Command::RegisterBroker {
-            id: config.node_id,
-            incarnation: metadata.incarnation(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-            rack: config.broker_rack.clone(),
-        },
+        registration(&config, &metadata),
         registered_tx,
         // SIGTERM starts the controlled shutdown; the session ends when leadership has moved.
         external_shutdown.clone(),
@@ -517,14 +514,15 @@ async fn maintain_isr(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
                     partition_epoch: change.partition_epoch,
                     isr: change.isr,
                 };
-                let failure = match b.topics.propose(command).await {
-                    Ok(Reply::Error { code, message }) => Some(format!("{code}: {message}")),
-                    Ok(_) => None,
-                    Err(e) => Some(format!("{}: {}", e.code, e.message)),
-                };
                 // On success the new image reaches the partition through `follow_image`.
-                if let Some(why) = failure {
-                    tracing::info!("{}-{}: ISR change refused ({why})", p.topic, p.index);
+                if let Err(e) = b.topics.propose(command).await {
+                    tracing::info!(
+                        "{}-{}: ISR change refused ({}: {})",
+                        p.topic,
+                        p.index,
+                        e.code,
+                        e.message
+                    );
                     p.clear_pending_isr();
                 }
             });

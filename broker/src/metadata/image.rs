@@ -25,6 +25,15 @@ use super::{
 /// No leader (every ISR member is fenced).
 pub const NO_LEADER: i32 = -1;
 
+/// Kafka's leader choice: the first replica, in assignment order, that is in the ISR and may
+/// lead (`live`). Unclean election is the only other way to a leader.
+fn first_eligible(p: &PartitionInfo, live: impl Fn(i32) -> bool) -> Option<i32> {
+    p.replicas
+        .iter()
+        .copied()
+        .find(|r| p.isr.contains(r) && live(*r))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub id: i32,
@@ -217,7 +226,8 @@ impl ClusterImage {
             .filter(|b| !b.fenced && !b.shutting_down)
     }
 
-    fn is_live(&self, id: i32) -> bool {
+    /// Whether broker `id` may lead: registered, not fenced, not shutting down.
+    pub fn is_live(&self, id: i32) -> bool {
         self.brokers
             .get(&id)
             .is_some_and(|b| !b.fenced && !b.shutting_down)
@@ -389,12 +399,7 @@ impl ClusterImage {
                 changed = true;
             }
             if p.leader == id {
-                p.leader = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| p.isr.contains(r) && live.contains(r))
-                    .unwrap_or(NO_LEADER);
+                p.leader = first_eligible(p, |r| live.contains(&r)).unwrap_or(NO_LEADER);
                 p.leader_epoch += 1;
                 changed = true;
             }
@@ -794,13 +799,7 @@ impl ClusterImage {
             next.replicas.retain(|r| !removing.contains(r));
             next.isr.retain(|r| !removing.contains(r));
             if removing.contains(&next.leader) || next.replicas.first() != Some(&next.leader) {
-                let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-                let new_leader = next
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| next.isr.contains(r) && live.contains(r));
-                if let Some(l) = new_leader {
+                if let Some(l) = first_eligible(&next, |r| self.is_live(r)) {
                     if l != next.leader {
                         next.leader = l;
                         next.leader_epoch += 1;
@@ -919,12 +918,7 @@ impl ClusterImage {
                 next.replicas.retain(|r| !adding.contains(r));
                 next.isr.retain(|r| !adding.contains(r));
                 if adding.contains(&next.leader) {
-                    next.leader = next
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| next.isr.contains(r))
-                        .unwrap_or(NO_LEADER);
+                    next.leader = first_eligible(&next, |r| self.is_live(r)).unwrap_or(NO_LEADER);
                     next.leader_epoch += 1;
                 }
             }
@@ -958,12 +952,8 @@ impl ClusterImage {
                         if next.isr.is_empty() {
                             next.isr = target.to_vec();
                         }
-                        next.leader = next
-                            .replicas
-                            .iter()
-                            .copied()
-                            .find(|r| next.isr.contains(r) && self.is_live(*r))
-                            .unwrap_or(NO_LEADER);
+                        next.leader =
+                            first_eligible(&next, |r| self.is_live(r)).unwrap_or(NO_LEADER);
                         next.leader_epoch += 1;
                     }
                 }

@@ -203,7 +203,8 @@ impl Metadata {
 
     /// Proposes a command to the quorum and returns its reply once this node's image holds it.
     /// Errors are retriable Kafka codes when there is no quorum (REQUEST_TIMED_OUT,
-    /// NOT_CONTROLLER); a command the image refuses comes back as `Reply::Error`.
+    /// NOT_CONTROLLER); a command the image refuses comes back as its error (`Reply::Error` is
+    /// never returned as a success).
     pub async fn propose(&self, command: Command) -> Result<Reply, MetaError> {
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
         let mut target: Option<i32> = None;
@@ -231,7 +232,10 @@ impl Metadata {
             match outcome {
                 ProposeResult::Applied { index, reply } => {
                     self.wait_applied(index, deadline).await?;
-                    return Ok(reply);
+                    return match reply {
+                        Reply::Error { code, message } => Err(MetaError::new(code, message)),
+                        reply => Ok(reply),
+                    };
                 }
                 ProposeResult::NotLeader { leader } => {
                     target = leader
@@ -737,10 +741,7 @@ async fn controller_duties(
                         let preferred = *p.replicas.first()?;
                         let eligible = p.leader != preferred
                             && p.isr.contains(&preferred)
-                            && image
-                                .brokers
-                                .get(&preferred)
-                                .is_some_and(|b| !b.fenced && !b.shutting_down);
+                            && image.is_live(preferred);
                         eligible.then(|| (t.name.clone(), i as i32))
                     })
                 })
@@ -829,14 +830,15 @@ pub async fn broker_session(
         }
         let epoch = match metadata.propose(registration.clone()).await {
             Ok(Reply::BrokerEpoch(e)) => e,
-            Ok(other) => {
-                tracing::warn!("broker registration refused: {other:?}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(e) => {
+            // No quorum yet: try again soon.
+            Err(e) if e.code == codes::REQUEST_TIMED_OUT => {
                 tracing::debug!("broker registration: {}", e.message);
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            refused => {
+                tracing::warn!("broker registration refused: {refused:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };

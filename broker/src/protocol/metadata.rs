@@ -62,14 +62,14 @@ fn error_entry(name: Option<String>, code: i16) -> MetadataResponseTopic {
 }
 
 /// Registered, unfenced brokers (Kafka lists only those).
-fn live_brokers(image: &ClusterImage) -> impl Iterator<Item = &crate::metadata::BrokerInfo> {
+fn unfenced_brokers(image: &ClusterImage) -> impl Iterator<Item = &crate::metadata::BrokerInfo> {
     image.brokers.values().filter(|b| !b.fenced)
 }
 
 pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &broker.config;
     let image = broker.topics.image();
-    let brokers = live_brokers(&image)
+    let brokers = unfenced_brokers(&image)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -164,7 +164,7 @@ pub fn describe_cluster(
             )));
     }
     resp.with_brokers(
-        live_brokers(&image)
+        unfenced_brokers(&image)
             .map(|b| {
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))

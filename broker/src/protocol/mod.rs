@@ -50,7 +50,7 @@ pub enum Reply {
     Close(String),
     /// The answer once this completes (a produce waiting for acks=all). The request's effects
     /// have happened; the connection goes on with the next request meanwhile.
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'static>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = ResponseKind> + Send + 'static>>),
 }
 
 impl Reply {
@@ -193,19 +193,7 @@ async fn dispatch(broker: &Broker, mut frame: Bytes, peer: &Peer) -> Outcome {
         correlation_id,
         handle_start,
     };
-    match reply {
-        Reply::Later(later) => {
-            let all_metrics = broker.metrics.clone();
-            let local_end = std::time::Instant::now();
-            Outcome::Later(Box::pin(async move {
-                let reply = later.await;
-                // The wait for replication is remote time, as in Kafka's purgatory.
-                let remote = remote + local_end.elapsed();
-                answer.finish(reply, all_metrics.request(api_key), remote)
-            }))
-        }
-        reply => answer.finish(reply, metrics, remote),
-    }
+    answer.finish(reply, &broker.metrics, remote)
 }
 
 /// What the encoding of a response needs to know about its request.
@@ -220,43 +208,61 @@ impl Answer {
     fn finish(
         self,
         reply: Reply,
-        metrics: Option<&crate::metrics::RequestMetrics>,
+        all_metrics: &Arc<crate::metrics::Metrics>,
         remote: std::time::Duration,
     ) -> Outcome {
-        let Answer {
-            api_key,
-            version,
-            correlation_id,
-            handle_start,
-        } = self;
-        let handled = Some(crate::net::Handled {
-            api_key: api_key as i16,
-            handle_start,
-            handle_end: std::time::Instant::now(),
-            remote,
-        });
+        let metrics = all_metrics.request(self.api_key);
         match reply {
             Reply::None => Outcome::NoResponse,
             Reply::Close(reason) => Outcome::Close(reason),
-            // Handlers answer `Later` only at the top level.
-            Reply::Later(_) => Outcome::Close("nested deferred reply".into()),
-            Reply::Message(response) => {
-                let response = *response;
-                if let Some(m) = metrics {
-                    errors::for_each_error(&response, |code| m.error(code));
-                }
-                let mut buf = encode_header(api_key, version, correlation_id);
-                if let Err(e) = response.encode(&mut buf, version) {
-                    tracing::error!("encoding {api_key:?} v{version} response: {e}");
-                    return Outcome::Close(format!("cannot encode response: {e}"));
-                }
-                Outcome::Respond(vec![Chunk::Bytes(buf.freeze())], handled)
+            Reply::Later(later) => {
+                let all_metrics = all_metrics.clone();
+                let local_end = std::time::Instant::now();
+                Outcome::Later(Box::pin(async move {
+                    let response = later.await;
+                    // The wait for replication is remote time, as in Kafka's purgatory.
+                    let remote = remote + local_end.elapsed();
+                    let metrics = all_metrics.request(self.api_key);
+                    self.encode(response, metrics, remote)
+                }))
             }
+            Reply::Message(response) => match self.encode(*response, metrics, remote) {
+                Ok((chunks, handled)) => Outcome::Respond(chunks, handled),
+                Err(reason) => Outcome::Close(reason),
+            },
             Reply::Chunks(mut chunks) => {
-                let header = encode_header(api_key, version, correlation_id);
+                let header = encode_header(self.api_key, self.version, self.correlation_id);
                 chunks.insert(0, Chunk::Bytes(header.freeze()));
-                Outcome::Respond(chunks, handled)
+                Outcome::Respond(chunks, Some(self.handled(remote)))
             }
+        }
+    }
+
+    /// A response message with its header, counting its error codes.
+    fn encode(
+        self,
+        response: ResponseKind,
+        metrics: Option<&crate::metrics::RequestMetrics>,
+        remote: std::time::Duration,
+    ) -> crate::net::Answer {
+        let (api_key, version) = (self.api_key, self.version);
+        if let Some(m) = metrics {
+            errors::for_each_error(&response, |code| m.error(code));
+        }
+        let mut buf = encode_header(api_key, version, self.correlation_id);
+        if let Err(e) = response.encode(&mut buf, version) {
+            tracing::error!("encoding {api_key:?} v{version} response: {e}");
+            return Err(format!("cannot encode response: {e}"));
+        }
+        Ok((vec![Chunk::Bytes(buf.freeze())], Some(self.handled(remote))))
+    }
+
+    fn handled(&self, remote: std::time::Duration) -> crate::net::Handled {
+        crate::net::Handled {
+            api_key: self.api_key as i16,
+            handle_start: self.handle_start,
+            handle_end: std::time::Instant::now(),
+            remote,
         }
     }
 }
@@ -400,7 +406,10 @@ mod tests {
                     .await
                     .expect("dispatch finished");
                     let outcome = match outcome {
-                        Outcome::Later(later) => later.await,
+                        Outcome::Later(later) => match later.await {
+                            Ok((chunks, handled)) => Outcome::Respond(chunks, handled),
+                            Err(reason) => Outcome::Close(reason),
+                        },
                         outcome => outcome,
                     };
                     if matches!(outcome, Outcome::Respond(..)) {

@@ -157,12 +157,10 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
         };
     }
     let done = |responses: Vec<TopicProduceResponse>| {
-        Reply::msg(ResponseKind::Produce(
-            ProduceResponse::default().with_responses(responses),
-        ))
+        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
     };
     if waits.is_empty() {
-        return done(responses);
+        return Reply::msg(done(responses));
     }
     // The produce purgatory: acks=all answers once the ISR holds every appended batch (the HW
     // passed it), or with an error at `timeout_ms` or when leadership moves. The wait is handed
