@@ -572,6 +572,11 @@ impl Partition {
         let hw = self.high_watermark();
         let mut r = self.replica.lock();
         let f = r.followers.get_mut(&replica)?;
+        // Outside the log the read answers OFFSET_OUT_OF_RANGE; like Kafka, such a fetch says
+        // nothing about the follower (it must not count as caught up).
+        if fetch_offset > leo || fetch_offset < self.log_start_offset() {
+            return Some(false);
+        }
         if fetch_offset >= leo {
             f.last_caught_up_ms = now;
         } else if fetch_offset >= f.last_fetch_leader_leo {
@@ -780,12 +785,20 @@ impl Partition {
         for h in &headers {
             state.producers.record(h, h.base_offset);
         }
-        if leader_log_start > state.log.log_start_offset() {
-            state.log.maybe_increment_log_start(leader_log_start)?;
+        // The batches are in: a failure to follow the leader's log start must not leave the
+        // published offsets behind the log (it is tried again with the next fetch).
+        if let Err(e) = state.log.maybe_increment_log_start(leader_log_start) {
+            tracing::warn!(
+                "{}-{}: following the leader's log start {leader_log_start}: {e}",
+                self.topic,
+                self.index
+            );
         }
         let leo = self.publish_offsets(&state);
+        let log_start = state.log.log_start_offset();
         drop(state);
-        let hw = leader_hw.min(leo);
+        // Kafka's updateHighWatermark: the leader's value, within this log's bounds.
+        let hw = leader_hw.clamp(log_start, leo);
         if self.hw.swap(hw, Ordering::AcqRel) != hw {
             self.hw_moved.notify_waiters();
         }
@@ -857,6 +870,15 @@ impl Partition {
             check_delay_headers(&records)?;
         }
         let mut state = self.state.lock();
+        // Checked first under the state lock, which a leadership change also holds: a batch is
+        // never stamped with an epoch this replica does not lead, and a replica that just lost
+        // leadership does not answer a duplicate as if it held the partition.
+        if !self.is_leader() {
+            return Err(PartitionError::new(
+                codes::NOT_LEADER_OR_FOLLOWER,
+                format!("this broker does not lead {}-{}", self.topic, self.index),
+            ));
+        }
         // Idempotence: a request is a single batch per partition for idempotent producers.
         let mut appends = Vec::with_capacity(headers.len());
         for h in &headers {
@@ -890,14 +912,6 @@ impl Partition {
                 crate::log::batch::set_log_append_time(&mut bytes[pos..end], now);
                 pos = end;
             }
-        }
-        // Checked under the state lock, which a leadership change also holds: a batch is never
-        // stamped with an epoch this replica does not lead.
-        if !self.is_leader() {
-            return Err(PartitionError::new(
-                codes::NOT_LEADER_OR_FOLLOWER,
-                format!("this broker does not lead {}-{}", self.topic, self.index),
-            ));
         }
         let epoch = self.leader_epoch();
         let info = state.log.append(&mut bytes, epoch, now)?;
@@ -958,20 +972,19 @@ impl Partition {
 
     /// First record with timestamp >= `ts`, as (offset, timestamp).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
-        self.state
-            .lock()
-            .log
-            .fetch_offset_by_timestamp(ts)
-            .map_err(PartitionError::from)
+        let found = self.state.lock().log.fetch_offset_by_timestamp(ts)?;
+        Ok(self.committed(found))
     }
 
     /// The record with the largest timestamp, as (offset, timestamp) (ListOffsets -3).
     pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
-        self.state
-            .lock()
-            .log
-            .max_timestamp_and_offset()
-            .map_err(PartitionError::from)
+        let found = self.state.lock().log.max_timestamp_and_offset()?;
+        Ok(self.committed(found))
+    }
+
+    /// Kafka answers ListOffsets only with offsets a consumer can fetch: below the HW.
+    fn committed(&self, found: Option<(i64, i64)>) -> Option<(i64, i64)> {
+        found.filter(|(offset, _)| *offset < self.high_watermark())
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
@@ -1339,13 +1352,22 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Writes every hosted partition's HW to `replication-offset-checkpoint`.
+    /// Writes every hosted partition's HW to `replication-offset-checkpoint`, keeping the
+    /// checkpointed HW of partitions still on disk but not opened yet (before the image that
+    /// assigns them here has arrived).
     pub fn checkpoint_high_watermarks(&self) {
-        let mut entries: Vec<(String, i32, i64)> = self
-            .all()
-            .iter()
+        let hosted = self.partitions.read();
+        let mut entries: Vec<(String, i32, i64)> = hosted
+            .values()
             .map(|p| (p.topic.clone(), p.index, p.high_watermark()))
             .collect();
+        for ((topic, index), hw) in &self.checkpointed_hw {
+            let key = (topic.clone(), *index);
+            if !hosted.contains_key(&key) && self.partition_dir(topic, *index).exists() {
+                entries.push((key.0, key.1, *hw));
+            }
+        }
+        drop(hosted);
         entries.sort();
         let path = self.dir.join(HW_CHECKPOINT_FILE);
         if let Err(e) = crate::log::checkpoint::write_partition_offsets(&path, &entries) {

@@ -260,12 +260,18 @@ async fn run_fetcher(
                 }
             }
         };
-        let truncating: Vec<&(Key, Followed)> = parts.iter().filter(|(_, f)| f.truncate).collect();
-        let step = if truncating.is_empty() {
-            fetch(&config, c, &source, &parts, &mut gen).await
-        } else {
-            truncate(&config, c, &source, &truncating, &mut gen).await
-        };
+        // Partitions that must truncate first do; the others fetch in the same round, so one
+        // partition stuck on OffsetsForLeaderEpoch errors does not stop the rest replicating.
+        let (truncating, fetching): (Vec<_>, Vec<_>) =
+            parts.into_iter().partition(|(_, f)| f.truncate);
+        let mut step = Step::Progress;
+        if !truncating.is_empty() {
+            let refs: Vec<&(Key, Followed)> = truncating.iter().collect();
+            step = truncate(&config, c, &source, &refs, &mut gen).await;
+        }
+        if !fetching.is_empty() && matches!(step, Step::Progress | Step::Backoff) {
+            step = fetch(&config, c, &source, &fetching, &mut gen).await;
+        }
         match step {
             Step::Progress => {}
             Step::Backoff => backoff(config.backoff, &mut gen, &mut stop).await,
