@@ -142,8 +142,14 @@ mod tests {
             .collect();
         let bytes = encode_batch_as(records, 0, Some((42, 1, 10))).unwrap();
         let headers = crate::log::batch::validate_batches(&bytes, usize::MAX).unwrap();
+        assert_eq!(headers.len(), 1, "one batch");
+        assert_eq!(headers[0].record_count, 3);
         assert_eq!(headers[0].producer_id, 42);
         assert_eq!(headers[0].producer_epoch, 1);
         assert_eq!(headers[0].base_sequence, 10);
+        let mut b = bytes.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b).unwrap();
+        let sequences: Vec<i32> = set.records.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, [10, 11, 12]);
     }
 }

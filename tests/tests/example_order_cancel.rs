@@ -130,6 +130,7 @@ fn unpaid_orders_are_cancelled_after_the_delay_and_paid_ones_never() {
         again.stdout
     );
 
+    let placing = Instant::now();
     let place = run(
         &[
             "place",
@@ -205,7 +206,13 @@ fn unpaid_orders_are_cancelled_after_the_delay_and_paid_ones_never() {
         "worker:\n{}\nstderr:\n{}",
         worker.stdout, worker.stderr
     );
-    // Records were still pending when the worker started: it waited for them, then idled 4 s.
+    // Records were still pending when the worker started (none is due before 2 s after
+    // `place` began): it had to wait for the broker to deliver them.
+    let head_start = started.duration_since(placing);
+    assert!(
+        head_start < Duration::from_secs(2),
+        "the worker started {head_start:?} after placing began, when orders may already be due"
+    );
     assert!(ran >= Duration::from_secs(4), "worker finished in {ran:?}");
     assert!(
         worker.stderr.contains("cancelled 10 orders"),

@@ -480,7 +480,8 @@ fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
 fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    let mut c = cluster_with_topic(3, &[], "rolling", 3);
+    // Sessions outlive the test: leadership can only have moved by the controlled shutdown.
+    let mut c = cluster_with_topic(3, &["broker.session.timeout.ms=30000"], "rolling", 3);
     let all_full = |c: &mut Cluster| {
         wait_until(
             Duration::from_secs(20),

@@ -1224,7 +1224,24 @@ mod tests {
         let Reply::Partitions(results) = r else {
             panic!("{r:?}")
         };
-        assert!(results.iter().all(|(_, _, c, _)| *c != codes::NONE));
+        assert_eq!(results.len(), 4, "every partition answered");
+        let t = image.topic("t").unwrap();
+        let mut refused = 0;
+        for (_, index, code, _) in &results {
+            let preferred = t.assignment[*index as usize].replicas[0];
+            if preferred == 2 {
+                // Broker 2 is shutting down: it must not lead again.
+                assert_eq!(
+                    *code,
+                    codes::PREFERRED_LEADER_NOT_AVAILABLE,
+                    "partition {index}"
+                );
+                refused += 1;
+            } else {
+                assert_eq!(*code, codes::ELECTION_NOT_NEEDED, "partition {index}");
+            }
+        }
+        assert!(refused > 0, "some partition prefers broker 2: {results:?}");
     }
 
     #[test]
