@@ -105,7 +105,11 @@ pub struct Voter {
 impl Voter {
     /// `host:port` of the voter's controller listener.
     pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port) // IPv6, stored without brackets
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -135,13 +139,16 @@ pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
             .ok_or_else(|| format!("{part:?} is not id@host:port"))?;
         let id: i32 = id
             .parse()
-            .map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| format!("{part:?}: node id {id:?} is not a number of 0 or more"))?;
         let (host, port) = addr
             .rsplit_once(':')
             .ok_or_else(|| format!("{part:?} is not id@host:port"))?;
         let port: u16 = port
             .parse()
             .map_err(|_| format!("{part:?}: port {port:?} is not a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("{part:?}: the host is empty"));
         }
@@ -153,10 +160,7 @@ pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
         }
         voters.push(Voter {
             id,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
+            host: host.to_string(),
             port,
         });
     }
@@ -372,10 +376,14 @@ impl BrokerConfig {
 
     pub fn from_properties(map: BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let p = Props(map);
-        let node_id = match p.opt::<i32>("node.id")? {
-            Some(v) => v,
-            None => p.get("broker.id", 1)?,
+        let (node_id, key) = match p.opt::<i32>("node.id")? {
+            Some(v) => (v, "node.id"),
+            None => (p.get("broker.id", 1)?, "broker.id"),
         };
+        // -1 means "no leader" and "no controller" on the wire: ids are 0 or more, as in Kafka.
+        if node_id < 0 {
+            return Err(p.invalid(key, "must be 0 or more"));
+        }
         let listeners =
             p.0.get("listeners")
                 .cloned()
@@ -654,5 +662,17 @@ mod tests {
         assert!(e.to_string().contains("CONTROLLER://"), "{e}");
         let e = BrokerConfig::load(None, &["process.roles=broker".into()]).unwrap_err();
         assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+    }
+
+    #[test]
+    fn node_ids_are_not_negative_and_ipv6_voters_keep_their_brackets() {
+        let e = BrokerConfig::load(None, &["node.id=-1".into()]).unwrap_err();
+        assert!(e.to_string().contains("node.id"), "{e}");
+        assert!(parse_voters("-1@127.0.0.1:9093").is_err());
+        let v = parse_voters("1@[::1]:9093,2@127.0.0.1:9094").unwrap();
+        assert_eq!(v[0].addr(), "[::1]:9093");
+        assert_eq!(v[1].addr(), "127.0.0.1:9094");
+        let e = parse_voters("1@[::1]:9093,2@::1:9093").unwrap_err();
+        assert!(e.contains("twice"), "{e}");
     }
 }

@@ -199,28 +199,23 @@ impl Metrics {
                 send_ms: send.get_metric_with_label_values(&labels)?,
             });
         }
-        let delay_lateness = Histogram::with_opts(
-            HistogramOpts::new(
-                "kairos_delay_lateness_seconds",
-                "How late delayed records were forwarded: forward time minus due time, in seconds.",
-            )
-            .buckets(vec![
+        // Lateness of forwarded records: 1 ms to a minute.
+        let lateness = |name: &str, help: &str| -> prometheus::Result<Histogram> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
                 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 60.0,
-            ]),
+            ]))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let delay_lateness = lateness(
+            "kairos_delay_lateness_seconds",
+            "How late delayed records were forwarded: forward time minus due time, in seconds.",
         )?;
-        registry.register(Box::new(delay_lateness.clone()))?;
-        let retry_lateness = Histogram::with_opts(
-            HistogramOpts::new(
-                "kairos_retry_lateness_seconds",
-                "How late retries were redelivered: redelivery time minus due time, in seconds.",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                60.0,
-            ]),
+        let retry_lateness = lateness(
+            "kairos_retry_lateness_seconds",
+            "How late retries were redelivered: redelivery time minus due time, in seconds.",
         )?;
-        registry.register(Box::new(retry_lateness.clone()))?;
         let redis_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "kairos_redis_request_seconds",

@@ -481,7 +481,7 @@ async fn checkpoint_high_watermarks(broker: Arc<Broker>, shutdown: watch::Receiv
 /// AlterPartition on the controller. Runs every quarter of the lag time and at once when a
 /// fetch shows a follower caught up.
 async fn maintain_isr(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
-    let lag_ms = broker.config.replica_lag_time_max_ms as i64;
+    let lag_ms = i64::try_from(broker.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
     let period = std::time::Duration::from_millis((lag_ms / 4).clamp(10, 1000) as u64);
     let stop = wait_for(shutdown);
     tokio::pin!(stop);

@@ -258,16 +258,7 @@ pub async fn run(cmd: DelayCmd, conn: &Conn, admin: &AdminConn) -> Result<(), St
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("topic          {}", s.topic);
-            println!("pending        {}", s.pending);
-            println!(
-                "overdue        {} (oldest {} ms late)",
-                s.overdue, s.oldest_overdue_ms
-            );
-            println!("due < 1 min    {}", s.due_within_1m);
-            println!("due < 1 hour   {}", s.due_within_1h);
-            println!("due < 1 day    {}", s.due_within_1d);
-            println!("due later      {}", s.due_later);
+            print_due_stats(&s);
             println!("forwarded      {}", s.forwarded);
             println!("cancelled      {}", s.cancelled);
             if !s.blocked_reason.is_empty() {
@@ -276,6 +267,20 @@ pub async fn run(cmd: DelayCmd, conn: &Conn, admin: &AdminConn) -> Result<(), St
             Ok(())
         }
     }
+}
+
+/// The pending and due-time lines `delay stats` and `retry stats` share.
+pub(super) fn print_due_stats(s: &v1::StatsResponse) {
+    println!("topic          {}", s.topic);
+    println!("pending        {}", s.pending);
+    println!(
+        "overdue        {} (oldest {} ms late)",
+        s.overdue, s.oldest_overdue_ms
+    );
+    println!("due < 1 min    {}", s.due_within_1m);
+    println!("due < 1 hour   {}", s.due_within_1h);
+    println!("due < 1 day    {}", s.due_within_1d);
+    println!("due later      {}", s.due_later);
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::Conn;
 use crate::admin::v1::{
     self, delay_admin_client::DelayAdminClient, dlq_admin_client::DlqAdminClient,
 };
+use crate::time::headers;
 
 #[derive(Subcommand)]
 pub enum DlqCmd {
@@ -91,10 +92,10 @@ pub async fn dlq(cmd: DlqCmd, conn: &Conn, admin: &AdminConn) -> Result<(), Stri
                     m.partition(),
                     m.offset(),
                     key,
-                    h("kairos.dlq.attempts"),
-                    h("kairos.dlq.first.failure.ms"),
-                    h("kairos.dlq.source.topic"),
-                    h("kairos.dlq.reason")
+                    h(headers::DLQ_ATTEMPTS),
+                    h(headers::DLQ_FIRST_FAILURE_MS),
+                    h(headers::DLQ_SOURCE_TOPIC),
+                    h(headers::DLQ_REASON)
                 );
                 shown += 1;
             }
@@ -152,16 +153,7 @@ pub async fn retry(cmd: RetryCmd, admin: &AdminConn) -> Result<(), String> {
                     "topic {topic} is not a retry topic (use kairos delay stats)"
                 ));
             }
-            println!("topic          {}", s.topic);
-            println!("pending        {}", s.pending);
-            println!(
-                "overdue        {} (oldest {} ms late)",
-                s.overdue, s.oldest_overdue_ms
-            );
-            println!("due < 1 min    {}", s.due_within_1m);
-            println!("due < 1 hour   {}", s.due_within_1h);
-            println!("due < 1 day    {}", s.due_within_1d);
-            println!("due later      {}", s.due_later);
+            super::delay::print_due_stats(&s);
             println!(
                 "redelivered    {}",
                 s.forwarded - s.dead_lettered.min(s.forwarded)

@@ -514,9 +514,11 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
             pace(start, i, rate);
             let t = epoch.elapsed().as_nanos() as u64;
             payload[..8].copy_from_slice(&t.to_be_bytes());
-            producer
-                .send(BaseRecord::<(), [u8]>::to(&topic).payload(&payload[..]))
-                .map_err(|(e, _)| format!("produce failed: {e}"))?;
+            send_waiting(
+                &producer,
+                BaseRecord::<(), [u8]>::to(&topic).payload(&payload[..]),
+            )
+            .map_err(|e| format!("produce failed: {e}"))?;
             producer.poll(Duration::ZERO);
         }
         producer
@@ -696,7 +698,7 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
     if a.burst {
         println!(
             "{received} records due at the same instant: all forwarded within {} ms of their due time; lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (consumer saw the last {:.0} ms after due).",
-            last_forward - burst_due,
+            last_forward.saturating_sub(burst_due).max(0),
             p(&broker_ms, 0.5),
             p(&broker_ms, 0.99),
             broker_ms.max() as f64 / 1000.0,

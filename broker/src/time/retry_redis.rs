@@ -446,7 +446,10 @@ impl RedisRetryTask {
                     .first()
                     .map(|(_, due)| {
                         Duration::from_millis(
-                            (*due as i64 - now_ms()).clamp(0, IDLE_WAKE.as_millis() as i64) as u64,
+                            (*due as i64)
+                                .saturating_sub(now_ms())
+                                .clamp(0, IDLE_WAKE.as_millis() as i64)
+                                as u64,
                         )
                     })
                     .unwrap_or(IDLE_WAKE);

@@ -307,7 +307,7 @@ fn cancel_worker(
         match placed_ms {
             Some(t) => println!(
                 "cancelling {order} (placed at {t}, unpaid for {} ms)",
-                now_ms() - t
+                now_ms().saturating_sub(t)
             ),
             None => println!("cancelling {order}"),
         }
