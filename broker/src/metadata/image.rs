@@ -613,19 +613,20 @@ impl ClusterImage {
         configs: &BTreeMap<String, String>,
         assignment: Option<&[Vec<i32>]>,
     ) -> Result<TopicInfo, MetaError> {
-        let (partitions, replication_factor, assignment) = match assignment {
-            Some(a) => {
-                self.check_assignment(a, None)?;
-                let rf = a.first().map(Vec::len).unwrap_or(0) as i16;
-                (a.len() as i32, rf, a.to_vec())
-            }
-            None => {
-                self.check_create_topic(name, partitions, replication_factor, configs)?;
-                let a = self.assign(0..partitions, replication_factor, seed(id))?;
-                (partitions, replication_factor, a)
-            }
+        // An explicit assignment gives the counts (Kafka ignores the request's then).
+        let (partitions, replication_factor) = match assignment {
+            Some(a) => (a.len() as i32, a.first().map(Vec::len).unwrap_or(0) as i16),
+            None => (partitions, replication_factor),
         };
+        // First: it bounds the partition count before an assignment is walked.
         self.check_create_topic(name, partitions, replication_factor, configs)?;
+        let assignment = match assignment {
+            Some(a) => {
+                self.check_assignment(a, Some(replication_factor as usize))?;
+                a.to_vec()
+            }
+            None => self.assign(0..partitions, replication_factor, seed(id))?,
+        };
         let info = TopicInfo {
             name: name.to_string(),
             id,
@@ -1242,6 +1243,27 @@ mod tests {
             }
         }
         assert!(refused > 0, "some partition prefers broker 2: {results:?}");
+    }
+
+    #[test]
+    fn an_explicit_assignment_needs_the_same_replica_count_everywhere() {
+        let mut image = cluster(&[(1, None), (2, None), (3, None)]);
+        let r = apply(
+            &mut image,
+            Command::CreateTopic {
+                name: "uneven".into(),
+                id: Uuid::new_v4(),
+                partitions: 2,
+                replication_factor: 2,
+                configs: BTreeMap::new(),
+                assignment: Some(vec![vec![1, 2], vec![3]]),
+            },
+        );
+        let Reply::Error { code, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(code, codes::INVALID_REPLICA_ASSIGNMENT);
+        assert!(image.topic("uneven").is_none());
     }
 
     #[test]
