@@ -336,16 +336,55 @@ struct Load {
     sent: u64,
 }
 
-/// Produces to `topic` until `stop`: ten records every 5 ms, three in five to partition 0 (the
-/// busiest), the rest spread over partitions 1 and 2, many in flight (idempotent, acks=all).
-fn steady_load(
-    bootstrap: String,
-    topic: &'static str,
+/// A producer thread started by [`steady_load`].
+struct SteadyLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     load: std::sync::Arc<std::sync::Mutex<Load>>,
-) -> std::thread::JoinHandle<()> {
+    thread: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+impl SteadyLoad {
+    /// Acknowledged records so far (on `partition`, or all).
+    fn acked(&self, partition: Option<i32>) -> usize {
+        let l = self.load.lock().unwrap();
+        l.acked
+            .keys()
+            .filter(|(p, _)| partition.is_none_or(|want| *p == want))
+            .count()
+    }
+
+    /// Stops producing, waits for every delivery report, and asserts none failed.
+    fn finish(self) -> Load {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("producer thread");
+        let load = std::mem::take(&mut *self.load.lock().unwrap());
+        eprintln!(
+            "{} records sent, {} acknowledged, {} failed in {:?}",
+            load.sent,
+            load.acked.len(),
+            load.failed.len(),
+            self.started.elapsed()
+        );
+        assert!(
+            load.failed.is_empty(),
+            "failed deliveries: {:?}",
+            &load.failed[..load.failed.len().min(5)]
+        );
+        load
+    }
+}
+
+/// Produces to `topic` until finished: ten records every 5 ms, three in five to partition 0
+/// (the busiest), the rest spread over partitions 1 and 2, many in flight (idempotent,
+/// acks=all).
+fn steady_load(bootstrap: String, topic: &'static str) -> SteadyLoad {
     use futures::StreamExt;
-    std::thread::spawn(move || {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = std::sync::Arc::new(std::sync::Mutex::new(Load::default()));
+    let (stop2, load2) = (stop.clone(), load.clone());
+    let thread = std::thread::spawn(move || {
+        let (stop, load) = (stop2, load2);
         let p: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
@@ -389,7 +428,13 @@ fn steady_load(
                 record_delivery(&load, v, r);
             }
         });
-    })
+    });
+    SteadyLoad {
+        stop,
+        load,
+        thread,
+        started: Instant::now(),
+    }
 }
 
 fn record_delivery(
@@ -417,8 +462,6 @@ fn record_delivery(
 
 #[test]
 fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let mut c = cluster_with_topic(3, &[], "load", 3);
     let full = |c: &mut Cluster| {
         wait_until(
@@ -434,14 +477,10 @@ fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
         .0
     };
     full(&mut c);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = Arc::new(Mutex::new(Load::default()));
-    let producer = steady_load(c.bootstrap(), "load", stop.clone(), load.clone());
-    let started = Instant::now();
+    let load = steady_load(c.bootstrap(), "load");
     for round in 0..20 {
         let leader = full(&mut c);
-        let on_p0 = |l: &Load| l.acked.keys().filter(|(p, _)| *p == 0).count();
-        let before = on_p0(&load.lock().unwrap());
+        let before = load.acked(Some(0));
         let controller = kairos_tests::cluster::metadata(c.node(leader)).map(|m| m.controller_id.0);
         c.node(leader).kill9();
         let killed = Instant::now();
@@ -449,7 +488,7 @@ fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
         wait_until(
             Duration::from_secs(10),
             "acknowledgements after the kill",
-            || (on_p0(&load.lock().unwrap()) > before + 50).then_some(()),
+            || (load.acked(Some(0)) > before + 50).then_some(()),
         );
         eprintln!(
             "kill {round}: broker {leader} (controller {controller:?}); acknowledgements flowing again after {:?}",
@@ -458,28 +497,12 @@ fn twenty_leader_kills_under_acks_all_lose_and_duplicate_nothing() {
         c.node(leader).restart();
     }
     full(&mut c);
-    stop.store(true, Ordering::SeqCst);
-    producer.join().expect("producer thread");
-    let load = std::mem::take(&mut *load.lock().unwrap());
-    eprintln!(
-        "{} records sent, {} acknowledged, {} failed in {:?}",
-        load.sent,
-        load.acked.len(),
-        load.failed.len(),
-        started.elapsed()
-    );
-    assert!(
-        load.failed.is_empty(),
-        "failed deliveries: {:?}",
-        &load.failed[..load.failed.len().min(5)]
-    );
+    let load = load.finish();
     assert_log_is_exactly(&c, "load", 3, &load.acked);
 }
 
 #[test]
 fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     // Sessions outlive the test: leadership can only have moved by the controlled shutdown.
     let mut c = cluster_with_topic(3, &["broker.session.timeout.ms=30000"], "rolling", 3);
     let all_full = |c: &mut Cluster| {
@@ -497,13 +520,11 @@ fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
         )
     };
     all_full(&mut c);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = Arc::new(Mutex::new(Load::default()));
-    let producer = steady_load(c.bootstrap(), "rolling", stop.clone(), load.clone());
+    let load = steady_load(c.bootstrap(), "rolling");
     for id in 1..=3 {
-        let before = load.lock().unwrap().acked.len();
+        let before = load.acked(None);
         wait_until(Duration::from_secs(10), "load flowing", || {
-            (load.lock().unwrap().acked.len() > before + 200).then_some(())
+            (load.acked(None) > before + 200).then_some(())
         });
         let started = Instant::now();
         assert_eq!(
@@ -533,19 +554,7 @@ fn rolling_sigterm_restart_under_acks_all_load_loses_nothing() {
         c.node(id).restart();
         all_full(&mut c);
     }
-    stop.store(true, Ordering::SeqCst);
-    producer.join().expect("producer thread");
-    let load = std::mem::take(&mut *load.lock().unwrap());
-    eprintln!(
-        "{} records sent, {} acknowledged",
-        load.sent,
-        load.acked.len()
-    );
-    assert!(
-        load.failed.is_empty(),
-        "failed deliveries: {:?}",
-        &load.failed[..load.failed.len().min(5)]
-    );
+    let load = load.finish();
     assert_log_is_exactly(&c, "rolling", 3, &load.acked);
 }
 
