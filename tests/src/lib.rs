@@ -453,6 +453,41 @@ impl Drop for Prometheus {
     }
 }
 
+/// A librdkafka client configuration pointed at `b`.
+pub fn client(b: &Broker) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", b.bootstrap());
+    c
+}
+
+/// Creates topic `name` (replication factor 1) through librdkafka's admin API, as an
+/// application would; an error comes back as librdkafka words it.
+pub fn create_topic(
+    b: &Broker,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client(b).create().map_err(|e| e.to_string())?;
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    for r in rt
+        .block_on(admin.create_topics([&t], &AdminOptions::new()))
+        .map_err(|e| e.to_string())?
+    {
+        r.map_err(|(_, e)| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// GET a URL and return (status, body), e.g. a broker's `/metrics`.
 pub fn http_get(url: &str) -> (u16, String) {
     match ureq::get(url)

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kairos_tests::{kairos_bin, Broker};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use kairos_tests::{client, kairos_bin, Broker};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -17,28 +14,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn client(b: &Broker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap());
-    c
-}
-
 fn create_topic(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = client(b).create().expect("admin client");
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let res = rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .expect("create topics request");
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
+    kairos_tests::create_topic(b, name, partitions, configs)
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
 }
 
 /// Delivery reports collected by a producer: (partition, offset, payload) or the error text.

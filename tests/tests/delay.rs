@@ -3,41 +3,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use kairos_tests::Broker;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use kairos_tests::{client, create_topic as create, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn client(b: &Broker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap());
-    c
-}
-
-fn create(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let res = rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .map_err(|e| e.to_string())?;
-    for r in res {
-        r.map_err(|(_, e)| e.to_string())?;
-    }
-    Ok(())
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use kairos_tests::{http_get, sample, Broker, Prometheus};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use kairos_tests::{client, create_topic, http_get, sample, Broker, Prometheus};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -14,12 +11,6 @@ use rdkafka::{Offset, TopicPartitionList};
 const WAIT: Duration = Duration::from_secs(30);
 const RECORDS: u64 = 1000;
 const RECORD_BYTES: usize = 100;
-
-fn client(b: &Broker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap());
-    c
-}
 
 fn scrape(b: &Broker) -> String {
     let (status, body) = http_get(&format!("{}/metrics", b.metrics_url()));
@@ -30,55 +21,31 @@ fn scrape(b: &Broker) -> String {
 /// Produces the known workload: RECORDS records of RECORD_BYTES to `orders` (2 partitions),
 /// then a group `billing` reads everything and commits 300 on partition 0 and 100 on 1.
 fn workload(b: &Broker) -> [i64; 2] {
-    let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(
-            [&NewTopic::new("orders", 2, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(b, "orders", 2, &[]).unwrap();
     // A delay topic too, so the Delays panels have data: records due at once, forwarded to
     // `orders.due` (not `orders`, whose counts the tests check exactly).
-    for t in [
-        NewTopic::new("orders.due", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("orders.later", 1, TopicReplication::Fixed(1))
-            .set("kairos.delay.target", "orders.due"),
-    ] {
-        for r in rt
-            .block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
+    create_topic(b, "orders.due", 1, &[]).unwrap();
+    create_topic(
+        b,
+        "orders.later",
+        1,
+        &[("kairos.delay.target", "orders.due")],
+    )
+    .unwrap();
     let p: BaseProducer = client(b)
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
         .unwrap();
     // And a retry topic: one record redelivered (attempt 1), one dead-lettered.
-    for t in [
-        NewTopic::new("orders.failed", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("orders.failed.dlq", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("orders.failed.retry", 1, TopicReplication::Fixed(1))
-            .set("kairos.retry.target", "orders.failed")
-            .set("kairos.retry.backoff.ms", "100")
-            .set("kairos.retry.max.attempts", "1"),
-    ] {
-        for r in rt
-            .block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
+    create_topic(b, "orders.failed", 1, &[]).unwrap();
+    create_topic(b, "orders.failed.dlq", 1, &[]).unwrap();
+    let retry = [
+        ("kairos.retry.target", "orders.failed"),
+        ("kairos.retry.backoff.ms", "100"),
+        ("kairos.retry.max.attempts", "1"),
+    ];
+    create_topic(b, "orders.failed.retry", 1, &retry).unwrap();
     p.send(
         BaseRecord::<[u8], [u8]>::to("orders.failed.retry")
             .key(b"f-1")

@@ -3,10 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kairos_tests::{http_get, kairos_bin, Broker, Redis};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use kairos_tests::{client, http_get, kairos_bin, Broker, Redis};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -14,29 +11,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn client(b: &Broker) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", b.bootstrap());
-    c
-}
-
 fn create(b: &Broker, name: &str, configs: &[(&str, &str)]) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client(b).create().unwrap();
-    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .map_err(|e| e.to_string())?
-    {
-        r.map_err(|(_, e)| e.to_string())?;
-    }
-    Ok(())
+    kairos_tests::create_topic(b, name, 1, configs)
 }
 
 fn headers_of(m: &OwnedMessage) -> HashMap<String, String> {
@@ -467,25 +443,13 @@ fn redis_cluster_schedules_retries_across_slots() {
     // redelivered exactly once.
     let cluster = kairos_tests::RedisCluster::start();
     let b = Broker::start(&[&format!("retry.redis.url={}", cluster.url())]);
-    let admin: AdminClient<DefaultClientContext> = client(&b).create().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for t in [
-        NewTopic::new("spread", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("spread.dlq", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("spread.retry", 6, TopicReplication::Fixed(1))
-            .set("kairos.retry.target", "spread")
-            .set("kairos.retry.backoff.ms", "1500"),
-    ] {
-        for r in rt
-            .block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
+    create(&b, "spread", &[]).unwrap();
+    create(&b, "spread.dlq", &[]).unwrap();
+    let retry = [
+        ("kairos.retry.target", "spread"),
+        ("kairos.retry.backoff.ms", "1500"),
+    ];
+    kairos_tests::create_topic(&b, "spread.retry", 6, &retry).unwrap();
     let p: BaseProducer = client(&b).set("linger.ms", "5").create().unwrap();
     for i in 0..600 {
         let key = format!("s-{i}");
