@@ -526,31 +526,23 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
             .map_err(|e| e.to_string())
     });
     let mut h = hist();
-    let mut received = 0u64;
-    let mut last_progress = Instant::now();
-    while received < a.num_records {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(m) => {
-                let m = m.map_err(|e| format!("consume failed: {e}"))?;
-                if let Some(p) = m.payload().filter(|p| p.len() >= 8) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&p[..8]);
-                    let sent_ns = u64::from_be_bytes(b);
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let _ = h.record((now.saturating_sub(sent_ns) / 1000).max(1));
-                    received += 1;
-                    last_progress = Instant::now();
-                }
-            }
-            None if last_progress.elapsed() > Duration::from_secs(10) => {
-                return Err(format!(
-                    "no record received for 10 s ({received} of {})",
-                    a.num_records
-                ));
-            }
-            None => {}
-        }
-    }
+    let received = consume_until(
+        &consumer,
+        a.num_records,
+        Duration::from_secs(10),
+        "record received",
+        |m| {
+            let Some(p) = m.and_then(|m| m.payload()).filter(|p| p.len() >= 8) else {
+                return Ok(false);
+            };
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[..8]);
+            let sent_ns = u64::from_be_bytes(b);
+            let now = epoch.elapsed().as_nanos() as u64;
+            let _ = h.record((now.saturating_sub(sent_ns) / 1000).max(1));
+            Ok(true)
+        },
+    )?;
     sender
         .join()
         .map_err(|_| "producer thread panicked".to_string())??;
@@ -565,6 +557,37 @@ fn e2e(a: E2eArgs, conn: &Conn) -> Result<(), String> {
         ms(h.max())
     );
     Ok(())
+}
+
+/// Polls `consumer` until `each` has counted `want` records. `each` sees every message, and
+/// every idle poll as `None`, and answers whether it counted one; `stall` without a counted
+/// record is an error ("no <what> for N s").
+fn consume_until(
+    consumer: &BaseConsumer<CliContext>,
+    want: u64,
+    stall: Duration,
+    what: &str,
+    mut each: impl FnMut(Option<&rdkafka::message::BorrowedMessage<'_>>) -> Result<bool, String>,
+) -> Result<u64, String> {
+    let mut received = 0u64;
+    let mut last_progress = Instant::now();
+    while received < want {
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => return Err(format!("consume failed: {e}")),
+            None => None,
+        };
+        if each(m.as_ref())? {
+            received += 1;
+            last_progress = Instant::now();
+        } else if m.is_none() && last_progress.elapsed() > stall {
+            return Err(format!(
+                "no {what} for {} s ({received} of {want})",
+                stall.as_secs()
+            ));
+        }
+    }
+    Ok(received)
 }
 
 /// Wall-clock time as `epoch-ms` (the Java tool prints a date; ms since epoch is unambiguous).
@@ -660,37 +683,22 @@ fn delay(a: DelayArgs, conn: &Conn) -> Result<(), String> {
     // its due time; consumer-side: when this consumer saw it minus its due time.
     let mut broker_ms = hist();
     let mut consumer_ms = hist();
-    let mut received = 0u64;
     let mut last_forward = i64::MIN;
-    let mut last_progress = Instant::now();
     // Nothing arrives before the first record is due.
     let stall = Duration::from_millis(a.delay_ms.max(0) as u64) + Duration::from_secs(30);
-    while received < a.num_records {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let now = crate::partition::now_ms();
-                let Some(due) = header_i64(&m, "kairos.deliver.at.ms") else {
-                    continue;
-                };
-                let forwarded = m.timestamp().to_millis().unwrap_or(now);
-                last_forward = last_forward.max(forwarded);
-                // Recorded in microseconds (ms precision from the clocks involved).
-                let _ = broker_ms.record(((forwarded - due).max(0) * 1000 + 1) as u64);
-                let _ = consumer_ms.record(((now - due).max(0) * 1000 + 1) as u64);
-                received += 1;
-                last_progress = Instant::now();
-            }
-            Some(Err(e)) => return Err(format!("consume failed: {e}")),
-            None if last_progress.elapsed() > stall => {
-                return Err(format!(
-                    "no record for {} s ({received} of {})",
-                    stall.as_secs(),
-                    a.num_records
-                ));
-            }
-            None => {}
-        }
-    }
+    let received = consume_until(&consumer, a.num_records, stall, "record", |m| {
+        let now = crate::partition::now_ms();
+        let Some((m, due)) = m.and_then(|m| Some((m, header_i64(m, "kairos.deliver.at.ms")?)))
+        else {
+            return Ok(false);
+        };
+        let forwarded = m.timestamp().to_millis().unwrap_or(now);
+        last_forward = last_forward.max(forwarded);
+        // Recorded in microseconds (ms precision from the clocks involved).
+        let _ = broker_ms.record(((forwarded - due).max(0) * 1000 + 1) as u64);
+        let _ = consumer_ms.record(((now - due).max(0) * 1000 + 1) as u64);
+        Ok(true)
+    })?;
     sender
         .join()
         .map_err(|_| "producer thread panicked".to_string())??;
@@ -781,12 +789,10 @@ fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
         Ok(start.elapsed().as_secs_f64())
     });
     let mut late = hist();
-    let mut received = 0u64;
     let mut first_at: Option<Instant> = None;
     let mut mem_peak: Option<(i64, u64)> = None;
     let stall = Duration::from_millis(a.backoff_ms.max(0) as u64) + Duration::from_secs(30);
-    let mut last_progress = Instant::now();
-    while received < a.num_records {
+    let received = consume_until(&consumer, a.num_records, stall, "redelivery", |m| {
         // Redis memory with everything scheduled and nothing redelivered yet.
         if let (Some(url), None, None) = (&a.redis_url, &mem_peak, first_at) {
             if sender.is_finished() {
@@ -794,28 +800,16 @@ fn retry(a: RetryArgs, conn: &Conn) -> Result<(), String> {
                 mem_peak = Some((redis_used_memory(url)?, a.num_records));
             }
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                first_at.get_or_insert_with(Instant::now);
-                if let Some(t) = header_i64(&m, "kairos.original.timestamp") {
-                    let forwarded = m.timestamp().to_millis().unwrap_or(t);
-                    let _ =
-                        late.record(((forwarded - (t + a.backoff_ms)).max(0) * 1000 + 1) as u64);
-                }
-                received += 1;
-                last_progress = Instant::now();
-            }
-            Some(Err(e)) => return Err(format!("consume failed: {e}")),
-            None if last_progress.elapsed() > stall => {
-                return Err(format!(
-                    "no redelivery for {} s ({received} of {})",
-                    stall.as_secs(),
-                    a.num_records
-                ));
-            }
-            None => {}
+        let Some(m) = m else {
+            return Ok(false);
+        };
+        first_at.get_or_insert_with(Instant::now);
+        if let Some(t) = header_i64(m, "kairos.original.timestamp") {
+            let forwarded = m.timestamp().to_millis().unwrap_or(t);
+            let _ = late.record(((forwarded - (t + a.backoff_ms)).max(0) * 1000 + 1) as u64);
         }
-    }
+        Ok(true)
+    })?;
     let produce_secs = sender
         .join()
         .map_err(|_| "producer thread panicked".to_string())??;

@@ -1152,13 +1152,22 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+/// The Raft RPCs a peer serves.
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
 impl Peer {
+    /// One Raft RPC to this peer; an error the peer's Raft answered is a `RemoteError`.
     async fn call<Req: Serialize, Resp: for<'de> Deserialize<'de>, E>(
         &mut self,
-        which: &'static str,
+        which: Rpc,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Result<Resp, RaftError<NodeId, E>>, RpcErr<E>>
+    ) -> Result<Resp, RpcErr<E>>
     where
         E: std::error::Error + for<'de> Deserialize<'de>,
     {
@@ -1171,9 +1180,9 @@ impl Peer {
         let mut request = Request::new(v1::Blob { data });
         request.set_timeout(option.hard_ttl());
         let result = match which {
-            "append" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
         };
         let blob = result.map_err(|s| {
             let e = std::io::Error::other(format!("{}: {}", self.addr, s.message()));
@@ -1184,8 +1193,10 @@ impl Peer {
                 _ => RPCError::Network(NetworkError::new(&e)),
             }
         })?;
-        serde_json::from_slice(&blob.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        let answer: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&blob.into_inner().data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
@@ -1195,10 +1206,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let target = self.target;
-        self.call("append", &rpc, &option)
-            .await?
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        self.call(Rpc::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -1206,10 +1214,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        let target = self.target;
-        self.call("snapshot", &rpc, &option)
-            .await?
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        self.call(Rpc::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -1217,9 +1222,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        let target = self.target;
-        self.call("vote", &rpc, &option)
-            .await?
-            .map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 }
