@@ -185,6 +185,17 @@ impl Metadata {
         }
     }
 
+    /// The Raft term this node leads the quorum in, if it does.
+    fn controller_term(&self) -> Option<u64> {
+        self.raft.as_ref().and_then(|r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            let leads = m.state == ServerState::Leader
+                && m.current_leader == Some(self.settings.node_id as u64);
+            leads.then_some(m.current_term)
+        })
+    }
+
     fn is_controller_leader(&self) -> bool {
         self.raft.as_ref().is_some_and(|r| {
             let m = r.metrics();
@@ -320,6 +331,19 @@ impl Metadata {
             .get(&hb.broker_id)
             .filter(|b| b.epoch == hb.broker_epoch && !b.fenced);
         let Some(b) = current else {
+            let newer = image
+                .brokers
+                .get(&hb.broker_id)
+                .is_none_or(|b| hb.broker_epoch > b.epoch);
+            // An epoch this node has not seen was granted by a later controller: this node's
+            // view is behind (it was paused, or lost leadership without knowing yet). Send the
+            // broker looking for the leader instead of making it register again.
+            if newer {
+                return v1::HeartbeatResponse {
+                    error_code: codes::NOT_CONTROLLER as i32,
+                    leader_id: -1,
+                };
+            }
             return v1::HeartbeatResponse {
                 error_code: codes::STALE_BROKER_EPOCH as i32,
                 leader_id: self.settings.node_id,
@@ -673,24 +697,37 @@ async fn controller_duties(
     shutdown: watch::Receiver<bool>,
 ) {
     let tick = Duration::from_millis(100);
-    let mut was_leader = false;
+    // The Raft term this node last acted as controller in.
+    let mut led_term = None;
+    let mut last_tick = Instant::now();
     let mut last_rebalance = Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
         }
         tokio::time::sleep(tick).await;
-        if !metadata.is_controller_leader() {
-            was_leader = false;
+        let now = Instant::now();
+        // A tick far later than asked for means this process was paused (SIGSTOP, a stalled
+        // machine): the heartbeats it holds are stale, and the brokers may have moved on.
+        let gap = now.duration_since(last_tick);
+        let paused = gap > metadata.settings.session_timeout / 2;
+        last_tick = now;
+        let term = metadata.controller_term();
+        if term.is_none() {
+            led_term = None;
             continue;
         }
         let image = metadata.image();
-        let now = Instant::now();
-        if !was_leader {
-            was_leader = true;
+        if led_term != term || paused {
+            if paused {
+                tracing::info!(
+                    "controller duties resumed after a {gap:?} pause: giving every broker a fresh session"
+                );
+            }
+            led_term = term;
             last_rebalance = now;
-            // Sessions were held by the previous controller: every live broker gets a grace of a
-            // few heartbeats to reconnect before it is fenced.
+            // Sessions were held by the previous controller (or by this one before a pause):
+            // every live broker gets a grace of a few heartbeats to reconnect before it is fenced.
             let grace =
                 (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
             let start = now
@@ -861,7 +898,12 @@ pub async fn broker_session(
                 let resp = metadata.on_heartbeat(&hb).await;
                 match resp.error_code as i16 {
                     0 => {}
-                    codes::STALE_BROKER_EPOCH => continue 'register,
+                    codes::STALE_BROKER_EPOCH => {
+                        tracing::info!(
+                            "broker epoch {epoch} is no longer current: registering again"
+                        );
+                        continue 'register;
+                    }
                     _ => controller = resp.leader_id,
                 }
                 let wait = if controller < 0 || controller != id {
@@ -881,7 +923,12 @@ pub async fn broker_session(
                 continue;
             }
             match remote_heartbeats(&metadata, controller, epoch, &mut shutdown).await {
-                RemoteOutcome::Stale => continue 'register,
+                RemoteOutcome::Stale => {
+                    tracing::info!(
+                        "controller {controller} says broker epoch {epoch} is no longer current: registering again"
+                    );
+                    continue 'register;
+                }
                 RemoteOutcome::Leader(l) => controller = l,
                 RemoteOutcome::Done => return,
                 RemoteOutcome::Lost => {
