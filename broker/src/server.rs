@@ -159,6 +159,22 @@ impl Broker {
         .await
     }
 
+    /// Sets the complete dynamic config set of broker `resource` ("" for all brokers).
+    pub async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), MetaError> {
+        self.topics
+            .propose(Command::SetBrokerConfigs {
+                resource: resource.to_string(),
+                configs,
+            })
+            .await?;
+        tokio::task::block_in_place(|| self.sync_replicas());
+        Ok(())
+    }
+
     /// `__consumer_offsets`, created on first need (FindCoordinator) with
     /// `offsets.topic.replication.factor` capped at the brokers the cluster has.
     pub async fn ensure_offsets_topic(&self) -> Result<(), MetaError> {

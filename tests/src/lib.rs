@@ -489,6 +489,30 @@ pub fn create_topic(
 }
 
 /// GET a URL and return (status, body), e.g. a broker's `/metrics`.
+/// Runs a kafka-python script from `tests/python` against `bootstrap`; panics with its output
+/// (and `context`, e.g. broker logs) unless it exits 0 and prints `done`.
+pub fn run_python(script: &str, bootstrap: &str, done: &str, context: impl Fn() -> String) {
+    let python = std::env::var("KAIROS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(&python)
+        .arg(&path)
+        .arg(bootstrap)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {python}: {e} (scripts/test.sh sets KAIROS_PYTHON up)")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(done),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        context()
+    );
+    eprintln!("{stdout}");
+}
+
 pub fn http_get(url: &str) -> (u16, String) {
     match ureq::get(url)
         .config()

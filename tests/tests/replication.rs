@@ -694,3 +694,44 @@ fn delayed_records_are_forwarded_exactly_once_across_a_leader_kill() {
         "every acknowledged delayed record forwarded exactly once"
     );
 }
+
+#[test]
+fn kafka_python_moves_a_partition_under_a_replication_throttle_and_elects_preferred_leaders() {
+    // kafka-python (not librdkafka, which has no reassignment API) does what
+    // kafka-reassign-partitions.sh and kafka-leader-election.sh do: throttle rates as dynamic
+    // broker configs, throttled replicas as topic configs, a reassignment off broker 1, the list
+    // of ongoing moves, preferred and unclean elections, and Kafka's errors for bad input.
+    let c = Cluster::start(3, FAST);
+    wait_until(Duration::from_secs(10), "three brokers", || {
+        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
+    });
+    kairos_tests::run_python(
+        "kafka_python_reassign.py",
+        &c.bootstrap(),
+        "all kafka-python reassignment checks passed",
+        || {
+            c.brokers
+                .iter()
+                .map(|b| format!("--- broker log:\n{}", b.log()))
+                .collect()
+        },
+    );
+    // kafka-python always names the partitions; Kafka's null (every partition) leaves out
+    // those that need no election, and the script left every preferred replica leading.
+    let req = kafka_protocol::messages::ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(None)
+        .with_timeout_ms(10_000);
+    let resp = kairos_tests::kafka_call(c.brokers[1].addr(), 2, &req).expect("ElectLeaders v2");
+    assert_eq!(resp.error_code, 0);
+    let listed: Vec<(String, i32, i16)> = resp
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.to_string(), p.partition_id, p.error_code))
+        })
+        .collect();
+    assert!(listed.is_empty(), "{listed:?}");
+}

@@ -81,6 +81,9 @@ pub struct ClusterImage {
     pub next_producer_id: i64,
     /// Raft index of the last applied command (0 before any).
     pub applied_index: u64,
+    /// Dynamic broker configs, by broker id ("" for the cluster-wide default).
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A change to the image, proposed by the controller and applied in log order.
@@ -152,6 +155,12 @@ pub enum Command {
     AllocateProducerIds {
         broker: i32,
         count: i64,
+    },
+    /// The complete dynamic config set of one broker (`resource` = its id) or of the cluster
+    /// default (`resource` = "").
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
     },
 }
 
@@ -314,6 +323,17 @@ impl ClusterImage {
             } => self
                 .reassign(topic, *partition, replicas.as_deref())
                 .map(Reply::Partition),
+            Command::SetBrokerConfigs { resource, configs } => {
+                self.check_broker_configs(resource, configs).map(|()| {
+                    if configs.is_empty() {
+                        self.broker_configs.remove(resource);
+                    } else {
+                        self.broker_configs
+                            .insert(resource.clone(), configs.clone());
+                    }
+                    Reply::Done
+                })
+            }
             Command::AllocateProducerIds { count, .. } => {
                 let first = self.next_producer_id;
                 let count = (*count).clamp(1, 1_000_000);
@@ -713,6 +733,33 @@ impl ClusterImage {
     }
 
     /// Checks a config replacement (also used for `validate_only`).
+    /// Checks a dynamic broker config set: `resource` is a broker id or "" (all brokers).
+    pub fn check_broker_configs(
+        &self,
+        resource: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), MetaError> {
+        if !resource.is_empty() && resource.parse::<u32>().is_err() {
+            return err(
+                codes::INVALID_REQUEST,
+                format!("Invalid broker id {resource}: a broker resource is a non-negative id or empty for the cluster default"),
+            );
+        }
+        for (k, v) in configs {
+            super::validate_broker_config(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// A dynamic broker config of broker `id`: its own value, else the cluster default.
+    pub fn broker_config(&self, id: i32, key: &str) -> Option<&str> {
+        self.broker_configs
+            .get(&id.to_string())
+            .and_then(|c| c.get(key))
+            .or_else(|| self.broker_configs.get("").and_then(|c| c.get(key)))
+            .map(String::as_str)
+    }
+
     pub fn check_set_configs(
         &self,
         name: &str,
@@ -1039,6 +1086,37 @@ mod tests {
             Reply::Error { code, .. } => code,
             _ => codes::NONE,
         }
+    }
+
+    #[test]
+    fn dynamic_broker_configs_fall_back_to_the_cluster_default() {
+        let mut image = cluster(&[(1, None), (2, None)]);
+        let set = |resource: &str, pairs: &[(&str, &str)]| Command::SetBrokerConfigs {
+            resource: resource.into(),
+            configs: cfg(pairs),
+        };
+        let rate = "follower.replication.throttled.rate";
+        assert_eq!(code(apply(&mut image, set("", &[(rate, "100")]))), 0);
+        assert_eq!(code(apply(&mut image, set("2", &[(rate, "7")]))), 0);
+        assert_eq!(image.broker_config(1, rate), Some("100"));
+        assert_eq!(image.broker_config(2, rate), Some("7"));
+        // Refused, and nothing changes: a static config, a bad value, a bad resource name.
+        let before = image.broker_configs.clone();
+        for bad in [
+            set("1", &[("log.dirs", "/x")]),
+            set("1", &[(rate, "-1")]),
+            set("1", &[(rate, "fast")]),
+        ] {
+            assert_eq!(code(apply(&mut image, bad)), codes::INVALID_CONFIG);
+        }
+        assert_eq!(
+            code(apply(&mut image, set("broker-1", &[(rate, "5")]))),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(image.broker_configs, before);
+        // An empty set removes the broker's own values: the default applies again.
+        assert_eq!(code(apply(&mut image, set("2", &[]))), 0);
+        assert_eq!(image.broker_config(2, rate), Some("100"));
     }
 
     fn apply(image: &mut ClusterImage, c: Command) -> Reply {

@@ -23,6 +23,7 @@ pub use image::{BrokerInfo, ClusterImage, Command, PartitionInfo, Reply, NO_LEAD
 
 /// Kafka error codes used by metadata.
 pub mod codes {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const NONE: i16 = 0;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -130,6 +131,8 @@ enum Kind {
     TopicName,
     /// A comma-separated list of non-negative longs (`kairos.retry.backoff.ms`).
     LongList,
+    /// `*`, empty, or `partition:broker,...` (the `*.replication.throttled.replicas` configs).
+    ThrottledReplicas,
 }
 
 /// Kairos' own topic configs (delay topics, design.md §4).
@@ -244,7 +247,84 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
         "log.message.timestamp.after.max.ms",
         Kind::Long { min: 0 },
     ),
+    (
+        LEADER_THROTTLED_REPLICAS,
+        LEADER_THROTTLED_REPLICAS,
+        Kind::ThrottledReplicas,
+    ),
+    (
+        FOLLOWER_THROTTLED_REPLICAS,
+        FOLLOWER_THROTTLED_REPLICAS,
+        Kind::ThrottledReplicas,
+    ),
 ];
+
+/// Replicas whose leader-side replication is throttled to `leader.replication.throttled.rate`.
+pub const LEADER_THROTTLED_REPLICAS: &str = "leader.replication.throttled.replicas";
+/// Replicas whose follower-side replication is throttled to `follower.replication.throttled.rate`.
+pub const FOLLOWER_THROTTLED_REPLICAS: &str = "follower.replication.throttled.replicas";
+pub const LEADER_THROTTLED_RATE: &str = "leader.replication.throttled.rate";
+pub const FOLLOWER_THROTTLED_RATE: &str = "follower.replication.throttled.rate";
+
+/// Broker configs that change while the broker runs (Kafka's dynamic broker configs): set with
+/// AlterConfigs / IncrementalAlterConfigs on a broker resource, for one broker id or, with the
+/// empty name, as the cluster-wide default.
+const DYNAMIC_BROKER_CONFIGS: &[(&str, Kind)] = &[
+    (LEADER_THROTTLED_RATE, Kind::Long { min: 0 }),
+    (FOLLOWER_THROTTLED_RATE, Kind::Long { min: 0 }),
+];
+
+pub fn dynamic_broker_config_names() -> impl Iterator<Item = &'static str> {
+    DYNAMIC_BROKER_CONFIGS.iter().map(|(n, _)| *n)
+}
+
+/// Checks one dynamic broker config, with Kafka's messages.
+pub fn validate_broker_config(key: &str, value: &str) -> Result<(), MetaError> {
+    match DYNAMIC_BROKER_CONFIGS.iter().find(|(n, _)| *n == key) {
+        Some((_, kind)) => check_kind(kind, key, value),
+        None => Err(MetaError::new(
+            codes::INVALID_CONFIG,
+            format!(
+                "Cannot update these configs dynamically: {key} (Kairos changes only {} while running; set others in server.properties)",
+                dynamic_broker_config_names().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// Which partitions of a topic a `*.replication.throttled.replicas` value throttles on broker
+/// `node`: all of them, or those listed as `partition:node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Throttled {
+    All,
+    Partitions(std::collections::BTreeSet<i32>),
+}
+
+impl Throttled {
+    pub fn parse(value: &str, node: i32) -> Option<Throttled> {
+        let value = value.trim();
+        if value == "*" {
+            return Some(Throttled::All);
+        }
+        let set: std::collections::BTreeSet<i32> = value
+            .split(',')
+            .filter_map(|item| {
+                let (p, b) = item.trim().split_once(':')?;
+                (b.trim().parse::<i32>().ok()? == node)
+                    .then(|| p.trim().parse::<i32>().ok())
+                    .flatten()
+            })
+            .collect();
+        (!set.is_empty()).then_some(Throttled::Partitions(set))
+    }
+
+    pub fn contains(&self, partition: i32) -> bool {
+        match self {
+            Throttled::All => true,
+            Throttled::Partitions(set) => set.contains(&partition),
+        }
+    }
+}
 
 /// Kairos topic configs: no broker-level default.
 const KAIROS_TOPIC_CONFIGS: &[(&str, Kind)] = &[
@@ -285,6 +365,10 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
             format!("Unknown topic config name: {key}"),
         ));
     };
+    check_kind(kind, key, value)
+}
+
+fn check_kind(kind: &Kind, key: &str, value: &str) -> Result<(), MetaError> {
     let invalid = |why: String| {
         Err(MetaError::new(
             codes::INVALID_CONFIG,
@@ -310,6 +394,21 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), MetaError> {
                 invalid("Expected a comma-separated list of non-negative milliseconds".into())
             } else {
                 Ok(())
+            }
+        }
+        Kind::ThrottledReplicas => {
+            let value = value.trim();
+            let well_formed = value.is_empty()
+                || value == "*"
+                || value.split(',').all(|item| {
+                    item.trim().split_once(':').is_some_and(|(p, b)| {
+                        p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                    })
+                });
+            if well_formed {
+                Ok(())
+            } else {
+                invalid("Expected '*' or a comma-separated list of [partitionId]:[brokerId]".into())
             }
         }
         Kind::TopicName => match validate_topic_name(value.trim()) {

@@ -647,6 +647,11 @@ impl Partition {
         self.replica.lock().pending_isr = None;
     }
 
+    /// Whether `replica` is in the ISR the image gives.
+    pub fn in_isr(&self, replica: i32) -> bool {
+        self.replica.lock().isr.contains(&replica)
+    }
+
     /// The committed ISR size (for `min.insync.replicas`).
     pub fn isr_size(&self) -> usize {
         self.replica.lock().isr.len()
@@ -1146,6 +1151,8 @@ pub struct ReplicaManager {
     /// High watermarks read from `replication-offset-checkpoint` at start.
     checkpointed_hw: HashMap<(String, i32), i64>,
     pub fetchers: crate::replication::Fetchers,
+    /// Replication throttling (reassignments), refreshed from each image.
+    pub throttles: Arc<crate::replication::quota::Throttles>,
 }
 
 /// Kafka's per-log-dir file of high watermarks.
@@ -1186,6 +1193,7 @@ impl ReplicaManager {
                 .into_iter()
                 .map(|(t, p, o)| ((t, p), o))
                 .collect();
+        let throttles = Arc::new(crate::replication::quota::Throttles::default());
         Ok(ReplicaManager {
             dir,
             config: config.clone(),
@@ -1195,7 +1203,9 @@ impl ReplicaManager {
             checkpointed_hw,
             fetchers: crate::replication::Fetchers::new(
                 crate::replication::FetchConfig::from_broker(config),
+                throttles.clone(),
             ),
+            throttles,
         })
     }
 
@@ -1210,6 +1220,7 @@ impl ReplicaManager {
         node: i32,
     ) -> SyncOutcome {
         let mut out = SyncOutcome::default();
+        self.throttles.update(image, node);
         let errors = &mut out.errors;
         let mut wanted = std::collections::HashSet::new();
         for t in image.topics.values() {

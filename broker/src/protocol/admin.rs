@@ -28,7 +28,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{
-    codes, kairos_topic_config_names, topic_config_names, MetaError, TopicInfo, OFFSETS_TOPIC,
+    codes, dynamic_broker_config_names, kairos_topic_config_names, topic_config_names,
+    ClusterImage, MetaError, TopicInfo, OFFSETS_TOPIC,
 };
 use crate::server::Broker;
 
@@ -37,6 +38,8 @@ const RESOURCE_BROKER: i8 = 4;
 
 // DescribeConfigs config sources.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -294,7 +297,9 @@ pub async fn create_partitions(
 fn config_type(name: &str) -> i8 {
     // DescribeConfigs v3+ types: 1 BOOLEAN, 2 STRING, 3 INT, 5 LONG, 6 DOUBLE, 7 LIST.
     match name {
-        "cleanup.policy" => 7,
+        "cleanup.policy"
+        | "leader.replication.throttled.replicas"
+        | "follower.replication.throttled.replicas" => 7,
         "compression.type" | "message.timestamp.type" => 2,
         "min.cleanable.dirty.ratio" => 6,
         "preallocate" | "unclean.leader.election.enable" => 1,
@@ -379,10 +384,14 @@ fn describe_topic(
 
 fn describe_broker(
     cfg: &BrokerConfig,
+    image: &ClusterImage,
     keys: &Option<Vec<StrBytes>>,
 ) -> Vec<DescribeConfigsResourceResult> {
-    let mut entries: BTreeMap<String, (String, i8)> = BTreeMap::new();
+    let mut entries: BTreeMap<String, (String, i8, bool)> = BTreeMap::new();
     for (_, broker_key) in topic_config_names() {
+        if broker_key.ends_with(".replication.throttled.replicas") {
+            continue; // topic-only
+        }
         let source = if cfg.raw.contains_key(broker_key) {
             SOURCE_STATIC_BROKER
         } else {
@@ -390,7 +399,7 @@ fn describe_broker(
         };
         entries.insert(
             broker_key.to_string(),
-            (broker_value(cfg, broker_key), source),
+            (broker_value(cfg, broker_key), source, true),
         );
     }
     for (k, v) in [
@@ -422,10 +431,26 @@ fn describe_broker(
         } else {
             SOURCE_DEFAULT
         };
-        entries.insert(k.to_string(), (v, source));
+        entries.insert(k.to_string(), (v, source, true));
     }
     for (k, v) in &cfg.raw {
-        entries.insert(k.clone(), (v.clone(), SOURCE_STATIC_BROKER));
+        entries.insert(k.clone(), (v.clone(), SOURCE_STATIC_BROKER, true));
+    }
+    // Dynamic configs: this broker's own value, else the cluster default, else static, else
+    // Kafka's default (unlimited).
+    let own = image.broker_configs.get(&cfg.node_id.to_string());
+    let default = image.broker_configs.get("");
+    for k in dynamic_broker_config_names() {
+        let (value, source) = if let Some(v) = own.and_then(|c| c.get(k)) {
+            (v.clone(), SOURCE_DYNAMIC_BROKER)
+        } else if let Some(v) = default.and_then(|c| c.get(k)) {
+            (v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER)
+        } else if let Some(v) = cfg.raw.get(k) {
+            (v.clone(), SOURCE_STATIC_BROKER)
+        } else {
+            (i64::MAX.to_string(), SOURCE_DEFAULT)
+        };
+        entries.insert(k.to_string(), (value, source, false));
     }
     entries
         .into_iter()
@@ -433,12 +458,12 @@ fn describe_broker(
             keys.as_ref()
                 .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
         })
-        .map(|(name, (value, source))| {
+        .map(|(name, (value, source, read_only))| {
             DescribeConfigsResourceResult::default()
                 .with_name(s(name))
                 .with_value(Some(s(value)))
                 .with_config_source(source)
-                .with_read_only(true)
+                .with_read_only(read_only)
         })
         .collect()
 }
@@ -473,7 +498,11 @@ pub fn describe_configs(
                 RESOURCE_BROKER => {
                     let name = r.resource_name.as_str();
                     if name.is_empty() || name == broker.config.node_id.to_string() {
-                        result.with_configs(describe_broker(&broker.config, &r.configuration_keys))
+                        result.with_configs(describe_broker(
+                            &broker.config,
+                            &broker.topics.image(),
+                            &r.configuration_keys,
+                        ))
                     } else {
                         result
                             .with_error_code(codes::INVALID_REQUEST)
@@ -509,25 +538,42 @@ async fn apply_topic_configs(
     broker.set_topic_configs(name, configs).await.map(|_| ())
 }
 
-fn broker_alter_unsupported() -> MetaError {
-    MetaError::new(
-        codes::INVALID_REQUEST,
-        "dynamic broker configs are not supported yet; set them in server.properties",
-    )
-}
-
-/// One resource of AlterConfigs or IncrementalAlterConfigs: for a topic, `new_configs` gives its
-/// complete new config set, which is then validated and committed (or only checked).
+/// One resource of AlterConfigs or IncrementalAlterConfigs: `new_configs`, given the resource's
+/// current config set, gives its complete new one, which is then validated and committed (or
+/// only checked).
 async fn alter_resource(
     broker: &Broker,
     resource_type: i8,
     name: &str,
     validate_only: bool,
-    new_configs: impl FnOnce() -> Result<BTreeMap<String, String>, MetaError>,
+    new_configs: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, MetaError>,
 ) -> Result<(), MetaError> {
     match resource_type {
-        RESOURCE_TOPIC => apply_topic_configs(broker, name, new_configs()?, validate_only).await,
-        RESOURCE_BROKER => Err(broker_alter_unsupported()),
+        RESOURCE_TOPIC => {
+            let Some(info) = broker.topics.get(name) else {
+                return Err(MetaError::new(
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("Topic {name} does not exist"),
+                ));
+            };
+            let configs = new_configs(info.configs.clone())?;
+            apply_topic_configs(broker, name, configs, validate_only).await
+        }
+        RESOURCE_BROKER => {
+            let current = broker
+                .topics
+                .image()
+                .broker_configs
+                .get(name)
+                .cloned()
+                .unwrap_or_default();
+            let configs = new_configs(current)?;
+            if validate_only {
+                broker.topics.image().check_broker_configs(name, &configs)
+            } else {
+                broker.set_broker_configs(name, configs).await
+            }
+        }
         other => Err(MetaError::new(
             codes::INVALID_REQUEST,
             format!("Unsupported resource type {other}"),
@@ -554,7 +600,7 @@ pub async fn alter_configs(
             r.resource_type,
             r.resource_name.as_str(),
             req.validate_only,
-            || parse_configs(r.configs.iter().map(|c| (&c.name, c.value.as_ref()))),
+            |_| parse_configs(r.configs.iter().map(|c| (&c.name, c.value.as_ref()))),
         )
         .await;
         let (code, message) = error_fields(result);
@@ -577,21 +623,14 @@ pub async fn incremental_alter_configs(
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let name = r.resource_name.as_str();
-        let result =
-            alter_resource(
-                broker,
-                r.resource_type,
-                name,
-                req.validate_only,
-                || match broker.topics.get(name) {
-                    None => Err(MetaError::new(
-                        codes::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("Topic {name} does not exist"),
-                    )),
-                    Some(info) => incremental(info.configs.clone(), &r.configs),
-                },
-            )
-            .await;
+        let result = alter_resource(
+            broker,
+            r.resource_type,
+            name,
+            req.validate_only,
+            |current| incremental(current, &r.configs),
+        )
+        .await;
         let (code, message) = error_fields(result);
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()

@@ -35,6 +35,9 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         IncrementalAlterConfigs => (0, 1),
         OffsetDelete => (0, 0),
         DescribeCluster => (0, 1),
+        ElectLeaders => (0, 2),
+        AlterPartitionReassignments => (0, 1),
+        ListPartitionReassignments => (0, 0),
         _ => return None,
     })
 }

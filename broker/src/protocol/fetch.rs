@@ -14,6 +14,7 @@ use kafka_protocol::messages::fetch_request::FetchRequest;
 use super::fetch_encode::{encode, FetchResponseData, PartitionData, TopicData};
 use super::{Reply, RequestContext};
 use crate::partition::{codes, Partition};
+use crate::replication::quota::Quota;
 use crate::server::Broker;
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -28,6 +29,8 @@ struct Wanted {
     fetch_offset: i64,
     max_bytes: usize,
     error: i16,
+    /// A follower outside the ISR fetching a partition this leader throttles (reassignment).
+    throttled: bool,
 }
 
 pub async fn fetch(
@@ -91,7 +94,18 @@ pub async fn fetch(
                     None => error = codes::NOT_LEADER_OR_FOLLOWER,
                 }
             }
+            let throttled = match &partition {
+                Ok(part) if follower && error == 0 => {
+                    broker
+                        .replicas
+                        .throttles
+                        .leader_throttled(&name, p.partition)
+                        && !part.in_isr(replica_id)
+                }
+                _ => false,
+            };
             wanted.push(Wanted {
+                throttled,
                 topic_index: topics.len() - 1,
                 partition: partition.ok(),
                 index: p.partition,
@@ -128,7 +142,9 @@ pub async fn fetch(
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let (results, total, any_error) = read_all(&wanted, max_bytes, read_committed, follower);
+        let quota = &broker.replicas.throttles.leader;
+        let (results, total, any_error) =
+            read_all(&wanted, max_bytes, read_committed, follower, quota);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || waits.is_empty() {
             ctx.remote_us.store(
@@ -167,10 +183,13 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     follower: bool,
+    leader_quota: &Quota,
 ) -> (Vec<PartitionData>, u64, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total: u64 = 0;
     let mut any_error = false;
+    // Kafka: while the leader quota is in debt, throttled partitions are answered without data.
+    let hold_throttled = wanted.iter().any(|w| w.throttled) && leader_quota.exceeded();
     for w in wanted {
         let mut data = PartitionData {
             partition_index: w.index,
@@ -188,7 +207,7 @@ fn read_all(
             data.log_start_offset = p.log_start_offset();
             // Once the response budget is spent, later partitions get no data (Kafka: only the
             // first partition with data may exceed max_bytes, by one batch).
-            if budget > 0 || total == 0 {
+            if (budget > 0 || total == 0) && !(w.throttled && hold_throttled) {
                 let read = if follower {
                     p.read_uncommitted(w.fetch_offset, budget.max(1))
                 } else {
@@ -197,6 +216,9 @@ fn read_all(
                 match read {
                     Ok(r) => {
                         total += r.bytes;
+                        if w.throttled {
+                            leader_quota.record(r.bytes);
+                        }
                         data.high_watermark = r.high_watermark;
                         data.last_stable_offset = r.high_watermark;
                         data.log_start_offset = r.log_start_offset;

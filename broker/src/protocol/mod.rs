@@ -12,6 +12,7 @@ pub mod fetch_encode;
 mod metadata;
 mod offsets;
 mod produce;
+mod reassign;
 
 use std::sync::Arc;
 
@@ -301,6 +302,15 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
         }
         R::CreatePartitions(req) => Reply::msg(S::CreatePartitions(
             admin::create_partitions(broker, req, v).await,
+        )),
+        R::ElectLeaders(req) => Reply::msg(S::ElectLeaders(
+            reassign::elect_leaders(broker, req, v).await,
+        )),
+        R::AlterPartitionReassignments(req) => Reply::msg(S::AlterPartitionReassignments(
+            reassign::alter_partition_reassignments(broker, req, v).await,
+        )),
+        R::ListPartitionReassignments(req) => Reply::msg(S::ListPartitionReassignments(
+            reassign::list_partition_reassignments(broker, req, v),
         )),
         R::DescribeConfigs(req) => {
             Reply::msg(S::DescribeConfigs(admin::describe_configs(broker, req, v)))

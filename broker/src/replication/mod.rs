@@ -4,6 +4,7 @@
 //! and `replica_id` = this broker, appending what comes back with offsets and epochs kept.
 
 pub mod client;
+pub mod quota;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -73,14 +74,16 @@ struct Source {
 /// The fetcher tasks of this broker, by leader.
 pub struct Fetchers {
     config: FetchConfig,
+    throttles: Arc<quota::Throttles>,
     sources: Mutex<HashMap<i32, Arc<Source>>>,
     stop: watch::Sender<bool>,
 }
 
 impl Fetchers {
-    pub fn new(config: FetchConfig) -> Self {
+    pub fn new(config: FetchConfig, throttles: Arc<quota::Throttles>) -> Self {
         Fetchers {
             config,
+            throttles,
             sources: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
         }
@@ -110,6 +113,7 @@ impl Fetchers {
                 };
                 runtime.spawn(run_fetcher(
                     self.config.clone(),
+                    self.throttles.clone(),
                     leader,
                     source.clone(),
                     self.stop.subscribe(),
@@ -218,6 +222,7 @@ async fn backoff(d: Duration, gen: &mut watch::Receiver<u64>, stop: &mut watch::
 
 async fn run_fetcher(
     config: FetchConfig,
+    throttles: Arc<quota::Throttles>,
     leader: i32,
     source: Arc<Source>,
     mut stop: watch::Receiver<bool>,
@@ -262,15 +267,27 @@ async fn run_fetcher(
         };
         // Partitions that must truncate first do; the others fetch in the same round, so one
         // partition stuck on OffsetsForLeaderEpoch errors does not stop the rest replicating.
-        let (truncating, fetching): (Vec<_>, Vec<_>) =
+        let (truncating, mut fetching): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|(_, f)| f.truncate);
+        // Throttled replicas outside the ISR sit out while the follower quota is in debt.
+        let held = if throttles.follower.exceeded() {
+            let before = fetching.len();
+            fetching.retain(|(k, f)| !is_throttled(&throttles, k, f, config.node));
+            before - fetching.len()
+        } else {
+            0
+        };
         let mut step = Step::Progress;
         if !truncating.is_empty() {
             let refs: Vec<&(Key, Followed)> = truncating.iter().collect();
             step = truncate(&config, c, &source, &refs, &mut gen).await;
         }
         if !fetching.is_empty() && matches!(step, Step::Progress | Step::Backoff) {
-            step = fetch(&config, c, &source, &fetching, &mut gen).await;
+            step = fetch(&config, &throttles, c, &source, &fetching, &mut gen).await;
+        } else if held > 0 && truncating.is_empty() {
+            // Only throttled partitions: wait for the quota (or a change of the set).
+            backoff(throttles.follower.wait(), &mut gen, &mut stop).await;
+            continue;
         }
         match step {
             Step::Progress => {}
@@ -406,8 +423,15 @@ async fn truncate(
     }
 }
 
+/// Whether `key` is fetched under the follower quota: named in the topic's
+/// `follower.replication.throttled.replicas` for this broker, and this broker outside the ISR.
+fn is_throttled(throttles: &quota::Throttles, key: &Key, f: &Followed, node: i32) -> bool {
+    throttles.follower_throttled(&key.0, key.1) && !f.partition.in_isr(node)
+}
+
 async fn fetch(
     config: &FetchConfig,
+    throttles: &quota::Throttles,
     conn: &mut client::Connection,
     source: &Source,
     parts: &[(Key, Followed)],
@@ -469,6 +493,9 @@ async fn fetch(
                 0 => {
                     ok = true;
                     let records = p.records.as_deref().unwrap_or(&[]);
+                    if is_throttled(throttles, &key, f, config.node) {
+                        throttles.follower.record(records.len() as u64);
+                    }
                     if let Err(e) = part.append_as_follower(
                         records,
                         f.epoch,
