@@ -18,9 +18,11 @@
 //! - [`http`]      — `metrics.listener`: `/metrics`, `/healthz`, `/readyz`.
 //! - [`admin`]     — the gRPC admin API (`kairos.admin.v1`) on `admin.listener`.
 //! - [`cli`]       — the admin CLI carried by the `kairos` binary.
+//! - [`fault`]     — `KAIROS_FAULT` failure points for end-to-end tests.
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod fault;
 pub mod group;
 pub mod http;
 pub mod log;

@@ -62,6 +62,8 @@ pub struct Broker {
     /// The controller listener's port, for members of a [`Cluster`].
     pub controller_port: Option<u16>,
     overrides: Vec<String>,
+    /// `KAIROS_FAULT` for the next start (failure points; see `kairos_broker::fault`).
+    pub fault: Option<String>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -85,6 +87,7 @@ impl Broker {
             dir,
             controller_port,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            fault: None,
             child: None,
             _temp: Some(temp),
         }
@@ -155,7 +158,7 @@ impl Broker {
         self.child.as_ref().map(Child::id)
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         self.spawn_child();
         self.wait_ready();
     }
@@ -189,6 +192,10 @@ impl Broker {
         for o in &self.overrides {
             cmd.arg("--override").arg(o);
         }
+        match &self.fault {
+            Some(f) => cmd.env("KAIROS_FAULT", f),
+            None => cmd.env_remove("KAIROS_FAULT"),
+        };
         cmd.env(
             "KAIROS_LOG",
             std::env::var("KAIROS_LOG").unwrap_or_else(|_| "info".into()),
@@ -241,6 +248,23 @@ impl Broker {
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
             let _ = c.wait();
         }
+    }
+
+    /// Waits (up to `within`) for the process to exit by itself; returns whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// SIGTERM and wait for exit; returns the exit code.

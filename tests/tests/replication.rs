@@ -735,3 +735,131 @@ fn kafka_python_moves_a_partition_under_a_replication_throttle_and_elects_prefer
         .collect();
     assert!(listed.is_empty(), "{listed:?}");
 }
+
+#[test]
+fn redis_scheduled_retries_are_delivered_exactly_once_across_a_leader_kill() {
+    // A Redis-scheduled retry topic, its target and its DLQ, all RF=3 over three brokers that
+    // share one Redis: a retry partition's leader delivers to targets led anywhere, stamping
+    // each batch with an idempotent producer sequence. SIGKILL the leader of retry partition 0
+    // while retries are due; its successor takes over the Redis entries (and any batch in
+    // flight) and every record still ends exactly once in the target or the DLQ.
+    let redis = kairos_tests::Redis::start();
+    let url = format!("retry.redis.url={}", redis.url());
+    let mut c = cluster_with_topic(3, &[&url], "jobs", 3);
+    let insync = [("min.insync.replicas", "2")];
+    assert_eq!(
+        create_topic_with(&c.brokers[0], "jobs.dlq", 3, 3, &insync),
+        0
+    );
+    let configs = [
+        ("min.insync.replicas", "2"),
+        ("kairos.retry.target", "jobs"),
+        ("kairos.retry.backoff.ms", "1000"),
+        ("kairos.retry.max.attempts", "3"),
+        ("kairos.dlq.topic", "jobs.dlq"),
+    ];
+    assert_eq!(
+        create_topic_with(&c.brokers[0], "jobs.retry", 3, 3, &configs),
+        0
+    );
+    let victim = wait_until(
+        Duration::from_secs(10),
+        "jobs.retry-0 fully in sync",
+        || {
+            leader_and_isr(&c.brokers[0], "jobs.retry", 0)
+                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+                .map(|(l, _)| l)
+        },
+    );
+    let rt = runtime();
+    let p = producer(&c);
+    let total = 900;
+    let started = Instant::now();
+    let mut killed_at = None;
+    for i in 0..total {
+        if killed_at.is_none() && i >= 450 && started.elapsed() > Duration::from_millis(1300) {
+            c.node(victim).kill9();
+            killed_at = Some(i);
+        }
+        let key = format!("job-{i}");
+        // Previous attempt 0..=3: attempt 4 is past the maximum and goes to the DLQ at once.
+        let prev = (i % 4).to_string();
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "kairos.retry.attempt",
+            value: Some(prev.as_bytes()),
+        });
+        rt.block_on(
+            p.send(
+                FutureRecord::to("jobs.retry")
+                    .key(&key)
+                    .payload("x")
+                    .headers(headers),
+                Duration::from_secs(30),
+            ),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce {key}: {e}"));
+        if killed_at.is_none() && i >= 450 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(killed_at.is_some(), "the kill happened");
+    eprintln!(
+        "{total} failed records acknowledged in {:?}; broker {victim} killed at record {killed_at:?}",
+        started.elapsed()
+    );
+    c.node(victim).restart();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for topic in ["jobs", "jobs.dlq"] {
+        for p in 0..3 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    // key -> (deliveries to the target, deliveries to the DLQ); read until every record
+    // arrived and nothing more comes for two seconds.
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut arrivals = 0;
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals < total || last.elapsed() < Duration::from_secs(2) {
+        assert!(
+            Instant::now() < deadline,
+            "{arrivals} of {total} records arrived"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                let e = seen.entry(key).or_default();
+                if m.topic() == "jobs.dlq" {
+                    e.1 += 1;
+                } else {
+                    e.0 += 1;
+                }
+                arrivals += 1;
+                last = Instant::now();
+            }
+            Some(Err(e)) => eprintln!("consumer event: {e}"),
+            None => {}
+        }
+    }
+    eprintln!(
+        "{arrivals} deliveries read {:?} after the start",
+        started.elapsed()
+    );
+    assert_eq!(seen.len(), total, "every record arrived somewhere");
+    for i in 0..total {
+        let want = if i % 4 == 3 { (0, 1) } else { (1, 0) };
+        assert_eq!(
+            seen[&format!("job-{i}")],
+            want,
+            "job-{i}: (target, DLQ) deliveries"
+        );
+    }
+}

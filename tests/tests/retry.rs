@@ -310,6 +310,68 @@ fn redis_scheduled_retries_survive_broker_sigkills() {
 }
 
 #[test]
+fn a_redis_retry_batch_delivered_but_not_finalized_is_not_delivered_twice() {
+    // The broker aborts at the worst point (KAIROS_FAULT): right after a batch of retries was
+    // appended and committed, before Redis recorded it as delivered. On restart the entries
+    // are claimed again with their stamp and sent as the same idempotent batch, which the
+    // partition drops as a duplicate: each record arrives once.
+    let redis = Redis::start();
+    let url = format!("retry.redis.url={}", redis.url());
+    let mut b = Broker::prepare(&[&url], None);
+    b.fault = Some("retry-after-send".into());
+    b.spawn();
+    create(&b, "jobs", &[]).unwrap();
+    create(
+        &b,
+        "jobs.retry",
+        &[
+            ("kairos.retry.target", "jobs"),
+            ("kairos.retry.backoff.ms", "200"),
+        ],
+    )
+    .unwrap();
+    let p: BaseProducer = client(&b).set("acks", "all").create().unwrap();
+    for i in 0..50 {
+        let key = format!("job-{i}");
+        p.send(
+            BaseRecord::<str, str>::to("jobs.retry")
+                .key(&key)
+                .payload("x"),
+        )
+        .unwrap();
+    }
+    p.flush(WAIT).unwrap();
+    assert!(
+        b.wait_exit(WAIT),
+        "the broker did not reach the fault point; log:\n{}",
+        b.log()
+    );
+    b.fault = None;
+    b.restart();
+    let c = reader(&b, "jobs");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < 50 || last.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "{} of 50 arrived", seen.len());
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            *seen.entry(key).or_default() += 1;
+            last = Instant::now();
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(seen.len(), 50);
+    assert!(
+        b.log().contains("again"),
+        "the unfinished batch was sent again; log:\n{}",
+        b.log()
+    );
+}
+
+#[test]
 fn redis_outage_during_retries_loses_nothing() {
     // Proves a 10 s Redis outage (SIGKILL, append-only file kept, restart) during retries loses
     // and duplicates nothing: records wait in the retry topic, and scheduling resumes.

@@ -1128,10 +1128,8 @@ struct PartitionTask {
     cache: Option<(i64, i64, Vec<LogRecord>)>,
     warned_target: Option<String>,
     deliverer: super::deliver::Deliverer,
-    /// This task's idempotent producer (id, epoch), allocated on the first forward.
-    producer: Option<(i64, i16)>,
-    /// Next sequence per target partition for `producer`.
-    sequences: HashMap<(String, i32), i32>,
+    /// This task's idempotent producer and its sequences per target partition.
+    stamper: super::deliver::Stamper,
     /// The last intent, while not every batch of it is known delivered, with the batches still
     /// to deliver (built from the log when the intent was found there).
     pending: Option<(Intent, Option<Vec<Undelivered>>)>,
@@ -1159,8 +1157,7 @@ impl PartitionTask {
             cache: None,
             warned_target: None,
             deliverer: super::deliver::Deliverer::new(broker.clone()),
-            producer: None,
-            sequences: HashMap::new(),
+            stamper: super::deliver::Stamper::default(),
             pending: None,
             ready_at: 0,
         })
@@ -1680,7 +1677,8 @@ impl PartitionTask {
             }
             // One intent for all of this round's batches, committed in the delay partition
             // before any of them is appended to its target.
-            let (producer_id, producer_epoch) = self.producer()?;
+            let (producer_id, producer_epoch) =
+                tokio::runtime::Handle::current().block_on(self.stamper.producer(&self.broker))?;
             let mut intent = Intent {
                 producer_id,
                 producer_epoch,
@@ -1688,12 +1686,7 @@ impl PartitionTask {
             };
             let mut undelivered = Vec::with_capacity(batches.len());
             for ((target, partition), (records, sources, _)) in batches {
-                let next = self
-                    .sequences
-                    .entry((target.clone(), partition))
-                    .or_insert(0);
-                let base_sequence = *next;
-                *next = next.wrapping_add(records.len() as i32);
+                let base_sequence = self.stamper.take(&target, partition, records.len());
                 let batch = crate::records::encode_batch_as(
                     records,
                     now_ms(),
@@ -1716,8 +1709,7 @@ impl PartitionTask {
                 // The sequences just taken may or may not be in a committed intent (a timeout
                 // can still commit later, and that intent will be completed as found): later
                 // batches start over with a new producer id, so none can collide with them.
-                self.producer = None;
-                self.sequences.clear();
+                self.stamper.reset();
                 return Err(e);
             }
             // Claimed: out of the due index (a cancel no longer finds them), done once
@@ -1742,18 +1734,6 @@ impl PartitionTask {
             drop(round);
             self.complete_pending(&schedule)?;
         }
-    }
-
-    /// This task's idempotent producer id, allocated through the metadata quorum once.
-    fn producer(&mut self) -> Result<(i64, i16), String> {
-        if let Some(p) = self.producer {
-            return Ok(p);
-        }
-        let id = tokio::runtime::Handle::current()
-            .block_on(self.broker.producer_ids.next(&self.broker.topics))
-            .map_err(|e| format!("allocating a producer id: {}", e.message))?;
-        self.producer = Some((id, 0));
-        Ok((id, 0))
     }
 
     /// Appends `intent` to the delay partition and waits until it is committed.

@@ -34,6 +34,50 @@ impl std::fmt::Display for DeliverError {
     }
 }
 
+/// The idempotent producer a forwarder stamps its batches with: one producer id (allocated
+/// through the metadata quorum on first use) and the next sequence per target partition. After a
+/// batch whose fate is unknown (a timeout), `reset` makes later batches use a new producer id,
+/// so none of them can pass it; the unknown batch can still be sent again with its own stamp.
+#[derive(Default)]
+pub struct Stamper {
+    producer: Option<(i64, i16)>,
+    sequences: HashMap<(String, i32), i32>,
+}
+
+impl Stamper {
+    /// The current producer (id, epoch), allocated on first use.
+    pub async fn producer(&mut self, broker: &Broker) -> Result<(i64, i16), String> {
+        if let Some(p) = self.producer {
+            return Ok(p);
+        }
+        let id = broker
+            .producer_ids
+            .next(&broker.topics)
+            .await
+            .map_err(|e| format!("allocating a producer id: {}", e.message))?;
+        self.producer = Some((id, 0));
+        self.sequences.clear();
+        Ok((id, 0))
+    }
+
+    /// Takes `count` sequences for `target`-`partition` (of the current producer); returns the
+    /// first.
+    pub fn take(&mut self, target: &str, partition: i32, count: usize) -> i32 {
+        let next = self
+            .sequences
+            .entry((target.to_string(), partition))
+            .or_insert(0);
+        let base = *next;
+        *next = next.wrapping_add(count as i32);
+        base
+    }
+
+    pub fn reset(&mut self) {
+        self.producer = None;
+        self.sequences.clear();
+    }
+}
+
 /// One forwarder's connections to other brokers (one per broker, opened on first use).
 pub struct Deliverer {
     broker: Arc<Broker>,

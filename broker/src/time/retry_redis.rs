@@ -4,18 +4,23 @@
 //! - `<prefix>:{T:P}:due`      ZSET entry id → due time (ms);
 //! - `<prefix>:{T:P}:rec`      HASH entry id → record (8-byte append time + a one-record batch);
 //! - `<prefix>:{T:P}:inflight` ZSET entry id → lease expiry (ms);
-//! - `<prefix>:{T:P}:pos`      HASH entry id → "<partition>:<offset>" of the destination before
-//!   the append was tried (a retried claim checks the destination from there);
+//! - `<prefix>:{T:P}:stamp`    HASH entry id → "<producer id>:<epoch>:<sequence>" of the batch
+//!   it is being delivered in;
+//! - `<prefix>:{T:P}:batch`    HASH stamp → "<destination>\n<partition>\n<entry ids>" (the
+//!   batch's layout, so it can be built again exactly);
 //! - `<prefix>:{T:P}:done`     ZSET entry id → expiry: finished entries, so re-indexing after a
 //!   crash does not schedule them again.
 //!
 //! Entry id = `<offset>:<attempt>` of the record in the retry partition. Flow: the task reads
 //! the retry partition and schedules entries (one Lua script, idempotent); only then does its
 //! checkpoint move, so while Redis is down records wait in the retry topic. A claim script moves
-//! due entries to `inflight` with a lease; the records are appended to their destination with a
-//! `kairos.retry.entry` header, then a finalize script deletes the entry and marks it done. A
-//! claim of an entry that has a `pos` (a previous holder crashed mid-way) scans the destination
-//! from that position for the entry header first, so nothing is appended twice.
+//! due entries to `inflight` with a lease; they are grouped by destination partition into
+//! batches with a `kairos.retry.entry` header per record. Each batch is stamped (in Redis, before
+//! it is sent) with this task's idempotent producer id and sequence, and delivered with acks=all
+//! to the destination's leader, on this broker or another (`deliver::Deliverer`); then a finalize
+//! script deletes its entries and marks them done. Entries claimed again with a stamp (their
+//! holder stopped or failed mid-way) are sent again as exactly that batch, which the leader drops
+//! as a duplicate if it already has it, so nothing is appended twice, wherever leadership went.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -29,9 +34,10 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::watch;
 
-use super::delay::{header_str, read_from, DelayPartition, Schedule};
+use super::delay::{read_from, DelayPartition, Schedule};
 use super::murmur2::partition_for;
 use crate::partition::{now_ms, Partition};
+use crate::records::ProducerSeq;
 use crate::server::Broker;
 
 /// Header on records a Redis-scheduled retry appended: `<retry topic>:<partition>:<entry id>`.
@@ -75,14 +81,41 @@ for i = 1, #ids, 2 do
 end
 return out";
 
-const FINALIZE_LUA: &str = r"
+/// Claims the named entries (members of a stamped batch) wherever they are, due or in flight.
+const CLAIM_IDS_LUA: &str = r"
+local out = {}
 for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    table.insert(out, id)
+    table.insert(out, '0')
+    table.insert(out, redis.call('HGET', KEYS[3], id) or '')
+    table.insert(out, redis.call('HGET', KEYS[4], id) or '')
+  end
+end
+return out";
+
+/// Stamps a batch's entries and stores its layout, in one step.
+const STAMP_LUA: &str = r"
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+for i = 3, #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+end
+return #ARGV - 2";
+
+const FINALIZE_LUA: &str = r"
+for i = 3, #ARGV do
   redis.call('ZREM', KEYS[1], ARGV[i])
   redis.call('HDEL', KEYS[2], ARGV[i])
   redis.call('HDEL', KEYS[4], ARGV[i])
   redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i])
 end
-return #ARGV - 1";
+if ARGV[2] ~= '' then
+  redis.call('HDEL', KEYS[5], ARGV[2])
+end
+return #ARGV - 2";
 
 const REAP_LUA: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -189,7 +222,8 @@ struct Keys {
     due: String,
     rec: String,
     inflight: String,
-    pos: String,
+    stamp: String,
+    batch: String,
     done: String,
 }
 
@@ -200,7 +234,8 @@ impl Keys {
             due: format!("{base}:due"),
             rec: format!("{base}:rec"),
             inflight: format!("{base}:inflight"),
-            pos: format!("{base}:pos"),
+            stamp: format!("{base}:stamp"),
+            batch: format!("{base}:batch"),
             done: format!("{base}:done"),
         }
     }
@@ -216,7 +251,10 @@ pub struct RedisRetryTask {
     indexed_to: i64,
     last_checkpoint: Instant,
     warned_down: bool,
+    /// False until every claim left from before (a restart, a failed delivery) is taken back.
     reaped_at_start: bool,
+    deliverer: super::deliver::Deliverer,
+    stamper: super::deliver::Stamper,
 }
 
 impl RedisRetryTask {
@@ -236,7 +274,6 @@ impl RedisRetryTask {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         RedisRetryTask {
-            broker,
             partition,
             state,
             url,
@@ -246,6 +283,9 @@ impl RedisRetryTask {
             last_checkpoint: Instant::now(),
             warned_down: false,
             reaped_at_start: false,
+            deliverer: super::deliver::Deliverer::new(broker.clone()),
+            stamper: super::deliver::Stamper::default(),
+            broker,
         }
     }
 
@@ -334,8 +374,9 @@ impl RedisRetryTask {
         };
         let mut con = self.connection().await?;
         if !self.reaped_at_start {
-            // This broker leads the partition: whatever it had in flight before a restart is
-            // back in `due` now (the pos check keeps it from being appended twice).
+            // This broker leads the partition: whatever was in flight before (a restart, another
+            // leader, a failed delivery) is back in `due` now; stamped entries go again as the
+            // batch they were in.
             self.reap(&mut con, i64::MAX).await?;
             self.reaped_at_start = true;
         }
@@ -413,7 +454,7 @@ impl RedisRetryTask {
         Ok(())
     }
 
-    /// Claims due entries, appends them to their destination, finalizes. Returns the wait
+    /// Claims due entries, delivers them to their destinations, finalizes. Returns the wait
     /// until the next due entry (bounded).
     async fn deliver(
         &mut self,
@@ -422,17 +463,19 @@ impl RedisRetryTask {
     ) -> Result<Duration, String> {
         loop {
             let now = now_ms();
-            let claimed: Vec<Vec<u8>> = Script::new(CLAIM_LUA)
-                .key(&self.keys.due)
-                .key(&self.keys.inflight)
-                .key(&self.keys.rec)
-                .key(&self.keys.pos)
-                .arg(now)
-                .arg(CLAIM_MAX)
-                .arg(now + LEASE_MS)
-                .invoke_async(con)
-                .await
-                .map_err(|e| e.to_string())?;
+            let claimed = claim_reply(
+                Script::new(CLAIM_LUA)
+                    .key(&self.keys.due)
+                    .key(&self.keys.inflight)
+                    .key(&self.keys.rec)
+                    .key(&self.keys.stamp)
+                    .arg(now)
+                    .arg(CLAIM_MAX)
+                    .arg(now + LEASE_MS)
+                    .invoke_async(con)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )?;
             if claimed.is_empty() {
                 let next: Vec<(String, f64)> = redis::cmd("ZRANGE")
                     .arg(&self.keys.due)
@@ -455,121 +498,336 @@ impl RedisRetryTask {
                     .unwrap_or(IDLE_WAKE);
                 return Ok(wait);
             }
-            let mut finished: Vec<String> = Vec::new();
-            // destination → partition → (records, (entry id, due, attempt))
-            let mut batches: BTreeMap<(String, i32), ClaimedBatch> = BTreeMap::new();
-            // The claim script answers (id, due, blob, pos) quadruples; a reply of another
-            // shape is refused rather than indexed past its end.
-            if !claimed.len().is_multiple_of(4) {
-                return Err(format!(
-                    "claim script answered {} values, not a multiple of 4",
-                    claimed.len()
-                ));
+            // Entries stamped by an earlier, unfinished delivery go again as the same batch.
+            let (stamped, mut fresh): (Vec<Claimed>, Vec<Claimed>) =
+                claimed.into_iter().partition(|c| !c.stamp.is_empty());
+            let mut by_stamp: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+            for c in stamped {
+                by_stamp.entry(c.stamp.clone()).or_default().push(c);
             }
-            for entry in claimed.chunks_exact(4) {
-                let id = String::from_utf8_lossy(&entry[0]).into_owned();
-                let due: i64 = String::from_utf8_lossy(&entry[1])
-                    .parse::<f64>()
-                    .map(|d| d as i64)
-                    .unwrap_or(now);
-                let Some((append_ms, mut record)) = decode_blob(&entry[2]) else {
-                    tracing::warn!(
-                        "retry {}: entry {id} has no readable record; dropped",
-                        self.name()
-                    );
-                    finished.push(id);
-                    continue;
-                };
-                let offset: i64 = id
-                    .split(':')
-                    .next()
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(-1);
-                let (dest, attempt) = schedule.route(
-                    &mut record,
-                    &self.state.topic,
-                    self.state.partition,
-                    offset,
-                    append_ms,
-                );
-                let Some(info) = self.broker.topics.get(&dest) else {
-                    // Destination missing: put it back, try again later (nothing dropped).
-                    *self.state.blocked.lock() = Some(format!("topic {dest} does not exist"));
-                    self.reap(con, i64::MAX).await?;
-                    return Ok(Duration::from_secs(1));
-                };
-                let partition =
-                    partition_for(record.key.as_deref(), self.state.partition, info.partitions);
-                let tag = format!("{}:{}:{id}", self.state.topic, self.state.partition);
-                // A previous holder may have appended it already (crash before finalize).
-                if !entry[3].is_empty() {
-                    if let Some(tp) = self.broker.replicas.get(&dest, partition) {
-                        let from: i64 = String::from_utf8_lossy(&entry[3])
-                            .rsplit(':')
-                            .next()
-                            .and_then(|o| o.parse().ok())
-                            .unwrap_or(0);
-                        if already_appended(&tp, from, &tag)? {
-                            finished.push(id);
-                            continue;
-                        }
+            for (stamp, entries) in by_stamp {
+                fresh.extend(self.replay(con, schedule, &stamp, entries).await?);
+            }
+            let mut dropped = Vec::new();
+            let mut batches: BTreeMap<(String, i32), ClaimedBatch> = BTreeMap::new();
+            for c in fresh {
+                match self.prepare(c, schedule) {
+                    Prepared::Record {
+                        dest,
+                        partition,
+                        record,
+                        entry,
+                    } => {
+                        let b = batches.entry((dest, partition)).or_default();
+                        b.0.push(*record);
+                        b.1.push(entry);
+                    }
+                    Prepared::Unreadable(id) => dropped.push(id),
+                    Prepared::NoTopic(dest) => {
+                        // Destination missing: everything goes back, tried again later
+                        // (nothing dropped).
+                        *self.state.blocked.lock() = Some(format!("topic {dest} does not exist"));
+                        self.reap(con, i64::MAX).await?;
+                        return Ok(Duration::from_secs(1));
                     }
                 }
-                record.headers.insert(
-                    StrBytes::from_static_str(RETRY_ENTRY),
-                    Some(Bytes::from(tag)),
-                );
-                let b = batches.entry((dest, partition)).or_default();
-                b.0.push(record);
-                b.1.push((id, due, attempt));
+            }
+            if !dropped.is_empty() {
+                self.finalize(con, "", &dropped).await?;
             }
             for ((dest, partition), (records, entries)) in batches {
-                let Ok(tp) = self.broker.leader_replica(&dest, partition) else {
-                    return Err(format!(
-                        "partition {dest}-{partition} is not led by this broker"
-                    ));
-                };
-                let mut pipe = redis::pipe();
-                for (id, _, _) in &entries {
-                    pipe.hset(
-                        &self.keys.pos,
-                        id,
-                        format!("{partition}:{}", tp.log_end_offset()),
-                    )
-                    .ignore();
-                }
-                let _: () = pipe.query_async(con).await.map_err(|e| e.to_string())?;
-                let bytes = crate::records::encode_batch(records, now_ms())?;
-                tp.append(bytes)
-                    .map_err(|e| format!("appending to {dest}-{partition}: {}", e.message))?;
-                let now = now_ms();
-                for (id, due, attempt) in entries {
-                    // A Redis-scheduled partition is a retry topic (is_retry is set before
-                    // this task starts).
-                    self.state
-                        .count_delivery(attempt, now - due, &self.broker.metrics);
-                    finished.push(id);
-                }
-            }
-            if !finished.is_empty() {
-                let lua = Script::new(FINALIZE_LUA);
+                let (producer_id, epoch) = self.stamper.producer(&self.broker).await?;
+                let sequence = self.stamper.take(&dest, partition, records.len());
+                let stamp = format!("{producer_id}:{epoch}:{sequence}");
+                let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+                // Stamped before the first send: should this broker stop mid-way, the next
+                // holder sends exactly this batch again and the leader drops it if it has it.
+                let lua = Script::new(STAMP_LUA);
                 let mut script = lua.prepare_invoke();
                 script
-                    .key(&self.keys.inflight)
-                    .key(&self.keys.rec)
-                    .key(&self.keys.done)
-                    .key(&self.keys.pos);
-                script.arg(now_ms() + DONE_TTL_MS);
-                for id in &finished {
-                    script.arg(id);
+                    .key(&self.keys.stamp)
+                    .key(&self.keys.batch)
+                    .arg(&stamp)
+                    .arg(format!("{dest}\n{partition}\n{}", ids.join(" ")));
+                for id in &ids {
+                    script.arg(*id);
                 }
                 let _: i64 = script.invoke_async(con).await.map_err(|e| e.to_string())?;
-                self.state
-                    .forwarded
-                    .fetch_add(finished.len() as u64, Ordering::Relaxed);
+                let seq = (producer_id, epoch, sequence);
+                self.send(con, &dest, partition, records, seq, entries, &stamp)
+                    .await?;
             }
         }
     }
+
+    /// Routes one claimed entry: its destination partition and the record as it goes there.
+    fn prepare(&self, c: Claimed, schedule: &Schedule) -> Prepared {
+        let Some((append_ms, mut record)) = decode_blob(&c.blob) else {
+            tracing::warn!(
+                "retry {}: entry {} has no readable record; dropped",
+                self.name(),
+                c.id
+            );
+            return Prepared::Unreadable(c.id);
+        };
+        let offset: i64 =
+            c.id.split(':')
+                .next()
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(-1);
+        let (dest, attempt) = schedule.route(
+            &mut record,
+            &self.state.topic,
+            self.state.partition,
+            offset,
+            append_ms,
+        );
+        let Some(info) = self.broker.topics.get(&dest) else {
+            return Prepared::NoTopic(dest);
+        };
+        let partition = partition_for(record.key.as_deref(), self.state.partition, info.partitions);
+        let tag = format!("{}:{}:{}", self.state.topic, self.state.partition, c.id);
+        record.headers.insert(
+            StrBytes::from_static_str(RETRY_ENTRY),
+            Some(Bytes::from(tag)),
+        );
+        Prepared::Record {
+            dest,
+            partition,
+            record: Box::new(record),
+            entry: (c.id, c.due, attempt),
+        }
+    }
+
+    /// Sends the batch stamped `stamp` again, exactly as it was first built (same records, same
+    /// producer sequence), so a leader that already has it answers it as a duplicate. Entries
+    /// that cannot be rebuilt that way come back to be sent as new ones.
+    async fn replay(
+        &mut self,
+        con: &mut RedisConn,
+        schedule: &Schedule,
+        stamp: &str,
+        mut entries: Vec<Claimed>,
+    ) -> Result<Vec<Claimed>, String> {
+        let seq = parse_stamp(stamp);
+        let batch: Option<String> = redis::cmd("HGET")
+            .arg(&self.keys.batch)
+            .arg(stamp)
+            .query_async(con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let layout = batch.as_deref().and_then(parse_batch);
+        let (Some(seq), Some((dest, partition, members))) = (seq, layout) else {
+            tracing::warn!(
+                "retry {}: batch {stamp} has no readable layout; its {} entries go as new ones",
+                self.name(),
+                entries.len()
+            );
+            return Ok(unstamp(entries));
+        };
+        // Members not claimed in this round (another due order) are claimed now.
+        let missing: Vec<&str> = members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !entries.iter().any(|e| e.id == *m))
+            .collect();
+        if !missing.is_empty() {
+            let lua = Script::new(CLAIM_IDS_LUA);
+            let mut script = lua.prepare_invoke();
+            script
+                .key(&self.keys.due)
+                .key(&self.keys.inflight)
+                .key(&self.keys.rec)
+                .key(&self.keys.stamp)
+                .arg(now_ms() + LEASE_MS);
+            for m in &missing {
+                script.arg(*m);
+            }
+            let reply = script.invoke_async(con).await.map_err(|e| e.to_string())?;
+            entries.extend(claim_reply(reply)?);
+        }
+        let mut ordered = Vec::with_capacity(members.len());
+        for m in &members {
+            match entries.iter().position(|e| e.id == *m) {
+                Some(i) => ordered.push(entries.swap_remove(i)),
+                None => break,
+            }
+        }
+        // Anything else claimed under this stamp is not part of the batch.
+        let strays = entries;
+        let mut records = Vec::with_capacity(ordered.len());
+        let mut routed = Vec::with_capacity(ordered.len());
+        let complete = ordered.len() == members.len();
+        if complete {
+            for c in &ordered {
+                match self.prepare(c.clone(), schedule) {
+                    Prepared::Record { record, entry, .. } => {
+                        records.push(*record);
+                        routed.push(entry);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if !complete || records.len() != members.len() {
+            tracing::warn!(
+                "retry {}: batch {stamp} to {dest}-{partition} cannot be rebuilt as it was sent \
+                 ({} of {} entries left); they go as a new batch and may arrive twice",
+                self.name(),
+                ordered.len(),
+                members.len()
+            );
+            let mut back = unstamp(ordered);
+            back.extend(unstamp(strays));
+            return Ok(back);
+        }
+        tracing::info!(
+            "retry {}: sending batch {stamp} ({} records) to {dest}-{partition} again",
+            self.name(),
+            records.len()
+        );
+        self.send(con, &dest, partition, records, seq, routed, stamp)
+            .await?;
+        Ok(unstamp(strays))
+    }
+
+    /// Delivers one stamped batch (committed on its partition's leader, wherever that is), then
+    /// finalizes its entries. On failure the entries stay claimed and stamped: the next round
+    /// (which first takes back every claim) sends the same batch again, and batches after it
+    /// use a new producer id, so no later sequence can pass it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        con: &mut RedisConn,
+        dest: &str,
+        partition: i32,
+        records: Vec<Record>,
+        seq: ProducerSeq,
+        entries: Vec<(String, i64, Option<i64>)>,
+        stamp: &str,
+    ) -> Result<(), String> {
+        let batch = crate::records::encode_batch_as(records, now_ms(), Some(seq))?;
+        if let Err(e) = self.deliverer.deliver(dest, partition, batch).await {
+            self.stamper.reset();
+            self.reaped_at_start = false;
+            return Err(e.0);
+        }
+        crate::fault::point(crate::fault::RETRY_AFTER_SEND);
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(entries.len());
+        for (id, due, attempt) in entries {
+            // A Redis-scheduled partition is a retry topic (is_retry is set before this task
+            // starts).
+            self.state
+                .count_delivery(attempt, now - due, &self.broker.metrics);
+            ids.push(id);
+        }
+        self.finalize(con, stamp, &ids).await
+    }
+
+    /// Marks entries done (and forgets the batch layout `stamp`, when given).
+    async fn finalize(
+        &self,
+        con: &mut RedisConn,
+        stamp: &str,
+        ids: &[String],
+    ) -> Result<(), String> {
+        let lua = Script::new(FINALIZE_LUA);
+        let mut script = lua.prepare_invoke();
+        script
+            .key(&self.keys.inflight)
+            .key(&self.keys.rec)
+            .key(&self.keys.done)
+            .key(&self.keys.stamp)
+            .key(&self.keys.batch);
+        script.arg(now_ms() + DONE_TTL_MS).arg(stamp);
+        for id in ids {
+            script.arg(id);
+        }
+        let _: i64 = script.invoke_async(con).await.map_err(|e| e.to_string())?;
+        self.state
+            .forwarded
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One claimed entry: id, due time, stored record, and the stamp of the batch it was last sent
+/// in ("" if none).
+#[derive(Clone)]
+struct Claimed {
+    id: String,
+    due: i64,
+    blob: Vec<u8>,
+    stamp: String,
+}
+
+enum Prepared {
+    Record {
+        dest: String,
+        partition: i32,
+        record: Box<Record>,
+        entry: (String, i64, Option<i64>),
+    },
+    Unreadable(String),
+    NoTopic(String),
+}
+
+/// The claim scripts answer (id, due, blob, stamp) quadruples; a reply of another shape is
+/// refused rather than indexed past its end.
+fn claim_reply(values: Vec<Vec<u8>>) -> Result<Vec<Claimed>, String> {
+    if !values.len().is_multiple_of(4) {
+        return Err(format!(
+            "claim script answered {} values, not a multiple of 4",
+            values.len()
+        ));
+    }
+    let now = now_ms();
+    Ok(values
+        .chunks_exact(4)
+        .map(|e| Claimed {
+            id: String::from_utf8_lossy(&e[0]).into_owned(),
+            due: String::from_utf8_lossy(&e[1])
+                .parse::<f64>()
+                .map(|d| d as i64)
+                .unwrap_or(now),
+            blob: e[2].clone(),
+            stamp: String::from_utf8_lossy(&e[3]).into_owned(),
+        })
+        .collect())
+}
+
+fn unstamp(entries: Vec<Claimed>) -> Vec<Claimed> {
+    entries
+        .into_iter()
+        .map(|mut c| {
+            c.stamp.clear();
+            c
+        })
+        .collect()
+}
+
+/// "<producer id>:<epoch>:<first sequence>".
+fn parse_stamp(stamp: &str) -> Option<ProducerSeq> {
+    let mut it = stamp.split(':');
+    let id = it.next()?.parse().ok()?;
+    let epoch = it.next()?.parse().ok()?;
+    let sequence = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((id, epoch, sequence))
+}
+
+/// "<destination>\n<partition>\n<entry id> <entry id> ...".
+fn parse_batch(layout: &str) -> Option<(String, i32, Vec<String>)> {
+    let mut lines = layout.splitn(3, '\n');
+    let dest = lines.next()?.to_string();
+    let partition = lines.next()?.parse().ok()?;
+    let members: Vec<String> = lines
+        .next()?
+        .split(' ')
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    (!dest.is_empty() && !members.is_empty()).then_some((dest, partition, members))
 }
 
 /// Records bound for one destination partition, with their (entry id, due, attempt).
@@ -626,22 +884,4 @@ fn decode_blob(blob: &[u8]) -> Option<(i64, Record)> {
     let append_ms = b.get_i64();
     let set = RecordBatchDecoder::decode(&mut b).ok()?;
     set.records.into_iter().next().map(|r| (append_ms, r))
-}
-
-/// Whether `tp` holds a record with header `kairos.retry.entry` = `tag` at or after `from`.
-fn already_appended(tp: &Partition, from: i64, tag: &str) -> Result<bool, String> {
-    let mut offset = from.max(tp.log_start_offset());
-    while offset < tp.log_end_offset() {
-        let Some((records, next)) = read_from(tp, offset)? else {
-            break;
-        };
-        if records
-            .iter()
-            .any(|r| header_str(&r.record, RETRY_ENTRY).as_deref() == Some(tag))
-        {
-            return Ok(true);
-        }
-        offset = next;
-    }
-    Ok(false)
 }
