@@ -282,9 +282,8 @@ impl v1::dlq_admin_server::DlqAdmin for AdminService {
             to_topic: (!req.to_topic.is_empty()).then_some(req.to_topic),
             dry_run: req.dry_run,
         };
-        let broker = self.broker.clone();
-        let report = blocking(move || crate::time::dlq::redrive(&broker, &r))
-            .await?
+        let report = crate::time::dlq::redrive(&self.broker, &r)
+            .await
             .map_err(|e| {
                 if e.contains("does not exist") {
                     Status::not_found(e)

@@ -863,3 +863,103 @@ fn redis_scheduled_retries_are_delivered_exactly_once_across_a_leader_kill() {
         );
     }
 }
+
+#[test]
+fn dead_letters_are_redriven_from_any_broker() {
+    // RF=1 topics spread over three brokers: the admin API of a broker that does not lead the
+    // destination, and hosts one of the three dead-letter partitions, reads the other two from
+    // their leaders and writes to the destination through its leader.
+    let c = Cluster::start(3, FAST);
+    wait_until(Duration::from_secs(10), "three brokers", || {
+        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
+    });
+    assert_eq!(create_topic_with(&c.brokers[0], "orders", 1, 1, &[]), 0);
+    assert_eq!(create_topic_with(&c.brokers[0], "orders.dlq", 3, 1, &[]), 0);
+    let dest = wait_until(Duration::from_secs(10), "orders-0 led", || {
+        leader_and_isr(&c.brokers[0], "orders", 0)
+            .map(|(l, _)| l)
+            .filter(|l| *l > 0)
+    });
+    let dlq_leaders = wait_until(Duration::from_secs(10), "orders.dlq led", || {
+        let l = kairos_tests::cluster::leaders(&c.brokers[0], "orders.dlq")?;
+        (l.len() == 3 && l.iter().all(|x| *x > 0)).then_some(l)
+    });
+    let admin = (1..=3).find(|i| *i != dest).unwrap();
+    let remote = dlq_leaders.iter().filter(|l| **l != admin).count();
+    assert!(
+        remote >= 1,
+        "some dead-letter partition is elsewhere: {dlq_leaders:?}"
+    );
+    let rt = runtime();
+    let p = producer(&c);
+    for i in 0..30 {
+        let key = format!("dead-{i}");
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: "kairos.dlq.source.topic",
+                value: Some("orders"),
+            })
+            .insert(rdkafka::message::Header {
+                key: "kairos.dlq.reason",
+                value: Some("gave up"),
+            });
+        rt.block_on(
+            p.send(
+                FutureRecord::to("orders.dlq")
+                    .key(&key)
+                    .payload("x")
+                    .partition(i % 3)
+                    .headers(headers),
+                Duration::from_secs(30),
+            ),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce {key}: {e}"));
+    }
+    let b = &c.brokers[(admin - 1) as usize];
+    let out = std::process::Command::new(kairos_tests::kairos_bin())
+        .args(["-b", &b.bootstrap(), "--admin-server", &b.admin_addr()])
+        .args(["dlq", "redrive", "orders.dlq"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("redrove 30 of 30"),
+        "{stdout}{stderr}"
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("orders", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while keys.len() < 30 {
+        assert!(Instant::now() < deadline, "{} of 30 redriven", keys.len());
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            use rdkafka::message::Headers;
+            let dlq_headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .filter(|h| h.key.starts_with("kairos.dlq."))
+                        .count()
+                })
+                .unwrap_or(0);
+            assert_eq!(dlq_headers, 0, "dead-letter headers are removed");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            assert!(keys.insert(key.clone()), "{key} redriven twice");
+        }
+    }
+    let want: std::collections::BTreeSet<String> = (0..30).map(|i| format!("dead-{i}")).collect();
+    assert_eq!(keys, want);
+    assert!(
+        consumer.poll(Duration::from_millis(500)).is_none(),
+        "nothing more than the 30"
+    );
+}

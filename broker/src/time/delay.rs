@@ -1054,7 +1054,7 @@ fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
 /// The data records of the whole batches in `bytes` from `from` on, and the offset after the
 /// last of those batches (`from` when there is none). Control records are skipped, except
 /// forward intents, collected into `intents` when given.
-fn decode_batches(
+pub(crate) fn decode_batches(
     bytes: Bytes,
     from: i64,
     mut intents: Option<&mut Vec<(i64, Intent)>>,

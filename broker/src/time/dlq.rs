@@ -1,18 +1,29 @@
 //! Dead-letter topics: redrive records back to where they failed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Record;
 
-use super::delay::read_from;
+use super::delay::{decode_batches, read_from};
+use super::deliver::{Deliverer, Stamper};
 use super::headers;
 use super::murmur2::partition_for;
 use crate::partition::now_ms;
+use crate::replication::client::Connection;
 use crate::server::Broker;
 
 /// Records per append to a destination partition.
 const REDRIVE_BATCH_RECORDS_MAX: usize = 1_000;
+/// Sends of one batch before its destination is reported as a problem.
+const REDRIVE_ATTEMPTS: usize = 3;
+const FETCH_VERSION: i16 = 12;
+const FETCH_BYTES_MAX: i32 = 4 * 1024 * 1024;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// Which dead-letter records to redrive, and where.
 pub struct RedriveRequest {
@@ -47,7 +58,11 @@ fn reset(mut r: Record) -> Record {
     r
 }
 
-pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, String> {
+/// Redrives what `req` selects, from any broker: dead-letter partitions hosted here are read in
+/// place, the others from their leaders (Fetch); records go back to their destinations'
+/// leaders wherever they are, as idempotent batches with acks=all (`deliver::Deliverer`), so a
+/// batch retried after a timeout is not appended twice.
+pub async fn redrive(broker: &Arc<Broker>, req: &RedriveRequest) -> Result<RedriveReport, String> {
     let Some(info) = broker.topics.get(&req.dlq_topic) else {
         return Err(format!("topic {} does not exist", req.dlq_topic));
     };
@@ -56,66 +71,59 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
     // destination topic → partition → records
     let mut out: BTreeMap<String, BTreeMap<i32, Vec<Record>>> = BTreeMap::new();
     for p in 0..info.partitions {
-        let Some(part) = broker.replicas.get(&req.dlq_topic, p) else {
-            continue;
-        };
-        let end = part.high_watermark();
-        let mut offset = part.log_start_offset();
-        while offset < end {
-            let Some((records, next)) =
-                read_from(&part, offset).map_err(|e| format!("{}-{p}: {e}", req.dlq_topic))?
-            else {
-                break;
-            };
-            for r in records.into_iter().map(|r| r.record) {
-                if r.offset >= end {
-                    continue;
-                }
-                if req
-                    .key
-                    .as_deref()
-                    .is_some_and(|k| r.key.as_deref() != Some(k))
-                {
-                    continue;
-                }
-                if r.timestamp < req.from_ms || r.timestamp >= req.to_ms {
-                    continue;
-                }
-                report.matched += 1;
-                let dest = match &req.to_topic {
-                    Some(t) => Some(t.clone()),
-                    None => header(&r, headers::DLQ_SOURCE_TOPIC)
-                        .map(|v| String::from_utf8_lossy(v).into_owned()),
-                };
-                let Some(dest) = dest else {
-                    report.skipped += 1;
-                    missing.insert(format!(
-                        "{}-{p} offset {}: no {} header and no destination given",
-                        req.dlq_topic,
-                        r.offset,
-                        headers::DLQ_SOURCE_TOPIC
-                    ));
-                    continue;
-                };
-                let Some(dest_info) = broker.topics.get(&dest) else {
-                    report.skipped += 1;
-                    missing.insert(format!(
-                        "topic {dest} no longer exists: its records stay in {}",
-                        req.dlq_topic
-                    ));
-                    continue;
-                };
-                let partition = partition_for(r.key.as_deref(), p, dest_info.partitions);
-                out.entry(dest)
-                    .or_default()
-                    .entry(partition)
-                    .or_default()
-                    .push(reset(r));
+        let records = match read_partition(broker, &req.dlq_topic, p).await {
+            Ok(r) => r,
+            Err(e) => {
+                missing.insert(format!("{}-{p} was not read: {e}", req.dlq_topic));
+                continue;
             }
-            offset = next;
+        };
+        for r in records {
+            if req
+                .key
+                .as_deref()
+                .is_some_and(|k| r.key.as_deref() != Some(k))
+            {
+                continue;
+            }
+            if r.timestamp < req.from_ms || r.timestamp >= req.to_ms {
+                continue;
+            }
+            report.matched += 1;
+            let dest = match &req.to_topic {
+                Some(t) => Some(t.clone()),
+                None => header(&r, headers::DLQ_SOURCE_TOPIC)
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+            };
+            let Some(dest) = dest else {
+                report.skipped += 1;
+                missing.insert(format!(
+                    "{}-{p} offset {}: no {} header and no destination given",
+                    req.dlq_topic,
+                    r.offset,
+                    headers::DLQ_SOURCE_TOPIC
+                ));
+                continue;
+            };
+            let Some(dest_info) = broker.topics.get(&dest) else {
+                report.skipped += 1;
+                missing.insert(format!(
+                    "topic {dest} no longer exists: its records stay in {}",
+                    req.dlq_topic
+                ));
+                continue;
+            };
+            let partition = partition_for(r.key.as_deref(), p, dest_info.partitions);
+            out.entry(dest)
+                .or_default()
+                .entry(partition)
+                .or_default()
+                .push(reset(r));
         }
     }
     report.problems = missing.into_iter().collect();
+    let mut deliverer = Deliverer::new(broker.clone());
+    let mut stamper = Stamper::default();
     for (dest, partitions) in out {
         for (partition, records) in partitions {
             let n = records.len() as u64;
@@ -123,20 +131,139 @@ pub fn redrive(broker: &Broker, req: &RedriveRequest) -> Result<RedriveReport, S
                 report.redriven += n;
                 continue;
             }
-            let Ok(tp) = broker.leader_replica(&dest, partition) else {
-                report.skipped += n;
-                report.problems.push(format!(
-                    "partition {dest}-{partition} is not led by this broker"
-                ));
-                continue;
-            };
+            let mut sent = 0u64;
             for chunk in records.chunks(REDRIVE_BATCH_RECORDS_MAX) {
-                let bytes: Bytes = crate::records::encode_batch(chunk.to_vec(), now_ms())?;
-                tp.append(bytes)
-                    .map_err(|e| format!("appending to {dest}-{partition}: {}", e.message))?;
-                report.redriven += chunk.len() as u64;
+                let (producer_id, epoch) = stamper.producer(broker).await?;
+                let sequence = stamper.take(&dest, partition, chunk.len());
+                let batch = crate::records::encode_batch_as(
+                    chunk.to_vec(),
+                    now_ms(),
+                    Some((producer_id, epoch, sequence)),
+                )?;
+                let mut result = Ok(());
+                // The same stamped batch again after a failure: the leader drops a duplicate.
+                for _ in 0..REDRIVE_ATTEMPTS {
+                    result = deliverer.deliver(&dest, partition, batch.clone()).await;
+                    if result.is_ok() {
+                        break;
+                    }
+                }
+                if let Err(e) = result {
+                    // Its fate is unknown: later batches use a new producer id.
+                    stamper.reset();
+                    report.problems.push(format!(
+                        "{} records to {dest}-{partition} not redriven: {e}",
+                        n - sent
+                    ));
+                    break;
+                }
+                sent += chunk.len() as u64;
             }
+            report.redriven += sent;
+            report.skipped += n - sent;
         }
     }
     Ok(report)
+}
+
+/// The records of `topic`-`partition` below its high watermark: read in place when this broker
+/// hosts a replica, else fetched from the leader.
+async fn read_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    if let Some(part) = broker.replicas.get(topic, partition) {
+        let end = part.high_watermark();
+        let mut offset = part.log_start_offset();
+        while offset < end {
+            let Some((records, next)) = read_from(&part, offset)? else {
+                break;
+            };
+            out.extend(
+                records
+                    .into_iter()
+                    .map(|r| r.record)
+                    .filter(|r| r.offset < end),
+            );
+            offset = next;
+        }
+        return Ok(out);
+    }
+    let image = broker.topics.image();
+    let leader = image
+        .partition(topic, partition)
+        .map(|p| p.leader)
+        .ok_or_else(|| "no such partition".to_string())?;
+    let info = image
+        .brokers
+        .get(&leader)
+        .ok_or_else(|| format!("no live leader (leader {leader})"))?;
+    let addr = format!("{}:{}", info.host, info.port);
+    let mut conn = Connection::connect(
+        &addr,
+        format!("kairos-redrive-{}", broker.node_id()),
+        Duration::from_millis(broker.config.replica_socket_timeout_ms.max(1000)),
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
+    let mut offset = 0i64;
+    loop {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(FETCH_BYTES_MAX)
+            .with_isolation_level(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(FETCH_BYTES_MAX)])]);
+        let resp = conn
+            .call(FETCH_VERSION, &req)
+            .await
+            .map_err(|e| format!("fetching from broker {leader}: {e:#}"))?;
+        let Some(p) = resp
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition)
+        else {
+            return Err(format!("broker {leader} did not answer for the partition"));
+        };
+        match p.error_code {
+            0 => {}
+            OFFSET_OUT_OF_RANGE if offset < p.log_start_offset => {
+                offset = p.log_start_offset;
+                continue;
+            }
+            code => return Err(format!("broker {leader} answered fetch with error {code}")),
+        }
+        let hw = p.high_watermark;
+        if offset < p.log_start_offset {
+            offset = p.log_start_offset;
+        }
+        if offset >= hw {
+            return Ok(out);
+        }
+        let bytes = p.records.clone().unwrap_or_default();
+        let (records, next) = decode_batches(bytes, offset, None)?;
+        if next <= offset {
+            return Err(format!("no progress reading at offset {offset}"));
+        }
+        out.extend(
+            records
+                .into_iter()
+                .map(|r| r.record)
+                .filter(|r| r.offset < hw),
+        );
+        offset = next;
+    }
 }
