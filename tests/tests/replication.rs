@@ -963,3 +963,82 @@ fn dead_letters_are_redriven_from_any_broker() {
         "nothing more than the 30"
     );
 }
+
+#[test]
+fn killing_the_controller_that_also_leads_a_partition_fails_over_without_loss() {
+    // Kafka's default timings (heartbeat 500 ms, session 9 s, election 1 s): the worst single
+    // kill, the active controller that also leads the partition being written. A new controller
+    // is elected, finds the dead broker's listener refusing connections, fences it at once, and
+    // the partition's leadership moves to an in-sync follower.
+    let mut c = Cluster::start(3, &[]);
+    wait_until(Duration::from_secs(10), "three brokers", || {
+        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
+    });
+    let configs = [("min.insync.replicas", "2")];
+    assert_eq!(
+        create_topic_with(&c.brokers[0], "orders", 3, 3, &configs),
+        0
+    );
+    let (controller, partition) = wait_until(
+        Duration::from_secs(10),
+        "a partition led by the controller, fully in sync",
+        || {
+            let controller = kairos_tests::cluster::metadata(&c.brokers[0])?
+                .controller_id
+                .0;
+            (0..3).find_map(|p| {
+                leader_and_isr(&c.brokers[0], "orders", p)
+                    .filter(|(l, isr)| *l == controller && isr.len() == 3)
+                    .map(|_| (controller, p))
+            })
+        },
+    );
+    let rt = runtime();
+    let p = producer(&c);
+    let send = |v: String| {
+        rt.block_on(
+            p.send(
+                FutureRecord::to("orders")
+                    .key(&v)
+                    .payload(&v)
+                    .partition(partition),
+                Duration::from_secs(30),
+            ),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}"))
+        .offset
+    };
+    let mut acked = BTreeMap::new();
+    for i in 0..100 {
+        let v = format!("a{i}");
+        acked.insert((partition, send(v.clone())), v);
+    }
+    c.node(controller).kill9();
+    let killed = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("killed at unix {:.3}", wall.as_secs_f64());
+    let v = "after-kill".to_string();
+    acked.insert((partition, send(v.clone())), v);
+    let failover = killed.elapsed();
+    for i in 0..100 {
+        let v = format!("b{i}");
+        acked.insert((partition, send(v.clone())), v);
+    }
+    eprintln!(
+        "controller {controller} (leader of orders-{partition}) killed; first record acknowledged {failover:?} later"
+    );
+    let new_leader =
+        leader_and_isr(&c.brokers[(controller % 3) as usize], "orders", partition).map(|(l, _)| l);
+    assert_ne!(new_leader, Some(controller), "leadership moved");
+    c.node(controller).restart();
+    wait_until(Duration::from_secs(20), "the ISR healed", || {
+        leader_and_isr(&c.brokers[0], "orders", partition)
+            .filter(|(_, isr)| isr.len() == 3)
+            .map(|_| ())
+    });
+    assert_eq!(acked.len(), 201);
+    // Only `partition` was written: the others must be empty.
+    assert_log_is_exactly(&c, "orders", 3, &acked);
+}

@@ -445,12 +445,16 @@ pub async fn start(
         let (sm, image_rx) = StateMachine::open(&dir).map_err(|e| {
             anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display())
         })?;
-        let election = config.controller_quorum_election_timeout_ms.max(20);
+        let election = config.controller_quorum_election_timeout_ms.max(40);
+        // openraft's followers wait a leader lease (election_timeout_max) and then a random
+        // election timeout before campaigning; Kafka's setting bounds the whole wait, so a
+        // dead controller is replaced within `controller.quorum.election.timeout.ms`
+        // (750-1000 ms by default).
         let raft_config = openraft::Config {
             cluster_name: "kairos".into(),
-            election_timeout_min: election / 2,
-            election_timeout_max: election,
-            heartbeat_interval: (election / 10).max(10),
+            election_timeout_min: election / 4,
+            election_timeout_max: election / 2,
+            heartbeat_interval: (election / 10).max(4),
             install_snapshot_timeout: 5000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
@@ -701,6 +705,10 @@ async fn controller_duties(
     let mut led_term = None;
     let mut last_tick = Instant::now();
     let mut last_rebalance = Instant::now();
+    // Brokers not heard from since this node took over (and when it did): while their grace
+    // runs, a broker whose listener refuses connections is down, and is fenced at once.
+    let mut unconfirmed: Vec<i32> = Vec::new();
+    let mut took_over = Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
@@ -737,6 +745,36 @@ async fn controller_duties(
             sessions.clear();
             for b in image.brokers.values().filter(|b| !b.fenced) {
                 sessions.insert(b.id, start);
+            }
+            took_over = now;
+            unconfirmed = image
+                .brokers
+                .values()
+                .filter(|b| !b.fenced && b.id != metadata.settings.node_id)
+                .map(|b| b.id)
+                .collect();
+        }
+        if !unconfirmed.is_empty() {
+            let grace =
+                (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
+            if now.duration_since(took_over) > grace {
+                unconfirmed.clear();
+            } else {
+                {
+                    let sessions = metadata.sessions.lock();
+                    unconfirmed.retain(|id| sessions.get(id).is_none_or(|seen| *seen < took_over));
+                }
+                for id in refusing(&image, &unconfirmed).await {
+                    unconfirmed.retain(|u| *u != id);
+                    let Some(b) = image.brokers.get(&id).filter(|b| !b.fenced) else {
+                        continue;
+                    };
+                    tracing::info!(
+                        "broker {id} has not heartbeated since this controller took over and its listener refuses connections: fencing it"
+                    );
+                    let epoch = b.epoch;
+                    let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
+                }
             }
         }
         if image.cluster_id.is_empty() {
@@ -848,6 +886,30 @@ async fn follow_image(
             _ = &mut stop => return,
         }
     }
+}
+
+/// Of `ids`, the brokers whose Kafka listener refuses a TCP connection (the process is gone;
+/// a paused process still accepts). Probed together, each for at most 200 ms.
+async fn refusing(image: &ClusterImage, ids: &[i32]) -> Vec<i32> {
+    let probes = ids.iter().filter_map(|id| {
+        let b = image.brokers.get(id)?;
+        let addr = format!("{}:{}", b.host, b.port);
+        let id = *id;
+        Some(async move {
+            let r = tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await;
+            matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+                .then_some(id)
+        })
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// This broker's session with the controller: register, heartbeat, register again when fenced,
