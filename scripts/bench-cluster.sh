@@ -3,7 +3,8 @@
 # RF=3 and min.insync.replicas=2, then:
 #   1. produce-to-consume latency at 10,000 records/s, 1 KiB, acks=all (kairos perf e2e);
 #   2. produce throughput: 1 KiB records, acks=all, as fast as possible (kairos perf produce).
-# Usage: scripts/bench-cluster.sh [records, default 1000000]. Release build; data in a temp dir.
+# Usage: scripts/bench-cluster.sh [records, default 1000000]. Release build; data in a temp dir
+# (kept, with each node's log, when KEEP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records="${1:-1000000}"
@@ -13,7 +14,7 @@ dir="$(mktemp -d)"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
+  [ -n "${KEEP:-}" ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
