@@ -44,7 +44,27 @@ pub fn kairos_bin() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again at once).
+/// A port free now, below Linux's ephemeral range (32768-60999): a broker restarted on its old
+/// port must not find it taken by some client's outgoing connection meanwhile, which an
+/// OS-chosen (ephemeral) port invites. Picked at random per process and then in sequence, so
+/// parallel tests and test binaries rarely meet.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id().wrapping_mul(2_654_435_761) % SPAN),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -125,6 +125,25 @@ fn cluster_with_topic(n: usize, overrides: &[&str], name: &str, partitions: i32)
     c
 }
 
+/// A consumer reading `partitions` of each topic from the beginning (no group membership).
+fn read_from_start(c: &Cluster, topics: &[(&str, i32)]) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("group.id", "verify")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -646,18 +665,7 @@ fn delayed_records_are_forwarded_exactly_once_across_a_leader_kill() {
             .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}"));
         acked.insert((d.partition, d.offset), v);
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("group.id", "verify")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset("orders", p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_start(&c, &[("orders", 3)]);
     let mut forwarded: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let mut lasts = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -808,20 +816,7 @@ fn redis_scheduled_retries_are_delivered_exactly_once_across_a_leader_kill() {
         started.elapsed()
     );
     c.node(victim).restart();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("group.id", "verify")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for topic in ["jobs", "jobs.dlq"] {
-        for p in 0..3 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_start(&c, &[("jobs", 3), ("jobs.dlq", 3)]);
     // key -> (deliveries to the target, deliveries to the DLQ); read until every record
     // arrived and nothing more comes for two seconds.
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -927,16 +922,7 @@ fn dead_letters_are_redriven_from_any_broker() {
         out.status.success() && stdout.contains("redrove 30 of 30"),
         "{stdout}{stderr}"
     );
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .set("group.id", "verify")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("orders", 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_start(&c, &[("orders", 1)]);
     let mut keys = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while keys.len() < 30 {

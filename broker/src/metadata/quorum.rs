@@ -445,16 +445,16 @@ pub async fn start(
         let (sm, image_rx) = StateMachine::open(&dir).map_err(|e| {
             anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display())
         })?;
-        let election = config.controller_quorum_election_timeout_ms.max(40);
+        let election = config.controller_quorum_election_timeout_ms.max(20);
         // openraft's followers wait a leader lease (election_timeout_max) and then a random
-        // election timeout before campaigning; Kafka's setting bounds the whole wait, so a
-        // dead controller is replaced within `controller.quorum.election.timeout.ms`
-        // (750-1000 ms by default).
+        // election timeout before campaigning: 1.5-2 s after the last heartbeat by default.
+        // (Halving both brought that to 0.75-1 s but made elections churn in the loaded test
+        // suite; see the session-5 note.)
         let raft_config = openraft::Config {
             cluster_name: "kairos".into(),
-            election_timeout_min: election / 4,
-            election_timeout_max: election / 2,
-            heartbeat_interval: (election / 10).max(4),
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
+            heartbeat_interval: (election / 10).max(10),
             install_snapshot_timeout: 5000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
