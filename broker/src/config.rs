@@ -105,11 +105,16 @@ pub struct Voter {
 impl Voter {
     /// `host:port` of the voter's controller listener.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port) // IPv6, stored without brackets
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
+    }
+}
+
+/// `host:port` to connect to; an IPv6 host (stored without brackets) gets them back.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

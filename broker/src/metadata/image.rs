@@ -50,6 +50,13 @@ pub struct BrokerInfo {
     pub shutting_down: bool,
 }
 
+impl BrokerInfo {
+    /// `host:port` of the broker's Kafka listener.
+    pub fn addr(&self) -> String {
+        crate::config::host_port(&self.host, self.port)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct PartitionInfo {
     /// Assigned replicas; the first is the preferred leader.
@@ -704,8 +711,8 @@ impl ClusterImage {
         let mut next = (**info).clone();
         let added = match assignment {
             Some(a) => {
-                self.check_assignment(a, Some(next.replication_factor as usize))?;
-                if a.len() as i32 != count - next.partitions {
+                // The count first: it bounds what `check_assignment` walks.
+                if a.len() as i64 != count as i64 - next.partitions as i64 {
                     return err(
                         codes::INVALID_REPLICA_ASSIGNMENT,
                         format!(
@@ -715,6 +722,7 @@ impl ClusterImage {
                         ),
                     );
                 }
+                self.check_assignment(a, Some(next.replication_factor as usize))?;
                 a.to_vec()
             }
             None => self.assign(
@@ -732,7 +740,11 @@ impl ClusterImage {
         Ok(next)
     }
 
-    /// Checks a config replacement (also used for `validate_only`).
+    /// Whether `replica` may take over `p`'s leadership cleanly: a live ISR member.
+    pub fn may_lead(&self, p: &PartitionInfo, replica: i32) -> bool {
+        p.isr.contains(&replica) && self.is_live(replica)
+    }
+
     /// Checks a dynamic broker config set: `resource` is a broker id or "" (all brokers).
     pub fn check_broker_configs(
         &self,
@@ -760,6 +772,7 @@ impl ClusterImage {
             .map(String::as_str)
     }
 
+    /// Checks a config replacement (also used for `validate_only`).
     pub fn check_set_configs(
         &self,
         name: &str,
@@ -919,7 +932,7 @@ impl ClusterImage {
                         codes::ELECTION_NOT_NEEDED,
                         "the preferred replica already leads".into(),
                     )
-                } else if p.isr.contains(&preferred) && self.is_live(preferred) {
+                } else if self.may_lead(p, preferred) {
                     next.leader = preferred;
                     next.leader_epoch += 1;
                     next.partition_epoch += 1;

@@ -197,11 +197,7 @@ impl Metadata {
     }
 
     fn is_controller_leader(&self) -> bool {
-        self.raft.as_ref().is_some_and(|r| {
-            let m = r.metrics();
-            let m = m.borrow();
-            m.state == ServerState::Leader && m.current_leader == Some(self.settings.node_id as u64)
-        })
+        self.controller_term().is_some()
     }
 
     fn voter_addr(&self, id: i32) -> Option<String> {
@@ -331,13 +327,11 @@ impl Metadata {
             .get(&hb.broker_id)
             .filter(|b| b.epoch == hb.broker_epoch && !b.fenced);
         let Some(b) = current else {
-            let newer = image
-                .brokers
-                .get(&hb.broker_id)
-                .is_none_or(|b| hb.broker_epoch > b.epoch);
-            // An epoch this node has not seen was granted by a later controller: this node's
-            // view is behind (it was paused, or lost leadership without knowing yet). Send the
-            // broker looking for the leader instead of making it register again.
+            // The epoch is the Raft index of the registration: past this node's image, it was
+            // granted by a later controller and this node's view is behind (it was paused, or
+            // lost leadership without knowing yet). Send the broker looking for the leader
+            // instead of making it register again.
+            let newer = hb.broker_epoch > image.applied_index as i64;
             if newer {
                 return v1::HeartbeatResponse {
                     error_code: codes::NOT_CONTROLLER as i32,
@@ -701,25 +695,29 @@ async fn controller_duties(
     shutdown: watch::Receiver<bool>,
 ) {
     let tick = Duration::from_millis(100);
+    let settings = &metadata.settings;
+    // Sessions were held by the previous controller (or by this one before a pause): on taking
+    // over, every live broker gets a grace of a few heartbeats to reconnect before it is fenced.
+    let grace = (settings.heartbeat_interval * 3).min(settings.session_timeout);
     // The Raft term this node last acted as controller in.
     let mut led_term = None;
-    let mut last_tick = Instant::now();
     let mut last_rebalance = Instant::now();
-    // Brokers not heard from since this node took over (and when it did): while their grace
-    // runs, a broker whose listener refuses connections is down, and is fenced at once.
-    let mut unconfirmed: Vec<i32> = Vec::new();
-    let mut took_over = Instant::now();
+    // The session start given to every broker at the takeover, and the end of the grace: until
+    // then, a broker not heard from since whose listener refuses connections is down, and is
+    // fenced at once.
+    let mut seeded = Instant::now();
+    let mut grace_ends = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let slept = Instant::now();
         tokio::time::sleep(tick).await;
         let now = Instant::now();
-        // A tick far later than asked for means this process was paused (SIGSTOP, a stalled
+        // A sleep far longer than asked for means this process was paused (SIGSTOP, a stalled
         // machine): the heartbeats it holds are stale, and the brokers may have moved on.
-        let gap = now.duration_since(last_tick);
-        let paused = gap > metadata.settings.session_timeout / 2;
-        last_tick = now;
+        let gap = now.duration_since(slept);
+        let paused = gap > settings.session_timeout / 2;
         let term = metadata.controller_term();
         if term.is_none() {
             led_term = None;
@@ -734,47 +732,36 @@ async fn controller_duties(
             }
             led_term = term;
             last_rebalance = now;
-            // Sessions were held by the previous controller (or by this one before a pause):
-            // every live broker gets a grace of a few heartbeats to reconnect before it is fenced.
-            let grace =
-                (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
-            let start = now
-                .checked_sub(metadata.settings.session_timeout.saturating_sub(grace))
+            seeded = now
+                .checked_sub(settings.session_timeout.saturating_sub(grace))
                 .unwrap_or(now);
+            grace_ends = Some(now + grace);
             let mut sessions = metadata.sessions.lock();
             sessions.clear();
             for b in image.brokers.values().filter(|b| !b.fenced) {
-                sessions.insert(b.id, start);
+                sessions.insert(b.id, seeded);
             }
-            took_over = now;
-            unconfirmed = image
-                .brokers
-                .values()
-                .filter(|b| !b.fenced && b.id != metadata.settings.node_id)
-                .map(|b| b.id)
-                .collect();
         }
-        if !unconfirmed.is_empty() {
-            let grace =
-                (metadata.settings.heartbeat_interval * 3).min(metadata.settings.session_timeout);
-            if now.duration_since(took_over) > grace {
-                unconfirmed.clear();
-            } else {
-                {
-                    let sessions = metadata.sessions.lock();
-                    unconfirmed.retain(|id| sessions.get(id).is_none_or(|seen| *seen < took_over));
-                }
-                for id in refusing(&image, &unconfirmed).await {
-                    unconfirmed.retain(|u| *u != id);
-                    let Some(b) = image.brokers.get(&id).filter(|b| !b.fenced) else {
-                        continue;
-                    };
-                    tracing::info!(
-                        "broker {id} has not heartbeated since this controller took over and its listener refuses connections: fencing it"
-                    );
-                    let epoch = b.epoch;
-                    let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
-                }
+        if grace_ends.is_some_and(|end| now <= end) {
+            let silent: Vec<i32> = {
+                let sessions = metadata.sessions.lock();
+                image
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced && b.id != settings.node_id)
+                    .filter(|b| sessions.get(&b.id).is_none_or(|seen| *seen <= seeded))
+                    .map(|b| b.id)
+                    .collect()
+            };
+            for id in refusing(&image, &silent).await {
+                let Some(b) = image.brokers.get(&id) else {
+                    continue;
+                };
+                tracing::info!(
+                    "broker {id} has not heartbeated since this controller took over and its listener refuses connections: fencing it"
+                );
+                let epoch = b.epoch;
+                let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
             }
         }
         if image.cluster_id.is_empty() {
@@ -792,7 +779,7 @@ async fn controller_duties(
                 .filter(|b| !b.fenced)
                 .filter(|b| {
                     let seen = *sessions.entry(b.id).or_insert(now);
-                    now.duration_since(seen) > metadata.settings.session_timeout
+                    now.duration_since(seen) > settings.session_timeout
                 })
                 .map(|b| (b.id, b.epoch))
                 .collect()
@@ -800,12 +787,12 @@ async fn controller_duties(
         for (id, epoch) in expired {
             tracing::info!(
                 "broker {id} sent no heartbeat for broker.session.timeout.ms={}: fencing it",
-                metadata.settings.session_timeout.as_millis()
+                settings.session_timeout.as_millis()
             );
             let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
         }
-        if metadata.settings.auto_rebalance
-            && now.duration_since(last_rebalance) >= metadata.settings.imbalance_interval
+        if settings.auto_rebalance
+            && now.duration_since(last_rebalance) >= settings.imbalance_interval
         {
             last_rebalance = now;
             let imbalanced: Vec<(String, i32)> = image
@@ -814,9 +801,7 @@ async fn controller_duties(
                 .flat_map(|t| {
                     t.assignment.iter().enumerate().filter_map(|(i, p)| {
                         let preferred = *p.replicas.first()?;
-                        let eligible = p.leader != preferred
-                            && p.isr.contains(&preferred)
-                            && image.is_live(preferred);
+                        let eligible = p.leader != preferred && image.may_lead(p, preferred);
                         eligible.then(|| (t.name.clone(), i as i32))
                     })
                 })
@@ -893,7 +878,7 @@ async fn follow_image(
 async fn refusing(image: &ClusterImage, ids: &[i32]) -> Vec<i32> {
     let probes = ids.iter().filter_map(|id| {
         let b = image.brokers.get(id)?;
-        let addr = format!("{}:{}", b.host, b.port);
+        let addr = b.addr();
         let id = *id;
         Some(async move {
             let r = tokio::time::timeout(

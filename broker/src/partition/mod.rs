@@ -1304,12 +1304,8 @@ impl ReplicaManager {
                         info.leader_epoch
                     );
                 }
-                self.fetchers.follow(
-                    part,
-                    b.id,
-                    format!("{}:{}", b.host, b.port),
-                    info.leader_epoch,
-                )
+                self.fetchers
+                    .follow(part, b.id, b.addr(), info.leader_epoch)
             }
             _ => self.fetchers.unfollow(&part.topic, part.index),
         }

@@ -125,7 +125,7 @@ impl Deliverer {
                 "{topic}-{partition} has no live leader (leader {leader})"
             )));
         };
-        let addr = format!("{}:{}", info.host, info.port);
+        let addr = info.addr();
         if !self.connections.contains_key(&leader) {
             let timeout = Duration::from_millis(self.broker.config.replica_socket_timeout_ms)
                 .max(COMMIT_TIMEOUT + Duration::from_secs(5));

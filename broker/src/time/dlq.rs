@@ -200,7 +200,7 @@ async fn read_partition(
         .brokers
         .get(&leader)
         .ok_or_else(|| format!("no live leader (leader {leader})"))?;
-    let addr = format!("{}:{}", info.host, info.port);
+    let addr = info.addr();
     let mut conn = Connection::connect(
         &addr,
         format!("kairos-redrive-{}", broker.node_id()),
