@@ -162,6 +162,10 @@ pub async fn fetch(
                 if let Some(p) = &w.partition {
                     let bytes: u64 = data.records.iter().map(|r| r.len).sum();
                     p.metrics().fetched(bytes, data.error_code != 0);
+                    // Charged when sent: a long poll reads again after each wake-up.
+                    if w.throttled {
+                        broker.replicas.throttles.leader.record(bytes);
+                    }
                 }
                 topics[w.topic_index].partitions.push(data);
             }
@@ -216,9 +220,6 @@ fn read_all(
                 match read {
                     Ok(r) => {
                         total += r.bytes;
-                        if w.throttled {
-                            leader_quota.record(r.bytes);
-                        }
                         data.high_watermark = r.high_watermark;
                         data.last_stable_offset = r.high_watermark;
                         data.log_start_offset = r.log_start_offset;
