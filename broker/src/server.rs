@@ -11,7 +11,7 @@ use crate::config::BrokerConfig;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::metadata::quorum::Metadata;
 use crate::metadata::{codes, ClusterImage, Command, MetaError, Reply, TopicInfo};
-use crate::partition::{now_ms, ReplicaManager};
+use crate::partition::{now_ms, Partition, ReplicaManager};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::shutdown::wait_for;
 
@@ -99,11 +99,15 @@ impl Broker {
         *last = Some(image);
     }
 
-    async fn write(&self, command: Command) -> Result<TopicInfo, MetaError> {
+    /// Commits `command` and makes the hosted replicas match the image it produced.
+    async fn apply(&self, command: Command) -> Result<Reply, MetaError> {
         let reply = self.topics.propose(command).await?;
-        let info = topic_reply(reply)?;
         tokio::task::block_in_place(|| self.sync_replicas());
-        Ok(info)
+        Ok(reply)
+    }
+
+    async fn write(&self, command: Command) -> Result<TopicInfo, MetaError> {
+        topic_reply(self.apply(command).await?)
     }
 
     /// Creates a topic (CreateTopics, auto-creation) and opens the partitions hosted here.
@@ -165,14 +169,12 @@ impl Broker {
         resource: &str,
         configs: std::collections::BTreeMap<String, String>,
     ) -> Result<(), MetaError> {
-        self.topics
-            .propose(Command::SetBrokerConfigs {
-                resource: resource.to_string(),
-                configs,
-            })
-            .await?;
-        tokio::task::block_in_place(|| self.sync_replicas());
-        Ok(())
+        self.apply(Command::SetBrokerConfigs {
+            resource: resource.to_string(),
+            configs,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// `__consumer_offsets`, created on first need (FindCoordinator) with
@@ -445,8 +447,9 @@ async fn every(
     broker: Arc<Broker>,
     period_ms: u64,
     shutdown: watch::Receiver<bool>,
-    step: fn(&Broker),
+    step: impl Fn(&Broker) + Send + Sync + 'static,
 ) {
+    let step = Arc::new(step);
     let period = std::time::Duration::from_millis(period_ms.max(10));
     let stop = wait_for(shutdown);
     tokio::pin!(stop);
@@ -455,31 +458,45 @@ async fn every(
             _ = tokio::time::sleep(period) => {}
             _ = &mut stop => return,
         }
-        let b = broker.clone();
+        let (b, step) = (broker.clone(), step.clone());
         if let Err(e) = tokio::task::spawn_blocking(move || step(&b)).await {
             tracing::warn!("{name} task failed: {e}");
         }
     }
 }
 
+/// [`every`], stepping each hosted partition with the same `now`.
+async fn every_partition(
+    name: &'static str,
+    broker: Arc<Broker>,
+    period_ms: u64,
+    shutdown: watch::Receiver<bool>,
+    step: fn(&Partition, i64),
+) {
+    every(name, broker, period_ms, shutdown, move |b| {
+        let now = now_ms();
+        b.replicas.all().iter().for_each(|p| step(p, now))
+    })
+    .await
+}
+
 /// Retention and compaction every `log.retention.check.interval.ms`.
 async fn cleaner(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let period_ms = broker.config.log_retention_check_interval_ms;
-    every("cleaner", broker, period_ms, shutdown, |b| {
-        let now = now_ms();
-        b.replicas.all().iter().for_each(|p| p.clean(now))
-    })
-    .await
+    every_partition("cleaner", broker, period_ms, shutdown, Partition::clean).await
 }
 
 /// Time-based flushing (`flush.ms` / `log.flush.interval.ms`) of logs that went idle, every
 /// `log.flush.scheduler.interval.ms` (default 1 s here; Kafka leaves it unset).
 async fn flusher(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
     let period_ms = broker.config.log_flush_scheduler_interval_ms;
-    every("flusher", broker, period_ms, shutdown, |b| {
-        let now = now_ms();
-        b.replicas.all().iter().for_each(|p| p.flush_if_due(now))
-    })
+    every_partition(
+        "flusher",
+        broker,
+        period_ms,
+        shutdown,
+        Partition::flush_if_due,
+    )
     .await
 }
 

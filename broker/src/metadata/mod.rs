@@ -23,7 +23,6 @@ pub use image::{BrokerInfo, ClusterImage, Command, PartitionInfo, Reply, NO_LEAD
 
 /// Kafka error codes used by metadata.
 pub mod codes {
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const NONE: i16 = 0;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -151,112 +150,116 @@ pub const RETRY_MAX_ATTEMPTS_DEFAULT: i64 = 9;
 
 /// Topic-level configs Kairos accepts: Kafka's name, the broker key whose value is the default,
 /// and the value kind.
-const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
+const TOPIC_CONFIGS: &[(&str, Option<&str>, Kind)] = &[
     (
         "cleanup.policy",
-        "log.cleanup.policy",
+        Some("log.cleanup.policy"),
         Kind::ListOf(&["delete", "compact"]),
     ),
     (
         "compression.type",
-        "compression.type",
+        Some("compression.type"),
         Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
     ),
     (
         "delete.retention.ms",
-        "log.cleaner.delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
         Kind::Long { min: 0 },
     ),
     (
         "file.delete.delay.ms",
-        "log.segment.delete.delay.ms",
+        Some("log.segment.delete.delay.ms"),
         Kind::Long { min: 0 },
     ),
     (
         "flush.messages",
-        "log.flush.interval.messages",
+        Some("log.flush.interval.messages"),
         Kind::Long { min: 1 },
     ),
-    ("flush.ms", "log.flush.interval.ms", Kind::Long { min: 0 }),
+    (
+        "flush.ms",
+        Some("log.flush.interval.ms"),
+        Kind::Long { min: 0 },
+    ),
     (
         "index.interval.bytes",
-        "log.index.interval.bytes",
+        Some("log.index.interval.bytes"),
         Kind::Int { min: 0 },
     ),
     (
         "max.compaction.lag.ms",
-        "log.cleaner.max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
         Kind::Long { min: 1 },
     ),
     (
         "max.message.bytes",
-        "message.max.bytes",
+        Some("message.max.bytes"),
         Kind::Int { min: 0 },
     ),
     (
         "message.timestamp.type",
-        "log.message.timestamp.type",
+        Some("log.message.timestamp.type"),
         Kind::OneOf(&["CreateTime", "LogAppendTime"]),
     ),
     (
         "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
         Kind::Ratio,
     ),
     (
         "min.compaction.lag.ms",
-        "log.cleaner.min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
         Kind::Long { min: 0 },
     ),
     (
         "min.insync.replicas",
-        "min.insync.replicas",
+        Some("min.insync.replicas"),
         Kind::Int { min: 1 },
     ),
-    ("preallocate", "log.preallocate", Kind::Bool),
+    ("preallocate", Some("log.preallocate"), Kind::Bool),
     (
         "retention.bytes",
-        "log.retention.bytes",
+        Some("log.retention.bytes"),
         Kind::Long { min: -1 },
     ),
-    ("retention.ms", "log.retention.ms", Kind::Long { min: -1 }),
-    ("segment.bytes", "log.segment.bytes", Kind::Int { min: 14 }),
+    (
+        "retention.ms",
+        Some("log.retention.ms"),
+        Kind::Long { min: -1 },
+    ),
+    (
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        Kind::Int { min: 14 },
+    ),
     (
         "segment.index.bytes",
-        "log.index.size.max.bytes",
+        Some("log.index.size.max.bytes"),
         Kind::Int { min: 4 },
     ),
     (
         "segment.jitter.ms",
-        "log.roll.jitter.ms",
+        Some("log.roll.jitter.ms"),
         Kind::Long { min: 0 },
     ),
-    ("segment.ms", "log.roll.ms", Kind::Long { min: 1 }),
+    ("segment.ms", Some("log.roll.ms"), Kind::Long { min: 1 }),
     (
         "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
         Kind::Bool,
     ),
     (
         "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
+        Some("log.message.timestamp.before.max.ms"),
         Kind::Long { min: 0 },
     ),
     (
         "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
         Kind::Long { min: 0 },
     ),
-    (
-        LEADER_THROTTLED_REPLICAS,
-        LEADER_THROTTLED_REPLICAS,
-        Kind::ThrottledReplicas,
-    ),
-    (
-        FOLLOWER_THROTTLED_REPLICAS,
-        FOLLOWER_THROTTLED_REPLICAS,
-        Kind::ThrottledReplicas,
-    ),
+    (LEADER_THROTTLED_REPLICAS, None, Kind::ThrottledReplicas),
+    (FOLLOWER_THROTTLED_REPLICAS, None, Kind::ThrottledReplicas),
 ];
 
 /// Replicas whose leader-side replication is throttled to `leader.replication.throttled.rate`.
@@ -301,19 +304,16 @@ pub enum Throttled {
 }
 
 impl Throttled {
+    /// What a well-formed value throttles on broker `node` (None: nothing, or malformed).
     pub fn parse(value: &str, node: i32) -> Option<Throttled> {
         let value = value.trim();
         if value == "*" {
             return Some(Throttled::All);
         }
-        let set: std::collections::BTreeSet<i32> = value
-            .split(',')
-            .filter_map(|item| {
-                let (p, b) = item.trim().split_once(':')?;
-                (b.trim().parse::<i32>().ok()? == node)
-                    .then(|| p.trim().parse::<i32>().ok())
-                    .flatten()
-            })
+        let set: std::collections::BTreeSet<i32> = throttled_pairs(value)?
+            .into_iter()
+            .filter(|(_, b)| *b == node)
+            .map(|(p, _)| p)
             .collect();
         (!set.is_empty()).then_some(Throttled::Partitions(set))
     }
@@ -324,6 +324,22 @@ impl Throttled {
             Throttled::Partitions(set) => set.contains(&partition),
         }
     }
+}
+
+/// The `partition:broker` pairs of a throttled-replicas list other than `*` (empty for an empty
+/// value); None when an item is not two non-negative ints.
+fn throttled_pairs(value: &str) -> Option<Vec<(i32, i32)>> {
+    let id = |v: &str| v.trim().parse::<i32>().ok().filter(|v| *v >= 0);
+    if value.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|item| {
+            let (p, b) = item.split_once(':')?;
+            Some((id(p)?, id(b)?))
+        })
+        .collect()
 }
 
 /// Kairos topic configs: no broker-level default.
@@ -343,7 +359,9 @@ pub fn kairos_topic_config_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Names of every topic config, with the broker key that supplies its default.
-pub fn topic_config_names() -> impl Iterator<Item = (&'static str, &'static str)> {
+/// Each topic config and the broker config behind its default (None: no broker default, the
+/// default is empty).
+pub fn topic_config_names() -> impl Iterator<Item = (&'static str, Option<&'static str>)> {
     TOPIC_CONFIGS.iter().map(|(n, b, _)| (*n, *b))
 }
 
@@ -398,14 +416,7 @@ fn check_kind(kind: &Kind, key: &str, value: &str) -> Result<(), MetaError> {
         }
         Kind::ThrottledReplicas => {
             let value = value.trim();
-            let well_formed = value.is_empty()
-                || value == "*"
-                || value.split(',').all(|item| {
-                    item.trim().split_once(':').is_some_and(|(p, b)| {
-                        p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
-                    })
-                });
-            if well_formed {
+            if value == "*" || throttled_pairs(value).is_some() {
                 Ok(())
             } else {
                 invalid("Expected '*' or a comma-separated list of [partitionId]:[brokerId]".into())
@@ -529,6 +540,27 @@ fn validate_retry_configs(name: &str, configs: &BTreeMap<String, String>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_replicas_are_read_for_this_broker() {
+        assert_eq!(Throttled::parse("*", 3), Some(Throttled::All));
+        let t = Throttled::parse("0:1, 1:3 ,2:3", 3).unwrap();
+        assert!(!t.contains(0) && t.contains(1) && t.contains(2));
+        assert_eq!(Throttled::parse("0:1", 3), None);
+        assert_eq!(Throttled::parse("", 3), None);
+        for bad in ["zero:1", "0:1,", "0-1", "-1:2"] {
+            assert!(
+                validate_topic_config(LEADER_THROTTLED_REPLICAS, bad).is_err(),
+                "{bad}"
+            );
+        }
+        for good in ["", "*", "0:1", " 0:1 , 2:3 "] {
+            assert!(
+                validate_topic_config(LEADER_THROTTLED_REPLICAS, good).is_ok(),
+                "{good}"
+            );
+        }
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -342,8 +342,8 @@ fn describe_topic(
                 .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
         })
         .map(|(name, broker_key)| {
-            let default_value = broker_value(cfg, broker_key);
-            let broker_source = if cfg.raw.contains_key(broker_key) {
+            let default_value = broker_key.map(|k| broker_value(cfg, k)).unwrap_or_default();
+            let broker_source = if broker_key.is_some_and(|k| cfg.raw.contains_key(k)) {
                 SOURCE_STATIC_BROKER
             } else {
                 SOURCE_DEFAULT
@@ -367,12 +367,14 @@ fn describe_topic(
                             .with_source(source),
                     );
                 }
-                list.push(
-                    DescribeConfigsSynonym::default()
-                        .with_name(s(broker_key))
-                        .with_value(Some(s(default_value)))
-                        .with_source(broker_source),
-                );
+                if let Some(broker_key) = broker_key {
+                    list.push(
+                        DescribeConfigsSynonym::default()
+                            .with_name(s(broker_key))
+                            .with_value(Some(s(default_value)))
+                            .with_source(broker_source),
+                    );
+                }
                 r.synonyms = list;
             }
             r
@@ -388,10 +390,7 @@ fn describe_broker(
     keys: &Option<Vec<StrBytes>>,
 ) -> Vec<DescribeConfigsResourceResult> {
     let mut entries: BTreeMap<String, (String, i8, bool)> = BTreeMap::new();
-    for (_, broker_key) in topic_config_names() {
-        if broker_key.ends_with(".replication.throttled.replicas") {
-            continue; // topic-only
-        }
+    for broker_key in topic_config_names().filter_map(|(_, b)| b) {
         let source = if cfg.raw.contains_key(broker_key) {
             SOURCE_STATIC_BROKER
         } else {

