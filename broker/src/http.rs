@@ -367,14 +367,7 @@ mod tests {
         };
         assert_eq!(status(&state).await, StatusCode::SERVICE_UNAVAILABLE);
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::BrokerConfig::load(
-            None,
-            &[
-                format!("log.dirs={}", dir.path().display()),
-                "offsets.topic.num.partitions=1".into(),
-            ],
-        )
-        .unwrap();
+        let config = crate::server::test_config(dir.path(), 1);
         state.set_broker(
             crate::server::open_standalone(&config, metrics)
                 .await

@@ -99,6 +99,20 @@ impl Broker {
         *last = Some(image);
     }
 
+    /// The leader of `topic`-`partition` and its Kafka listener's address.
+    pub fn leader_addr(&self, topic: &str, partition: i32) -> Result<(i32, String), String> {
+        let image = self.topics.image();
+        let leader = image
+            .partition(topic, partition)
+            .map(|p| p.leader)
+            .ok_or_else(|| format!("{topic}-{partition} does not exist"))?;
+        let info = image
+            .brokers
+            .get(&leader)
+            .ok_or_else(|| format!("{topic}-{partition} has no live leader (leader {leader})"))?;
+        Ok((leader, info.addr()))
+    }
+
     /// Commits `command` and makes the hosted replicas match the image it produced.
     async fn apply(&self, command: Command) -> Result<Reply, MetaError> {
         let reply = self.topics.propose(command).await?;
@@ -278,6 +292,20 @@ fn registration(config: &BrokerConfig, metadata: &Metadata) -> Command {
         port: config.advertised_port,
         rack: config.broker_rack.clone(),
     }
+}
+
+/// A single node's config for unit tests: data in `dir`, `offsets_partitions` partitions of
+/// `__consumer_offsets`, defaults otherwise.
+#[cfg(test)]
+pub fn test_config(dir: &std::path::Path, offsets_partitions: u32) -> BrokerConfig {
+    BrokerConfig::load(
+        None,
+        &[
+            format!("log.dirs={}", dir.display()),
+            format!("offsets.topic.num.partitions={offsets_partitions}"),
+        ],
+    )
+    .expect("a test config")
 }
 
 /// A single-node broker with its one-node quorum, registered, no listener and no background

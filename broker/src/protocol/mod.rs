@@ -354,7 +354,6 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BrokerConfig;
     use rand::{Rng, SeedableRng};
 
     /// Proves the request path never panics on hostile input: for every advertised API and
@@ -369,14 +368,7 @@ mod tests {
         eprintln!("random_bodies_never_panic seed={seed}");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig::load(
-            None,
-            &[
-                format!("log.dirs={}", dir.path().display()),
-                "offsets.topic.num.partitions=2".into(),
-            ],
-        )
-        .unwrap();
+        let config = crate::server::test_config(dir.path(), 2);
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
         let broker = crate::server::open_standalone(&config, metrics)
             .await

@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 /// `replica.fetch.response.max.bytes` plus one batch per partition).
 const FRAME_BYTES_MAX: usize = 512 * 1024 * 1024;
 
+/// Fetch version used between brokers (replica fetching, redrive reads).
+pub const FETCH_VERSION: i16 = 12;
+
 pub struct Connection {
     stream: TcpStream,
     client_id: StrBytes,

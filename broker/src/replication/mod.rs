@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use crate::partition::epochs::{UNDEFINED, UNDEFINED_OFFSET};
 use crate::partition::{codes, Partition};
+use client::FETCH_VERSION;
 
-const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
 /// What a follower fetches with (the `replica.fetch.*` settings).

@@ -98,7 +98,7 @@ const INTENT_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// unfinished; resending it is safe because each batch carries the intent's idempotent producer
 /// id and sequence, and a target leader answers a batch it already holds as a duplicate.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub(crate) struct Intent {
+struct Intent {
     producer_id: i64,
     producer_epoch: i16,
     batches: Vec<IntentBatch>,
@@ -1046,6 +1046,12 @@ fn read_with_intents(tp: &Partition, offset: i64) -> Result<Option<RecordsAndInt
     Ok((next > offset).then_some((records, intents, next)))
 }
 
+/// The data records of the whole batches in `bytes` from `from` on, and the offset to read next
+/// (for bytes read elsewhere, e.g. fetched from another broker).
+pub(crate) fn decode_from(bytes: Bytes, from: i64) -> Result<(Vec<LogRecord>, i64), String> {
+    decode_batches(bytes, from, None)
+}
+
 /// Decodes whole batches from `bytes`; skips records below `from`.
 fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
     Ok(decode_batches(bytes, from, None)?.0)
@@ -1054,7 +1060,7 @@ fn decode(bytes: Bytes, from: i64) -> Result<Vec<LogRecord>, String> {
 /// The data records of the whole batches in `bytes` from `from` on, and the offset after the
 /// last of those batches (`from` when there is none). Control records are skipped, except
 /// forward intents, collected into `intents` when given.
-pub(crate) fn decode_batches(
+fn decode_batches(
     bytes: Bytes,
     from: i64,
     mut intents: Option<&mut Vec<(i64, Intent)>>,
@@ -1776,7 +1782,7 @@ impl PartitionTask {
                 next.partition,
                 next.batch.clone(),
             ));
-            let result = delivered.map_err(|e| e.0).and_then(|()| {
+            let result = delivered.and_then(|()| {
                 let sources = std::mem::take(&mut undelivered[0].sources);
                 self.mark_delivered(&sources)
             });
@@ -1935,8 +1941,8 @@ impl PartitionTask {
     }
 }
 
-/// Replaces `path` through a temporary file and a rename, without fsync, as the time engines
-/// always wrote their checkpoints and index files (the module doc explains the crash windows).
+/// Replaces `path` through a temporary file and a rename, fsynced (`checkpoint::write_atomic`),
+/// with the path in the error.
 pub(crate) fn rewrite(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     crate::log::checkpoint::write_atomic(path, bytes)
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -1981,14 +1987,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unfinished_intent_is_completed_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::BrokerConfig::load(
-            None,
-            &[
-                format!("log.dirs={}", dir.path().display()),
-                "offsets.topic.num.partitions=1".into(),
-            ],
-        )
-        .unwrap();
+        let config = crate::server::test_config(dir.path(), 1);
         let metrics = Arc::new(crate::metrics::Metrics::new(|_| true).unwrap());
         let broker = crate::server::open_standalone(&config, metrics)
             .await

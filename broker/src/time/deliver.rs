@@ -24,16 +24,6 @@ const PRODUCE_VERSION: i16 = 9;
 /// How long a forward waits for its batch to be committed.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a delivery did not happen; the caller retries the same batch later.
-#[derive(Debug)]
-pub struct DeliverError(pub String);
-
-impl std::fmt::Display for DeliverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// The idempotent producer a forwarder stamps its batches with: one producer id (allocated
 /// through the metadata quorum on first use) and the next sequence per target partition. After a
 /// batch whose fate is unknown (a timeout), `reset` makes later batches use a new producer id,
@@ -47,6 +37,11 @@ pub struct Stamper {
 impl Stamper {
     /// The current producer (id, epoch), allocated on first use.
     pub async fn producer(&mut self, broker: &Broker) -> Result<(i64, i16), String> {
+        // Kafka wraps a sequence from i32::MAX to 0; rather than ever get there, a producer near
+        // the end of its sequences is replaced (the margin is more than any one batch).
+        if self.sequences.values().any(|s| *s > i32::MAX - (1 << 20)) {
+            self.reset();
+        }
         if let Some(p) = self.producer {
             return Ok(p);
         }
@@ -100,32 +95,20 @@ impl Deliverer {
         topic: &str,
         partition: i32,
         batch: Bytes,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
         if let Ok(p) = self.broker.leader_replica(topic, partition) {
-            let r = p.append(batch).map_err(|e| {
-                DeliverError(format!("appending to {topic}-{partition}: {}", e.message))
-            })?;
+            let r = p
+                .append(batch)
+                .map_err(|e| format!("appending to {topic}-{partition}: {}", e.message))?;
             return p
                 .wait_replicated(r.last_offset, r.leader_epoch, deadline)
                 .await
                 .map_err(|code| {
-                    DeliverError(format!(
-                        "{topic}-{partition} did not commit the batch (error {code})"
-                    ))
+                    format!("{topic}-{partition} did not commit the batch (error {code})")
                 });
         }
-        let image = self.broker.topics.image();
-        let leader = image
-            .partition(topic, partition)
-            .map(|p| p.leader)
-            .ok_or_else(|| DeliverError(format!("{topic}-{partition} does not exist")))?;
-        let Some(info) = image.brokers.get(&leader) else {
-            return Err(DeliverError(format!(
-                "{topic}-{partition} has no live leader (leader {leader})"
-            )));
-        };
-        let addr = info.addr();
+        let (leader, addr) = self.broker.leader_addr(topic, partition)?;
         if !self.connections.contains_key(&leader) {
             let timeout = Duration::from_millis(self.broker.config.replica_socket_timeout_ms)
                 .max(COMMIT_TIMEOUT + Duration::from_secs(5));
@@ -135,7 +118,7 @@ impl Deliverer {
                 timeout,
             )
             .await
-            .map_err(|e| DeliverError(format!("{topic}-{partition}: {e:#}")))?;
+            .map_err(|e| format!("{topic}-{partition}: {e:#}"))?;
             self.connections.insert(leader, c);
         }
         let req = ProduceRequest::default()
@@ -147,16 +130,16 @@ impl Deliverer {
                     .with_index(partition)
                     .with_records(Some(batch))])]);
         let Some(conn) = self.connections.get_mut(&leader) else {
-            return Err(DeliverError("connection vanished".into()));
+            return Err("connection vanished".into());
         };
         let resp = match conn.call(PRODUCE_VERSION, &req).await {
             Ok(r) => r,
             Err(e) => {
                 // The connection's state is unknown after a failed call: open a new one next time.
                 self.connections.remove(&leader);
-                return Err(DeliverError(format!(
+                return Err(format!(
                     "producing to {topic}-{partition} on broker {leader}: {e:#}"
-                )));
+                ));
             }
         };
         let code = resp
@@ -169,9 +152,9 @@ impl Deliverer {
         if code == 0 {
             Ok(())
         } else {
-            Err(DeliverError(format!(
+            Err(format!(
                 "broker {leader} answered produce to {topic}-{partition} with error {code}"
-            )))
+            ))
         }
     }
 }

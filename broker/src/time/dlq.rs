@@ -5,25 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
-use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Record;
 
-use super::delay::{decode_batches, read_from};
+use super::delay::{decode_from, read_from, LogRecord};
 use super::deliver::{Deliverer, Stamper};
 use super::headers;
 use super::murmur2::partition_for;
+use crate::partition::codes::OFFSET_OUT_OF_RANGE;
 use crate::partition::now_ms;
-use crate::replication::client::Connection;
+use crate::replication::client::{Connection, FETCH_VERSION};
 use crate::server::Broker;
 
 /// Records per append to a destination partition.
 const REDRIVE_BATCH_RECORDS_MAX: usize = 1_000;
 /// Sends of one batch before its destination is reported as a problem.
 const REDRIVE_ATTEMPTS: usize = 3;
-const FETCH_VERSION: i16 = 12;
 const FETCH_BYTES_MAX: i32 = 4 * 1024 * 1024;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// Which dead-letter records to redrive, and where.
 pub struct RedriveRequest {
@@ -71,23 +70,17 @@ pub async fn redrive(broker: &Arc<Broker>, req: &RedriveRequest) -> Result<Redri
     // destination topic → partition → records
     let mut out: BTreeMap<String, BTreeMap<i32, Vec<Record>>> = BTreeMap::new();
     for p in 0..info.partitions {
-        let records = match read_partition(broker, &req.dlq_topic, p).await {
-            Ok(r) => r,
-            Err(e) => {
-                missing.insert(format!("{}-{p} was not read: {e}", req.dlq_topic));
-                continue;
-            }
-        };
-        for r in records {
+        // Selected and routed as read: only what goes back is held.
+        let mut select = |r: Record| {
             if req
                 .key
                 .as_deref()
                 .is_some_and(|k| r.key.as_deref() != Some(k))
             {
-                continue;
+                return;
             }
             if r.timestamp < req.from_ms || r.timestamp >= req.to_ms {
-                continue;
+                return;
             }
             report.matched += 1;
             let dest = match &req.to_topic {
@@ -103,7 +96,7 @@ pub async fn redrive(broker: &Arc<Broker>, req: &RedriveRequest) -> Result<Redri
                     r.offset,
                     headers::DLQ_SOURCE_TOPIC
                 ));
-                continue;
+                return;
             };
             let Some(dest_info) = broker.topics.get(&dest) else {
                 report.skipped += 1;
@@ -111,7 +104,7 @@ pub async fn redrive(broker: &Arc<Broker>, req: &RedriveRequest) -> Result<Redri
                     "topic {dest} no longer exists: its records stay in {}",
                     req.dlq_topic
                 ));
-                continue;
+                return;
             };
             let partition = partition_for(r.key.as_deref(), p, dest_info.partitions);
             out.entry(dest)
@@ -119,6 +112,9 @@ pub async fn redrive(broker: &Arc<Broker>, req: &RedriveRequest) -> Result<Redri
                 .entry(partition)
                 .or_default()
                 .push(reset(r));
+        };
+        if let Err(e) = read_partition(broker, &req.dlq_topic, p, &mut select).await {
+            missing.insert(format!("{}-{p} was not read: {e}", req.dlq_topic));
         }
     }
     report.problems = missing.into_iter().collect();
@@ -172,35 +168,32 @@ async fn read_partition(
     broker: &Arc<Broker>,
     topic: &str,
     partition: i32,
-) -> Result<Vec<Record>, String> {
-    let mut out = Vec::new();
-    if let Some(part) = broker.replicas.get(topic, partition) {
-        let end = part.high_watermark();
-        let mut offset = part.log_start_offset();
-        while offset < end {
-            let Some((records, next)) = read_from(&part, offset)? else {
-                break;
-            };
-            out.extend(
-                records
-                    .into_iter()
-                    .map(|r| r.record)
-                    .filter(|r| r.offset < end),
-            );
-            offset = next;
+    keep: &mut impl FnMut(Record),
+) -> Result<(), String> {
+    // The records of whole batches read from `offset`, those below `end` kept.
+    let mut take = |records: Vec<LogRecord>, end: i64| {
+        for r in records {
+            if r.offset < end {
+                keep(r.record);
+            }
         }
-        return Ok(out);
+    };
+    if let Some(part) = broker.replicas.get(topic, partition) {
+        // Disk reads: off the async workers.
+        return tokio::task::block_in_place(|| {
+            let end = part.high_watermark();
+            let mut offset = part.log_start_offset();
+            while offset < end {
+                let Some((records, next)) = read_from(&part, offset)? else {
+                    break;
+                };
+                take(records, end);
+                offset = next;
+            }
+            Ok(())
+        });
     }
-    let image = broker.topics.image();
-    let leader = image
-        .partition(topic, partition)
-        .map(|p| p.leader)
-        .ok_or_else(|| "no such partition".to_string())?;
-    let info = image
-        .brokers
-        .get(&leader)
-        .ok_or_else(|| format!("no live leader (leader {leader})"))?;
-    let addr = info.addr();
+    let (leader, addr) = broker.leader_addr(topic, partition)?;
     let mut conn = Connection::connect(
         &addr,
         format!("kairos-redrive-{}", broker.node_id()),
@@ -210,21 +203,14 @@ async fn read_partition(
     .map_err(|e| format!("{e:#}"))?;
     let mut offset = 0i64;
     loop {
+        // A consumer's fetch (the codec's defaults: replica -1, no wait, read uncommitted).
         let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
             .with_max_bytes(FETCH_BYTES_MAX)
-            .with_isolation_level(0)
-            .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partitions(vec![FetchPartition::default()
                     .with_partition(partition)
-                    .with_current_leader_epoch(-1)
                     .with_fetch_offset(offset)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
                     .with_partition_max_bytes(FETCH_BYTES_MAX)])]);
         let resp = conn
             .call(FETCH_VERSION, &req)
@@ -251,19 +237,14 @@ async fn read_partition(
             offset = p.log_start_offset;
         }
         if offset >= hw {
-            return Ok(out);
+            return Ok(());
         }
         let bytes = p.records.clone().unwrap_or_default();
-        let (records, next) = decode_batches(bytes, offset, None)?;
+        let (records, next) = decode_from(bytes, offset)?;
         if next <= offset {
             return Err(format!("no progress reading at offset {offset}"));
         }
-        out.extend(
-            records
-                .into_iter()
-                .map(|r| r.record)
-                .filter(|r| r.offset < hw),
-        );
+        take(records, hw);
         offset = next;
     }
 }

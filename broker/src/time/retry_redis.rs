@@ -50,9 +50,10 @@ const LEASE_MS: i64 = 30_000;
 /// Done markers are kept this long (longer than any checkpoint lag).
 const DONE_TTL_MS: i64 = 24 * 3_600_000;
 const IDLE_WAKE: Duration = Duration::from_millis(200);
-/// A scheduler round that takes longer is treated as Redis being unavailable (the client's
-/// own reconnect logic can otherwise wait far longer than its timeouts suggest).
-const ROUND_TIMEOUT: Duration = Duration::from_secs(3);
+/// A Redis command (or connecting) that takes longer counts as Redis being unavailable (the
+/// client's own reconnect logic can otherwise wait far longer than its timeouts suggest).
+/// Delivering to Kafka partitions is not bounded by it: an acks=all wait has its own timeout.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 const SCHEDULE_LUA: &str = r"
 local added = 0
@@ -86,11 +87,12 @@ const CLAIM_IDS_LUA: &str = r"
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
-  if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZSCORE', KEYS[2], id) then
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if due or redis.call('ZSCORE', KEYS[2], id) then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZADD', KEYS[2], ARGV[1], id)
     table.insert(out, id)
-    table.insert(out, '0')
+    table.insert(out, due or '')
     table.insert(out, redis.call('HGET', KEYS[3], id) or '')
     table.insert(out, redis.call('HGET', KEYS[4], id) or '')
   end
@@ -135,12 +137,27 @@ pub enum RedisConn {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+/// Bounds one Redis exchange by [`REDIS_TIMEOUT`].
+fn bounded<'a, T: Send + 'a>(f: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        tokio::time::timeout(REDIS_TIMEOUT, f)
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "no answer within the Redis timeout",
+                    format!("{} s", REDIS_TIMEOUT.as_secs()),
+                )))
+            })
+    })
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        bounded(match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -149,10 +166,10 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        bounded(match self {
             RedisConn::Single(c) => c.req_packed_commands(cmd, offset, count),
             RedisConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
+        })
     }
 
     fn get_db(&self) -> i64 {
@@ -308,9 +325,14 @@ impl RedisRetryTask {
             let committed = partition.hw_moved().notified();
             tokio::pin!(committed);
             committed.as_mut().enable();
-            let round = tokio::time::timeout(ROUND_TIMEOUT, self.step())
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {} s", ROUND_TIMEOUT.as_secs())));
+            let round = self.step().await;
+            if round.is_err() {
+                // Whatever this round left claimed (a batch sent or not, finalized or not) is
+                // taken back next round and sent again as stamped; batches after it use a new
+                // producer id, so no later sequence can pass it.
+                self.stamper.reset();
+                self.reaped_at_start = false;
+            }
             let wait = match round {
                 Ok(wait) => {
                     if self.warned_down {
@@ -320,7 +342,7 @@ impl RedisRetryTask {
                     self.broker.metrics.redis_up.store(1, Ordering::Relaxed);
                     wait
                 }
-                Err(e) => {
+                Err(RoundError::Redis(e)) => {
                     self.broker.metrics.redis_up.store(0, Ordering::Relaxed);
                     if !self.warned_down {
                         tracing::warn!(
@@ -331,6 +353,11 @@ impl RedisRetryTask {
                     }
                     *self.state.blocked.lock() = Some(format!("Redis unavailable: {e}"));
                     self.con = None;
+                    Duration::from_millis(500)
+                }
+                Err(RoundError::Delivery(e)) => {
+                    tracing::warn!("retry {}: {e}; sending again shortly", self.name());
+                    *self.state.blocked.lock() = Some(e);
                     Duration::from_millis(500)
                 }
             };
@@ -350,25 +377,28 @@ impl RedisRetryTask {
         if let Some(c) = &self.con {
             return Ok(c.clone());
         }
-        let con = connect(
-            &self.url,
-            self.broker.config.retry_redis_tls_ca_file.as_deref(),
-        )
-        .await?;
+        let ca_file = self.broker.config.retry_redis_tls_ca_file.as_deref();
+        let con = tokio::time::timeout(REDIS_TIMEOUT, connect(&self.url, ca_file))
+            .await
+            .map_err(|_| format!("no answer within {} s", REDIS_TIMEOUT.as_secs()))??;
         self.con = Some(con.clone());
         Ok(con)
     }
 
     fn write_checkpoint(&mut self) {
         let path = self.partition.dir().join(CHECKPOINT_FILE);
-        if let Err(e) = super::delay::rewrite(&path, self.indexed_to.to_string().as_bytes()) {
+        let bytes = self.indexed_to.to_string();
+        // An fsynced file write: off the async workers.
+        let written =
+            tokio::task::block_in_place(|| super::delay::rewrite(&path, bytes.as_bytes()));
+        if let Err(e) = written {
             tracing::warn!("retry {}: checkpoint failed: {e}", self.name());
         }
         self.last_checkpoint = Instant::now();
     }
 
     /// One round: reap (once), schedule new records, deliver due ones. Returns how long to wait.
-    async fn step(&mut self) -> Result<Duration, String> {
+    async fn step(&mut self) -> Result<Duration, RoundError> {
         let Some(schedule) = self.schedule() else {
             return Ok(IDLE_WAKE);
         };
@@ -387,6 +417,8 @@ impl RedisRetryTask {
             .metrics
             .redis_latency
             .observe(started.elapsed().as_secs_f64());
+        // Cleared before delivering, which sets it again when a destination is missing.
+        *self.state.blocked.lock() = None;
         let wait = self.deliver(&mut con, &schedule).await?;
         let pending: (u64, u64) = redis::pipe()
             .zcard(&self.keys.due)
@@ -397,7 +429,6 @@ impl RedisRetryTask {
         self.state
             .redis_pending
             .store(pending.0 + pending.1, Ordering::Relaxed);
-        *self.state.blocked.lock() = None;
         if self.last_checkpoint.elapsed() >= Duration::from_secs(1) {
             self.write_checkpoint();
         }
@@ -460,7 +491,7 @@ impl RedisRetryTask {
         &mut self,
         con: &mut RedisConn,
         schedule: &Schedule,
-    ) -> Result<Duration, String> {
+    ) -> Result<Duration, RoundError> {
         loop {
             let now = now_ms();
             let claimed = claim_reply(
@@ -510,7 +541,7 @@ impl RedisRetryTask {
             }
             let mut dropped = Vec::new();
             let mut batches: BTreeMap<(String, i32), ClaimedBatch> = BTreeMap::new();
-            for c in fresh {
+            for c in &fresh {
                 match self.prepare(c, schedule) {
                     Prepared::Record {
                         dest,
@@ -536,7 +567,11 @@ impl RedisRetryTask {
                 self.finalize(con, "", &dropped).await?;
             }
             for ((dest, partition), (records, entries)) in batches {
-                let (producer_id, epoch) = self.stamper.producer(&self.broker).await?;
+                let (producer_id, epoch) = self
+                    .stamper
+                    .producer(&self.broker)
+                    .await
+                    .map_err(RoundError::Delivery)?;
                 let sequence = self.stamper.take(&dest, partition, records.len());
                 let stamp = format!("{producer_id}:{epoch}:{sequence}");
                 let ids: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
@@ -561,14 +596,14 @@ impl RedisRetryTask {
     }
 
     /// Routes one claimed entry: its destination partition and the record as it goes there.
-    fn prepare(&self, c: Claimed, schedule: &Schedule) -> Prepared {
+    fn prepare(&self, c: &Claimed, schedule: &Schedule) -> Prepared {
         let Some((append_ms, mut record)) = decode_blob(&c.blob) else {
             tracing::warn!(
                 "retry {}: entry {} has no readable record; dropped",
                 self.name(),
                 c.id
             );
-            return Prepared::Unreadable(c.id);
+            return Prepared::Unreadable(c.id.clone());
         };
         let offset: i64 =
             c.id.split(':')
@@ -595,7 +630,7 @@ impl RedisRetryTask {
             dest,
             partition,
             record: Box::new(record),
-            entry: (c.id, c.due, attempt),
+            entry: (c.id.clone(), c.due, attempt),
         }
     }
 
@@ -608,7 +643,7 @@ impl RedisRetryTask {
         schedule: &Schedule,
         stamp: &str,
         mut entries: Vec<Claimed>,
-    ) -> Result<Vec<Claimed>, String> {
+    ) -> Result<Vec<Claimed>, RoundError> {
         let seq = parse_stamp(stamp);
         let batch: Option<String> = redis::cmd("HGET")
             .arg(&self.keys.batch)
@@ -618,6 +653,7 @@ impl RedisRetryTask {
             .map_err(|e| e.to_string())?;
         let layout = batch.as_deref().and_then(parse_batch);
         let (Some(seq), Some((dest, partition, members))) = (seq, layout) else {
+            self.forget_batch(con, stamp).await?;
             tracing::warn!(
                 "retry {}: batch {stamp} has no readable layout; its {} entries go as new ones",
                 self.name(),
@@ -660,7 +696,7 @@ impl RedisRetryTask {
         let complete = ordered.len() == members.len();
         if complete {
             for c in &ordered {
-                match self.prepare(c.clone(), schedule) {
+                match self.prepare(c, schedule) {
                     Prepared::Record { record, entry, .. } => {
                         records.push(*record);
                         routed.push(entry);
@@ -677,6 +713,7 @@ impl RedisRetryTask {
                 ordered.len(),
                 members.len()
             );
+            self.forget_batch(con, stamp).await?;
             let mut back = unstamp(ordered);
             back.extend(unstamp(strays));
             return Ok(back);
@@ -705,13 +742,12 @@ impl RedisRetryTask {
         seq: ProducerSeq,
         entries: Vec<(String, i64, Option<i64>)>,
         stamp: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RoundError> {
         let batch = crate::records::encode_batch_as(records, now_ms(), Some(seq))?;
-        if let Err(e) = self.deliverer.deliver(dest, partition, batch).await {
-            self.stamper.reset();
-            self.reaped_at_start = false;
-            return Err(e.0);
-        }
+        self.deliverer
+            .deliver(dest, partition, batch)
+            .await
+            .map_err(RoundError::Delivery)?;
         crate::fault::point(crate::fault::RETRY_AFTER_SEND);
         let now = now_ms();
         let mut ids = Vec::with_capacity(entries.len());
@@ -722,7 +758,19 @@ impl RedisRetryTask {
                 .count_delivery(attempt, now - due, &self.broker.metrics);
             ids.push(id);
         }
-        self.finalize(con, stamp, &ids).await
+        Ok(self.finalize(con, stamp, &ids).await?)
+    }
+
+    /// Drops the layout of a batch that will not be sent again as such (its entries get new
+    /// stamps when they go as new batches).
+    async fn forget_batch(&self, con: &mut RedisConn, stamp: &str) -> Result<(), String> {
+        let _: i64 = redis::cmd("HDEL")
+            .arg(&self.keys.batch)
+            .arg(stamp)
+            .query_async(con)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Marks entries done (and forgets the batch layout `stamp`, when given).
@@ -752,9 +800,21 @@ impl RedisRetryTask {
     }
 }
 
+/// Why a round stopped: Redis did not answer (`kairos_redis_up` 0), or a batch could not be
+/// delivered to its Kafka partition (Redis is fine; the batch goes again).
+enum RoundError {
+    Redis(String),
+    Delivery(String),
+}
+
+impl From<String> for RoundError {
+    fn from(e: String) -> Self {
+        RoundError::Redis(e)
+    }
+}
+
 /// One claimed entry: id, due time, stored record, and the stamp of the batch it was last sent
 /// in ("" if none).
-#[derive(Clone)]
 struct Claimed {
     id: String,
     due: i64,
