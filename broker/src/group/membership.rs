@@ -223,6 +223,11 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return JoinOutcome::Ready(JoinResult::error(&params.member_id, INVALID_GROUP_ID));
         }
+        let is_unknown_member = params.member_id.is_empty();
+        let partition = self.partition_for(&group_id);
+        let mut groups = self.groups.lock();
+        // Checked under the groups lock: a resignation (unload) in between cannot leave a group
+        // created here for a partition this broker no longer coordinates.
         if let Some(code) = self.coordinator_error(&group_id) {
             return JoinOutcome::Ready(JoinResult::error(&params.member_id, code));
         }
@@ -234,9 +239,6 @@ impl GroupCoordinator {
                 INVALID_SESSION_TIMEOUT,
             ));
         }
-        let is_unknown_member = params.member_id.is_empty();
-        let partition = self.partition_for(&group_id);
-        let mut groups = self.groups.lock();
         let created = !groups.contains_key(&group_id);
         if created && !is_unknown_member {
             return JoinOutcome::Ready(JoinResult::error(&params.member_id, UNKNOWN_MEMBER_ID));

@@ -106,8 +106,10 @@ impl GroupCoordinator {
         let expire_timestamp_ms = (version <= 4 && req.retention_time_ms >= 0)
             .then(|| now.wall_ms.saturating_add(req.retention_time_ms));
 
-        let not_coordinator = self.coordinator_error(group_id);
         let mut groups = self.groups.lock();
+        // Checked under the groups lock, as in JoinGroup: a commit must not create a group for
+        // a partition just resigned.
+        let not_coordinator = self.coordinator_error(group_id);
         let group_error = match groups.get_mut(group_id) {
             _ if not_coordinator.is_some() => not_coordinator,
             None if generation_id < 0 => None,

@@ -452,7 +452,7 @@ impl Log {
         let first_offset = self.log_end_offset();
         let mut info = AppendInfo::empty_at(first_offset, now_ms);
         // Check framing of every batch before writing any, so a bad blob writes nothing.
-        let spans = Self::batch_spans(batches, self.config.segment_bytes)?;
+        let spans = Self::batch_spans(batches, self.config.segment_bytes, false)?;
         for (start, end) in spans {
             let bytes = &mut batches[start..end];
             let header = BatchHeader::parse(bytes)?;
@@ -472,45 +472,31 @@ impl Log {
         batches: &[u8],
         now_ms: i64,
     ) -> Result<(AppendInfo, Vec<BatchHeader>), LogError> {
-        let mut headers = Vec::new();
         let first_offset = self.log_end_offset();
         let mut info = AppendInfo::empty_at(first_offset, -1);
-        let mut position = 0;
-        while batches.len() - position >= batch::HEADER_SIZE {
-            let header = BatchHeader::parse(&batches[position..])?;
-            let size = header.total_size();
-            if header.batch_length < batch::BATCH_LENGTH_MIN as i32 || header.last_offset_delta < 0
-            {
-                return Err(BatchError::CorruptMessage(format!(
-                    "malformed batch at byte {position} of a fetched response"
-                ))
-                .into());
-            }
-            if size > batches.len() - position {
-                break;
-            }
-            if size as u64 > self.config.segment_bytes {
-                return Err(BatchError::RecordListTooLarge {
-                    size,
-                    max: self.config.segment_bytes as usize,
-                }
-                .into());
-            }
-            let base = self.log_end_offset();
-            if header.base_offset != base {
+        // Check every batch before writing any, so a bad one in the middle writes nothing.
+        let spans = Self::batch_spans(batches, self.config.segment_bytes, true)?;
+        let mut headers = Vec::with_capacity(spans.len());
+        let mut next = first_offset;
+        for &(start, end) in &spans {
+            let header = batch::validate_batch(&batches[start..end], usize::MAX)?;
+            if header.base_offset != next {
                 return Err(LogError::Corrupt {
                     path: self.dir.clone(),
                     reason: format!(
-                        "fetched batch starts at offset {} but the log ends at {base}",
+                        "fetched batch starts at offset {} but the log ends at {next}",
                         header.base_offset
                     ),
                 });
             }
-            let bytes = &batches[position..position + size];
-            batch::validate_batch(bytes, usize::MAX)?;
-            self.append_batch(bytes, &header, base, now_ms, &mut info)?;
+            next = header
+                .base_offset
+                .saturating_add(i64::from(header.last_offset_delta) + 1);
             headers.push(header);
-            position += size;
+        }
+        for (&(start, end), header) in spans.iter().zip(&headers) {
+            let base = self.log_end_offset();
+            self.append_batch(&batches[start..end], header, base, now_ms, &mut info)?;
         }
         self.after_append(&info, now_ms)?;
         Ok((info, headers))
@@ -561,21 +547,34 @@ impl Log {
     }
 
     /// Splits a blob into batch byte ranges, checking each length field (never trusting
-    /// the caller's validation for memory safety).
-    fn batch_spans(bytes: &[u8], segment_bytes: u64) -> Result<Vec<(usize, usize)>, LogError> {
+    /// the caller's validation for memory safety). With `torn_tail_ok` (a fetched response,
+    /// which a leader may cut mid-batch) a last batch running past the end is left out, and
+    /// no batch at all is not an error.
+    fn batch_spans(
+        bytes: &[u8],
+        segment_bytes: u64,
+        torn_tail_ok: bool,
+    ) -> Result<Vec<(usize, usize)>, LogError> {
         let mut spans = Vec::new();
         let mut position = 0;
         while position < bytes.len() {
+            if torn_tail_ok && bytes.len() - position < batch::HEADER_SIZE {
+                break;
+            }
             let header = BatchHeader::parse(&bytes[position..])?;
             let size = header.total_size();
+            let torn = size > bytes.len() - position;
             if header.batch_length < batch::BATCH_LENGTH_MIN as i32
-                || size > bytes.len() - position
                 || header.last_offset_delta < 0
+                || (torn && !torn_tail_ok)
             {
                 return Err(BatchError::CorruptMessage(format!(
                     "malformed batch at byte {position}"
                 ))
                 .into());
+            }
+            if torn {
+                break;
             }
             if size as u64 > segment_bytes {
                 return Err(BatchError::RecordListTooLarge {
@@ -587,7 +586,7 @@ impl Log {
             spans.push((position, position + size));
             position += size;
         }
-        if spans.is_empty() {
+        if spans.is_empty() && !torn_tail_ok {
             return Err(BatchError::CorruptMessage("no record batches".into()).into());
         }
         Ok(spans)

@@ -335,10 +335,7 @@ pub enum RoleChange {
     None,
     BecameLeader,
     /// A new leader (or leader epoch) to follow: the follower must truncate before fetching.
-    BecameFollower {
-        leader: i32,
-        epoch: i32,
-    },
+    BecameFollower,
 }
 
 /// An ISR change a leader wants the controller to commit.
@@ -532,10 +529,7 @@ impl Partition {
         if leader {
             RoleChange::BecameLeader
         } else {
-            RoleChange::BecameFollower {
-                leader: info.leader,
-                epoch: info.leader_epoch,
-            }
+            RoleChange::BecameFollower
         }
     }
 
@@ -619,7 +613,7 @@ impl Partition {
         let mut joining: Vec<i32> = r
             .followers
             .iter()
-            .filter(|(id, f)| !isr.contains(id) && !r.isr.contains(id) && r.may_join(f.leo, hw))
+            .filter(|(id, f)| !r.isr.contains(id) && r.may_join(f.leo, hw))
             .map(|(id, _)| *id)
             .collect();
         joining.sort_unstable();
@@ -769,8 +763,8 @@ impl Partition {
     ) -> Result<u64, PartitionError> {
         let mut state = self.state.lock();
         self.check_following(epoch)?;
-        // All or nothing: a batch that fails to write takes the ones before it back out, so the
-        // published log end stays the log's.
+        // The log checks every batch before writing any; a write that fails part-way (disk)
+        // takes the batches before it back out, so the published log end stays the log's.
         let before = state.log.log_end_offset();
         let (info, headers) = match state.log.append_as_follower(records, now_ms()) {
             Ok(appended) => appended,

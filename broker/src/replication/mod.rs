@@ -279,8 +279,7 @@ async fn run_fetcher(
         };
         let mut step = Step::Progress;
         if !truncating.is_empty() {
-            let refs: Vec<&(Key, Followed)> = truncating.iter().collect();
-            step = truncate(&config, c, &source, &refs, &mut gen).await;
+            step = truncate(&config, c, &source, &truncating, &mut gen).await;
         }
         if !fetching.is_empty() && matches!(step, Step::Progress | Step::Backoff) {
             step = fetch(&config, &throttles, c, &source, &fetching, &mut gen).await;
@@ -326,11 +325,12 @@ async fn truncate(
     config: &FetchConfig,
     conn: &mut client::Connection,
     source: &Source,
-    parts: &[&(Key, Followed)],
+    parts: &[(Key, Followed)],
     gen: &mut watch::Receiver<u64>,
 ) -> Step {
     let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
-    let mut asked = HashMap::new();
+    // By (topic, partition) borrowed from `parts`: the answer is matched without allocating.
+    let mut asked: HashMap<(&str, i32), (&Key, &Followed)> = HashMap::new();
     for (key, f) in parts {
         let latest = f.partition.latest_epoch();
         if latest == UNDEFINED {
@@ -345,7 +345,7 @@ async fn truncate(
             source.update(key, f, |f| f.truncate = false);
             continue;
         }
-        asked.insert(key.clone(), f);
+        asked.insert((key.0.as_str(), key.1), (key, f));
         topics.entry(key.0.as_str()).or_default().push(
             OffsetForLeaderPartition::default()
                 .with_partition(key.1)
@@ -375,8 +375,7 @@ async fn truncate(
     let mut progressed = false;
     for t in resp.topics {
         for p in t.partitions {
-            let key = (t.topic.0.to_string(), p.partition);
-            let Some(f) = asked.get(&key) else {
+            let Some(&(key, f)) = asked.get(&(t.topic.0.as_str(), p.partition)) else {
                 continue;
             };
             if p.error_code != 0 {
@@ -412,7 +411,7 @@ async fn truncate(
             }
             progressed = true;
             if done {
-                source.update(&key, f, |f| f.truncate = false);
+                source.update(key, f, |f| f.truncate = false);
             }
         }
     }
@@ -438,10 +437,11 @@ async fn fetch(
     gen: &mut watch::Receiver<u64>,
 ) -> Step {
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-    let mut offsets = HashMap::new();
+    // By (topic, partition) borrowed from `parts`: the answer is matched without allocating.
+    let mut offsets: HashMap<(&str, i32), (&Key, &Followed, i64)> = HashMap::new();
     for (key, f) in parts {
         let offset = f.partition.log_end_offset();
-        offsets.insert(key.clone(), (f, offset));
+        offsets.insert((key.0.as_str(), key.1), (key, f, offset));
         topics.entry(key.0.as_str()).or_default().push(
             FetchPartition::default()
                 .with_partition(key.1)
@@ -480,20 +480,20 @@ async fn fetch(
     let mut ok = false;
     for t in resp.responses {
         for p in t.partitions {
-            let key = (t.topic.0.to_string(), p.partition_index);
-            let Some((f, offset)) = offsets.get(&key) else {
+            let Some(&(key, f, offset)) = offsets.get(&(t.topic.0.as_str(), p.partition_index))
+            else {
                 continue;
             };
             let part = &f.partition;
             // The log may have changed since the request (a truncation by another path).
-            if part.log_end_offset() != *offset {
+            if part.log_end_offset() != offset {
                 continue;
             }
             match p.error_code {
                 0 => {
                     ok = true;
                     let records = p.records.as_deref().unwrap_or(&[]);
-                    if is_throttled(throttles, &key, f, config.node) {
+                    if is_throttled(throttles, key, f, config.node) {
                         throttles.follower.record(records.len() as u64);
                     }
                     if let Err(e) = part.append_as_follower(
@@ -508,19 +508,19 @@ async fn fetch(
                             key.1,
                             e.message
                         );
-                        source.update(&key, f, |f| f.truncate = true);
+                        source.update(key, f, |f| f.truncate = true);
                     }
                 }
                 codes::OFFSET_OUT_OF_RANGE => {
                     ok = true;
-                    let r = if p.log_start_offset > *offset {
+                    let r = if p.log_start_offset > offset {
                         tracing::info!(
                             "{}-{}: fetch offset {offset} is below the leader's log start {}; restarting the log there",
                             key.0, key.1, p.log_start_offset
                         );
                         part.truncate_fully_and_start_at(p.log_start_offset, f.epoch)
                     } else {
-                        source.update(&key, f, |f| f.truncate = true);
+                        source.update(key, f, |f| f.truncate = true);
                         Ok(())
                     };
                     if let Err(e) = r {
