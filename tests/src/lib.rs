@@ -43,7 +43,6 @@ pub fn kairos_bin() -> PathBuf {
     .clone()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again at once).
 /// A port free now, below Linux's ephemeral range (32768-60999): a broker restarted on its old
 /// port must not find it taken by some client's outgoing connection meanwhile, which an
 /// OS-chosen (ephemeral) port invites. Picked at random per process and then in sequence, so
@@ -116,24 +115,15 @@ impl Broker {
     /// Runs `kairos serve` expecting it to fail at start-up; returns its exit code and output.
     pub fn start_expecting_failure(&mut self, within: Duration) -> (Option<i32>, String) {
         self.spawn_child();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return (status.code(), self.log());
-            }
-            if Instant::now() > deadline {
+        match self.wait_child(within) {
+            Some(status) => (status.code(), self.log()),
+            None => {
                 self.kill9();
                 panic!(
                     "kairos kept running for {within:?}; expected a start-up failure; log:\n{}",
                     self.log()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -272,37 +262,36 @@ impl Broker {
 
     /// Waits (up to `within`) for the process to exit by itself; returns whether it did.
     pub fn wait_exit(&mut self, within: Duration) -> bool {
+        self.child.is_none() || self.wait_child(within).is_some()
+    }
+
+    /// Waits up to `within` for the running process to exit; its status, once it did (the
+    /// child is then forgotten).
+    fn wait_child(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-            if exited {
+        loop {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
                 self.child = None;
-                return true;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        false
     }
 
     /// SIGTERM and wait for exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
+        let pid = self.child.as_ref()?.id();
         // SAFETY: as in kill9.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        match self.wait_child(Duration::from_secs(30)) {
+            Some(status) => status.code(),
+            None => {
+                self.kill9();
                 panic!("kairos did not stop within 30 s of SIGTERM");
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -532,7 +521,6 @@ pub fn create_topic(
     Ok(())
 }
 
-/// GET a URL and return (status, body), e.g. a broker's `/metrics`.
 /// Runs a kafka-python script from `tests/python` against `bootstrap`; panics with its output
 /// (and `context`, e.g. broker logs) unless it exits 0 and prints `done`.
 pub fn run_python(script: &str, bootstrap: &str, done: &str, context: impl Fn() -> String) {
@@ -557,6 +545,7 @@ pub fn run_python(script: &str, bootstrap: &str, done: &str, context: impl Fn() 
     eprintln!("{stdout}");
 }
 
+/// GET a URL and return (status, body), e.g. a broker's `/metrics`.
 pub fn http_get(url: &str) -> (u16, String) {
     match ureq::get(url)
         .config()
@@ -958,8 +947,57 @@ pub mod cluster {
 
     use super::{kafka_call, Broker};
 
+    /// Fast sessions and elections so failures show within a second or two.
+    pub const FAST: &[&str] = &[
+        "broker.session.timeout.ms=2000",
+        "broker.heartbeat.interval.ms=200",
+        "controller.quorum.election.timeout.ms=1000",
+    ];
+
     pub fn metadata(b: &Broker) -> Option<MetadataResponse> {
         kafka_call(b.addr(), 12, &MetadataRequest::default().with_topics(None))
+    }
+
+    /// Waits (10 s) until every broker of `c` is registered, as its first broker sees it.
+    pub fn wait_registered(c: &super::Cluster) {
+        let n = c.brokers.len();
+        wait_until(Duration::from_secs(10), "every broker registered", || {
+            (live_broker_ids(&c.brokers[0])?.len() == n).then_some(())
+        });
+    }
+
+    /// The leader of `topic`-`partition` once its ISR holds all `replicas` (as `b` sees it).
+    pub fn in_sync_leader(b: &Broker, topic: &str, partition: i32, replicas: usize) -> Option<i32> {
+        leader_and_isr(b, topic, partition)
+            .filter(|(l, isr)| *l > 0 && isr.len() == replicas)
+            .map(|(l, _)| l)
+    }
+
+    /// Polls `consumer`, handing `step` each message (or None after a quiet 100 ms), until it
+    /// answers Ok; panics after `within` with the progress its last Err described. Transport
+    /// events are printed, not fatal (librdkafka reports a killed broker's connection so).
+    pub fn poll_until(
+        consumer: &rdkafka::consumer::BaseConsumer,
+        within: Duration,
+        mut step: impl FnMut(Option<&rdkafka::message::BorrowedMessage<'_>>) -> Result<(), String>,
+    ) {
+        let deadline = Instant::now() + within;
+        let mut progress = String::from("nothing read");
+        loop {
+            assert!(Instant::now() < deadline, "timed out: {progress}");
+            let m = match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    eprintln!("consumer event: {e}");
+                    None
+                }
+                None => None,
+            };
+            match step(m.as_ref()) {
+                Ok(()) => return,
+                Err(p) => progress = p,
+            }
+        }
     }
 
     /// Polls `f` every 50 ms until it returns Some, or panics after `within`.

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kairos_tests::cluster::{create_topic, leaders, live_broker_ids, metadata, wait_until};
+use kairos_tests::cluster::{
+    create_topic, leaders, live_broker_ids, metadata, wait_registered, wait_until, FAST,
+};
 use kairos_tests::{Broker, Cluster};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,21 +17,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// Fast sessions and elections so failures show within a second or two.
-const FAST: &[&str] = &[
-    "broker.session.timeout.ms=2000",
-    "broker.heartbeat.interval.ms=200",
-    "controller.quorum.election.timeout.ms=1000",
-];
-
 /// FAST, but a session outlives the test: whatever fences a broker here is not its session
 /// timing out (a later override wins).
-const LONG_SESSIONS: &[&str] = &[
-    "broker.session.timeout.ms=2000",
-    "broker.heartbeat.interval.ms=200",
-    "controller.quorum.election.timeout.ms=1000",
-    "broker.session.timeout.ms=30000",
-];
+const LONG_SESSIONS: &[&str] = &[FAST[0], FAST[1], FAST[2], "broker.session.timeout.ms=30000"];
 
 #[test]
 fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
@@ -165,9 +155,7 @@ fn controller_failover_keeps_metadata_writable() {
 #[test]
 fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restart() {
     let mut c = Cluster::start(3, LONG_SESSIONS);
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
+    wait_registered(&c);
     assert_eq!(create_topic(&c.brokers[0], "rf1", 3, 1), 0);
     let before = wait_until(Duration::from_secs(5), "leaders", || {
         leaders(&c.brokers[0], "rf1")
@@ -206,9 +194,7 @@ fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restar
 #[test]
 fn sigterm_is_a_controlled_shutdown() {
     let mut c = Cluster::start(3, LONG_SESSIONS);
-    wait_until(Duration::from_secs(10), "three brokers", || {
-        (live_broker_ids(&c.brokers[0])?.len() == 3).then_some(())
-    });
+    wait_registered(&c);
     assert_eq!(c.node(3).stop(), Some(0), "exit code after SIGTERM");
     wait_until(
         Duration::from_secs(5),

@@ -365,7 +365,7 @@ fn a_redis_retry_batch_delivered_but_not_finalized_is_not_delivered_twice() {
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert_eq!(seen.len(), 50);
     assert!(
-        b.log().contains("again"),
+        b.log().contains("records) to jobs-0 again"),
         "the unfinished batch was sent again; log:\n{}",
         b.log()
     );
