@@ -1799,7 +1799,9 @@ impl PartitionTask {
 
     /// The batches of an intent found in the log, read back from the source records. A batch
     /// with a record gone from the log (DeleteRecords, retention) can no longer be rebuilt as it
-    /// was sent: its offsets are marked done and it is left out.
+    /// was sent: its offsets are marked done and it is left out. That gives up its records still
+    /// in the log too; sending those as a new batch would not lose them but could deliver them
+    /// twice (the first send may have landed), so it is a choice, not an accident.
     fn rebuild(
         &mut self,
         intent: &Intent,
