@@ -676,9 +676,14 @@ fn serve(config: Option<PathBuf>, overrides: Vec<String>) -> Result<(), String> 
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listener)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listener))?;
+        let listener = match cfg.listener {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut term =

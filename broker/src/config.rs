@@ -193,7 +193,8 @@ fn named_listener(value: &str, name: &str) -> Option<(String, u16)> {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
-    pub listener: SocketAddr,
+    /// The Kafka listener; None on a controller-only node (`process.roles=controller`).
+    pub listener: Option<SocketAddr>,
     pub advertised_host: String,
     pub advertised_port: u16,
     pub log_dirs: Vec<PathBuf>,
@@ -328,6 +329,42 @@ impl Props {
             reason: reason.into(),
         }
     }
+
+    /// The Kafka listener's bind address and its advertised `(host, port)`.
+    fn client_listener(
+        &self,
+        host: String,
+        port: u16,
+        controller_name: &str,
+    ) -> Result<(SocketAddr, (String, u16)), ConfigError> {
+        let bind_host = if host.is_empty() {
+            "0.0.0.0".to_string()
+        } else {
+            host.clone()
+        };
+        let listener: SocketAddr = format!("{bind_host}:{port}")
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(bind_host.as_str(), port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|_| self.invalid("listeners", "host does not resolve"))?;
+        let (advertised_host, advertised_port) = match self.0.get("advertised.listeners") {
+            Some(v) => parse_listener(v, controller_name)
+                .ok_or_else(|| self.invalid("advertised.listeners", "expected NAME://host:port"))?,
+            None => {
+                let h = if host.is_empty() || host == "0.0.0.0" {
+                    "127.0.0.1".to_string()
+                } else {
+                    host
+                };
+                (h, port)
+            }
+        };
+        Ok((listener, (advertised_host, advertised_port)))
+    }
 }
 
 /// Parses `PLAINTEXT://host:port` (first listener that is not a controller listener).
@@ -397,33 +434,46 @@ impl BrokerConfig {
             p.0.get("controller.listener.names")
                 .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
                 .unwrap_or_else(|| "CONTROLLER".to_string());
-        let (host, port) = parse_listener(&listeners, &controller_name)
-            .ok_or_else(|| p.invalid("listeners", "expected NAME://host:port"))?;
-        let bind_host = if host.is_empty() {
-            "0.0.0.0".to_string()
-        } else {
-            host.clone()
-        };
-        let listener: SocketAddr = format!("{bind_host}:{port}")
-            .parse()
-            .or_else(|_| {
-                std::net::ToSocketAddrs::to_socket_addrs(&(bind_host.as_str(), port))
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or(())
-            })
-            .map_err(|_| p.invalid("listeners", "host does not resolve"))?;
-        let (advertised_host, advertised_port) = match p.0.get("advertised.listeners") {
-            Some(v) => parse_listener(v, &controller_name)
-                .ok_or_else(|| p.invalid("advertised.listeners", "expected NAME://host:port"))?,
-            None => {
-                let h = if host.is_empty() || host == "0.0.0.0" {
-                    "127.0.0.1".to_string()
-                } else {
-                    host
-                };
-                (h, port)
+        let process_roles = match p.0.get("process.roles") {
+            None => Roles {
+                broker: true,
+                controller: true,
+            },
+            Some(v) => {
+                let items: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if items.is_empty() || items.iter().any(|i| *i != "broker" && *i != "controller") {
+                    return Err(p.invalid(
+                        "process.roles",
+                        "expected broker, controller or broker,controller",
+                    ));
+                }
+                Roles {
+                    broker: items.contains(&"broker"),
+                    controller: items.contains(&"controller"),
+                }
             }
+        };
+        let (listener, advertised_host, advertised_port) = match parse_listener(
+            &listeners,
+            &controller_name,
+        ) {
+            Some(_) if !process_roles.broker => {
+                // Kafka's rule: a controller-only node lists only controller listeners.
+                return Err(p.invalid(
+                        "listeners",
+                        &format!("process.roles=controller serves no Kafka clients: list only {controller_name}:// (controller.listener.names)"),
+                    ));
+            }
+            Some((host, port)) => {
+                let (listener, advertised) = p.client_listener(host, port, &controller_name)?;
+                (Some(listener), advertised.0, advertised.1)
+            }
+            None if !process_roles.broker => (None, String::new(), 0),
+            None => return Err(p.invalid("listeners", "expected NAME://host:port")),
         };
         let log_dirs: Vec<PathBuf> =
             p.0.get("log.dirs")
@@ -448,29 +498,6 @@ impl BrokerConfig {
                 .unwrap_or(""),
         )
         .map_err(|why| p.invalid("controller.quorum.voters", &why))?;
-        let process_roles = match p.0.get("process.roles") {
-            None => Roles {
-                broker: true,
-                controller: true,
-            },
-            Some(v) => {
-                let items: Vec<&str> = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                if items.is_empty() || items.iter().any(|i| *i != "broker" && *i != "controller") {
-                    return Err(p.invalid(
-                        "process.roles",
-                        "expected broker, controller or broker,controller",
-                    ));
-                }
-                Roles {
-                    broker: items.contains(&"broker"),
-                    controller: items.contains(&"controller"),
-                }
-            }
-        };
         let controller_listener = match named_listener(&listeners, &controller_name) {
             None => None,
             Some((h, port)) => {
@@ -493,6 +520,18 @@ impl BrokerConfig {
             return Err(p.invalid(
                 "listeners",
                 &format!("a controller needs a {controller_name}://host:port listener (controller.listener.names)"),
+            ));
+        }
+        if !process_roles.controller && quorum_voters.iter().any(|v| v.id == node_id) {
+            return Err(p.invalid(
+                "process.roles",
+                &format!("node.id={node_id} is in controller.quorum.voters, so it must have the controller role"),
+            ));
+        }
+        if !process_roles.broker && quorum_voters.is_empty() {
+            return Err(p.invalid(
+                "controller.quorum.voters",
+                "process.roles=controller needs the voters listed in controller.quorum.voters",
             ));
         }
         if !process_roles.controller && quorum_voters.is_empty() {
@@ -612,7 +651,7 @@ mod tests {
     #[test]
     fn defaults_match_kafka() {
         let c = BrokerConfig::default();
-        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.listener.unwrap().to_string(), "127.0.0.1:9092");
         assert_eq!(c.log_retention_ms, 168 * 3_600_000);
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert_eq!(c.offsets_topic_num_partitions, 50);
@@ -627,7 +666,7 @@ mod tests {
         std::fs::write(&path, "# comment\nnode.id=3\nlisteners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://:9093\nlog.retention.hours=1\nfoo.bar=1\n").unwrap();
         let c = BrokerConfig::load(Some(&path), &["log.segment.bytes=1024".into()]).unwrap();
         assert_eq!(c.node_id, 3);
-        assert_eq!(c.listener.port(), 19092);
+        assert_eq!(c.listener.unwrap().port(), 19092);
         assert_eq!(c.log_retention_ms, 3_600_000);
         assert_eq!(c.log_segment_bytes, 1024);
         assert_eq!(c.unknown_keys(), vec!["foo.bar"]);
@@ -644,7 +683,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.quorum_voters.len(), 2);
         assert_eq!(c.controller_listener.unwrap().port(), 2);
-        assert_eq!(c.listener.port(), 1);
+        assert_eq!(c.listener.unwrap().port(), 1);
     }
 
     #[test]
@@ -667,6 +706,72 @@ mod tests {
         assert!(e.to_string().contains("CONTROLLER://"), "{e}");
         let e = BrokerConfig::load(None, &["process.roles=broker".into()]).unwrap_err();
         assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+        let e = BrokerConfig::load(
+            None,
+            &[
+                "process.roles=controller".into(),
+                "listeners=CONTROLLER://127.0.0.1:2".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+    }
+
+    #[test]
+    fn controller_only_and_broker_only_nodes() {
+        let voters =
+            "controller.quorum.voters=1@127.0.0.1:2,2@127.0.0.1:4,3@127.0.0.1:6".to_string();
+        let c = BrokerConfig::load(
+            None,
+            &[
+                "node.id=1".into(),
+                "process.roles=controller".into(),
+                "listeners=CONTROLLER://127.0.0.1:2".into(),
+                voters.clone(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listener, None);
+        assert_eq!(c.controller_listener.unwrap().port(), 2);
+        // Kafka's rule: a controller-only node has no client listener.
+        let e = BrokerConfig::load(
+            None,
+            &[
+                "node.id=1".into(),
+                "process.roles=controller".into(),
+                "listeners=PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2".into(),
+                voters.clone(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("serves no Kafka clients"), "{e}");
+        let c = BrokerConfig::load(
+            None,
+            &[
+                "node.id=4".into(),
+                "process.roles=broker".into(),
+                "listeners=PLAINTEXT://127.0.0.1:1".into(),
+                voters.clone(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listener.unwrap().port(), 1);
+        assert_eq!(c.controller_listener, None);
+        // A voter without the controller role.
+        let e = BrokerConfig::load(
+            None,
+            &[
+                "node.id=2".into(),
+                "process.roles=broker".into(),
+                "listeners=PLAINTEXT://127.0.0.1:1".into(),
+                voters,
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("must have the controller role"),
+            "{e}"
+        );
     }
 
     #[test]

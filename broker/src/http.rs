@@ -25,12 +25,15 @@ use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::Encoder;
 use tokio::net::TcpListener;
 
+use crate::metadata::image::NO_LEADER;
+use crate::metadata::quorum::Metadata;
 use crate::metrics::{family, Metrics};
 use crate::server::Broker;
 
 pub struct HttpState {
     metrics: Arc<Metrics>,
     broker: OnceLock<Arc<Broker>>,
+    metadata: OnceLock<Arc<Metadata>>,
     ready: AtomicBool,
 }
 
@@ -39,11 +42,15 @@ impl HttpState {
         Self {
             metrics,
             broker: OnceLock::new(),
+            metadata: OnceLock::new(),
             ready: AtomicBool::new(false),
         }
     }
     pub fn set_broker(&self, broker: Arc<Broker>) {
         let _ = self.broker.set(broker);
+    }
+    pub fn set_metadata(&self, metadata: Arc<Metadata>) {
+        let _ = self.metadata.set(metadata);
     }
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
@@ -70,21 +77,29 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    if state.broker.get().is_none() {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else if state.metadata.get().is_none() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the metadata quorum\n",
+        )
+    } else if state.broker.get().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "loading logs\n")
-    } else if !state.ready.load(Ordering::Acquire) {
+    } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting the Kafka listener\n",
         )
-    } else {
-        (StatusCode::OK, "ready\n")
     }
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let mut families = state.metrics.registry.gather();
     families.extend(state.metrics.families());
+    if let Some(m) = state.metadata.get() {
+        families.extend(controller_families(m));
+    }
     if let Some(broker) = state.broker.get() {
         let b = broker.clone();
         // Reads every partition's size under its lock: keep it off the async workers.
@@ -110,36 +125,64 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     )
 }
 
+/// The active controller's view (Kafka reports these on the active controller only, 0 elsewhere).
+fn controller_families(metadata: &Metadata) -> Vec<MetricFamily> {
+    let active = metadata.is_controller_leader();
+    let offline = if active {
+        metadata
+            .image()
+            .topics
+            .values()
+            .flat_map(|t| &t.assignment)
+            .filter(|p| p.leader == NO_LEADER)
+            .count()
+    } else {
+        0
+    };
+    let g =
+        |name: &str, help: &str, v: f64| family(name, help, MetricType::GAUGE, vec![(vec![], v)]);
+    vec![
+        g(
+            "kafka_controller_kafkacontroller_activecontrollercount",
+            "1 on the active controller (the metadata quorum's leader), else 0.",
+            if active { 1.0 } else { 0.0 },
+        ),
+        g(
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+            "Partitions without a leader (on the active controller; 0 elsewhere).",
+            offline as f64,
+        ),
+    ]
+}
+
 fn broker_families(broker: &Broker) -> Vec<MetricFamily> {
     let partitions = broker.replicas.all();
-    let count = partitions.len() as f64;
+    let me = broker.config.node_id;
+    let image = broker.topics.image();
+    let led = || {
+        image
+            .topics
+            .values()
+            .flat_map(|t| &t.assignment)
+            .filter(move |p| p.leader == me)
+    };
     let g =
         |name: &str, help: &str, v: f64| family(name, help, MetricType::GAUGE, vec![(vec![], v)]);
     let mut out = vec![
         g(
             "kafka_server_replicamanager_leadercount",
             "Partitions led by this broker.",
-            count,
+            led().count() as f64,
         ),
         g(
             "kafka_server_replicamanager_partitioncount",
-            "Partitions hosted by this broker.",
-            count,
+            "Partition replicas hosted by this broker.",
+            partitions.len() as f64,
         ),
         g(
             "kafka_server_replicamanager_underreplicatedpartitions",
-            "Led partitions whose ISR is smaller than the replica set.",
-            0.0,
-        ),
-        g(
-            "kafka_controller_kafkacontroller_activecontrollercount",
-            "1 on the active controller.",
-            1.0,
-        ),
-        g(
-            "kafka_controller_kafkacontroller_offlinepartitionscount",
-            "Partitions without a leader.",
-            0.0,
+            "Partitions led by this broker whose ISR is smaller than the replica set.",
+            led().filter(|p| p.isr.len() < p.replicas.len()).count() as f64,
         ),
     ];
     // (topic, partition) → (size, start, end)

@@ -349,7 +349,7 @@ async fn follow_image(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
 /// stopped and logs were flushed (a clean shutdown).
 pub async fn run(
     config: BrokerConfig,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     external_shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Everything stops on `shutdown`, which flips only after a controlled shutdown (leadership
@@ -383,6 +383,21 @@ pub async fn run(
     };
     let metadata =
         crate::metadata::quorum::start(&config, controller_listener, shutdown.clone()).await?;
+    http_state.set_metadata(metadata.clone());
+    let Some(listener) = listener else {
+        // process.roles=controller: the quorum, the controller's duties and /metrics; no Kafka
+        // listener, no registration as a broker, no partitions.
+        tracing::info!(
+            "kairos controller {} serving the metadata quorum (process.roles=controller)",
+            config.node_id
+        );
+        http_state.set_ready();
+        wait_for(external_shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = http_task.await;
+        tracing::info!("kairos controller {} stopped cleanly", config.node_id);
+        return Ok(());
+    };
     // Register with the controller: the image then holds everything committed before us.
     let (registered_tx, mut registered) = watch::channel(-1i64);
     let session = tokio::spawn(crate::metadata::quorum::broker_session(

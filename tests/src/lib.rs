@@ -80,6 +80,8 @@ pub struct Broker {
     pub dir: PathBuf,
     /// The controller listener's port, for members of a [`Cluster`].
     pub controller_port: Option<u16>,
+    /// `process.roles=controller`: no Kafka listener; ready once `/readyz` says so.
+    pub controller_only: bool,
     overrides: Vec<String>,
     /// `KAIROS_FAULT` for the next start (failure points; see `kairos_broker::fault`).
     pub fault: Option<String>,
@@ -105,6 +107,7 @@ impl Broker {
             admin_port: free_port(),
             dir,
             controller_port,
+            controller_only: false,
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
             fault: None,
             child: None,
@@ -181,6 +184,7 @@ impl Broker {
             .expect("broker log file");
         let mut cmd = Command::new(kairos_bin());
         let listeners = match self.controller_port {
+            Some(c) if self.controller_only => format!("listeners=CONTROLLER://127.0.0.1:{c}"),
             Some(c) => format!(
                 "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{c}",
                 self.port
@@ -231,7 +235,12 @@ impl Broker {
                     self.log()
                 );
             }
-            if let Ok(mut s) = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
+            if self.controller_only {
+                if try_http_get(&format!("{}/readyz", self.metrics_url())).map(|r| r.0) == Ok(200) {
+                    return;
+                }
+            } else if let Ok(mut s) =
+                TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
             {
                 // ApiVersions v0: size, api_key 18, version 0, correlation 1, client id "t".
                 let req = [0u8, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 1, 0, 1, b't'];
@@ -326,14 +335,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes at once and waits until each serves Kafka requests.
     pub fn start(n: usize, overrides: &[&str]) -> Cluster {
-        let mut c = Cluster::prepare(n, overrides);
-        for b in &mut c.brokers {
-            b.spawn_child();
-        }
-        for b in &mut c.brokers {
-            b.wait_ready();
-        }
-        c
+        Cluster::prepare(n, overrides).start_prepared()
     }
 
     /// The nodes configured (ports, voters, data directories) but not started.
@@ -360,10 +362,56 @@ impl Cluster {
         Cluster { brokers }
     }
 
+    /// KRaft's split layout: `controllers` controller-only nodes (ids 1..=controllers, the
+    /// voters) and `brokers` broker-only nodes after them, configured but not started.
+    pub fn prepare_split(controllers: usize, brokers: usize, overrides: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..controllers).map(|_| free_port()).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let brokers = (0..controllers + brokers)
+            .map(|i| {
+                let controller = i < controllers;
+                let mut o = vec![
+                    format!("node.id={}", i + 1),
+                    format!("controller.quorum.voters={voters}"),
+                    format!(
+                        "process.roles={}",
+                        if controller { "controller" } else { "broker" }
+                    ),
+                ];
+                o.extend(overrides.iter().map(|s| s.to_string()));
+                let o: Vec<&str> = o.iter().map(String::as_str).collect();
+                let mut b = Broker::prepare(&o, controller.then(|| ports[i]));
+                b.controller_only = controller;
+                b
+            })
+            .collect();
+        Cluster { brokers }
+    }
+
+    /// Starts every prepared node and waits until each serves.
+    pub fn start_prepared(mut self) -> Cluster {
+        for b in &mut self.brokers {
+            b.spawn_child();
+        }
+        for b in &mut self.brokers {
+            b.wait_ready();
+        }
+        self
+    }
+
+    /// The nodes that serve Kafka clients (every node but the controller-only ones).
+    pub fn broker_nodes(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.iter().filter(|b| !b.controller_only)
+    }
+
     /// `host:port` of every node's Kafka listener, comma-separated.
     pub fn bootstrap(&self) -> String {
-        self.brokers
-            .iter()
+        self.broker_nodes()
             .map(Broker::bootstrap)
             .collect::<Vec<_>>()
             .join(",")
@@ -547,18 +595,21 @@ pub fn run_python(script: &str, bootstrap: &str, done: &str, context: impl Fn() 
 
 /// GET a URL and return (status, body), e.g. a broker's `/metrics`.
 pub fn http_get(url: &str) -> (u16, String) {
-    match ureq::get(url)
+    try_http_get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// GET with a 5 s bound (a stopped process accepts connections but never answers): the status
+/// and body, or why there is none.
+pub fn try_http_get(url: &str) -> Result<(u16, String), String> {
+    let mut r = ureq::get(url)
         .config()
         .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .call()
-    {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            (status, r.body_mut().read_to_string().unwrap_or_default())
-        }
-        Err(e) => panic!("GET {url}: {e}"),
-    }
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
 }
 
 /// The value of one sample in Prometheus text format, matched by its full series text
@@ -960,10 +1011,34 @@ pub mod cluster {
 
     /// Waits (10 s) until every broker of `c` is registered, as its first broker sees it.
     pub fn wait_registered(c: &super::Cluster) {
-        let n = c.brokers.len();
+        let n = c.broker_nodes().count();
+        let first = c.broker_nodes().next().expect("a broker node");
         wait_until(Duration::from_secs(10), "every broker registered", || {
-            (live_broker_ids(&c.brokers[0])?.len() == n).then_some(())
+            (live_broker_ids(first)?.len() == n).then_some(())
         });
+    }
+
+    /// Whether `b`'s `/metrics` say it is the active controller
+    /// (`kafka_controller_kafkacontroller_activecontrollercount` 1).
+    pub fn is_active_controller(b: &Broker) -> bool {
+        let url = format!("{}/metrics", b.metrics_url());
+        super::try_http_get(&url).is_ok_and(|(status, body)| {
+            status == 200
+                && super::sample(
+                    &body,
+                    "kafka_controller_kafkacontroller_activecontrollercount",
+                ) == Some(1.0)
+        })
+    }
+
+    /// The ids of the running nodes that say they are the active controller.
+    pub fn active_controllers(c: &super::Cluster) -> Vec<i32> {
+        (1..=c.brokers.len() as i32)
+            .filter(|i| {
+                let b = &c.brokers[*i as usize - 1];
+                b.pid().is_some() && is_active_controller(b)
+            })
+            .collect()
     }
 
     /// The leader of `topic`-`partition` once its ISR holds all `replicas` (as `b` sees it).

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kairos_tests::cluster::{
-    create_topic, leaders, live_broker_ids, metadata, wait_registered, wait_until, FAST,
+    active_controllers, create_topic, is_active_controller, leaders, live_broker_ids, metadata,
+    poll_until, wait_registered, wait_until, FAST,
 };
 use kairos_tests::{Broker, Cluster};
 use rdkafka::config::ClientConfig;
@@ -115,19 +116,23 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
 #[test]
 fn controller_failover_keeps_metadata_writable() {
     let mut c = Cluster::start(3, FAST);
+    // The active controller as its /metrics say (Metadata's controller id is any live broker).
     let controller = wait_until(Duration::from_secs(10), "a controller", || {
-        let id = metadata(&c.brokers[0])?.controller_id.0;
-        (id > 0).then_some(id)
+        let a = active_controllers(&c);
+        (a.len() == 1).then(|| a[0])
     });
     c.node(controller).signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
-    let other = (1..=3).find(|i| *i != controller).unwrap();
+    let others: Vec<i32> = (1..=3).filter(|i| *i != controller).collect();
+    let other = others[0];
     let new_controller = wait_until(
         Duration::from_secs(5),
         "a new controller within 5 s",
         || {
-            let id = metadata(c.node(other))?.controller_id.0;
-            (id > 0 && id != controller).then_some(id)
+            others
+                .iter()
+                .copied()
+                .find(|i| is_active_controller(c.node(*i)))
         },
     );
     eprintln!(
@@ -279,4 +284,162 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
         Duration::from_secs(10),
         "belongs to another node",
     );
+}
+
+/// Sends `n` records to `topic` (partition `i % partitions`), acks=all, idempotent; returns
+/// (partition, offset) → payload of every acknowledged one.
+fn produce_acked(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    tag: &str,
+    n: i32,
+) -> BTreeMap<(i32, i64), String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut acked = BTreeMap::new();
+    for i in 0..n {
+        let payload = format!("{tag}{i}");
+        let d = rt
+            .block_on(
+                producer.send(
+                    FutureRecord::<(), _>::to(topic)
+                        .payload(&payload)
+                        .partition(i % partitions),
+                    Duration::from_secs(15),
+                ),
+            )
+            .unwrap_or_else(|(e, _)| panic!("produce {tag}{i}: {e}"));
+        acked.insert((d.partition, d.offset), payload);
+    }
+    acked
+}
+
+#[test]
+fn controller_only_and_broker_only_nodes_form_one_cluster() {
+    // KRaft's split layout: voters 1-3 run only the quorum, 4 and 5 only serve clients.
+    let mut c = Cluster::prepare_split(3, 2, LONG_SESSIONS).start_prepared();
+    wait_registered(&c);
+    for b in c.broker_nodes() {
+        let m = metadata(b).expect("metadata");
+        let ids: BTreeSet<i32> = m.brokers.iter().map(|x| x.node_id.0).collect();
+        assert_eq!(ids, [4, 5].into(), "clients see only the brokers");
+        // KRaft answers a live broker as the controller: clients cannot reach controllers.
+        assert!(
+            ids.contains(&m.controller_id.0),
+            "controller id {} is not a broker",
+            m.controller_id.0
+        );
+    }
+    let active = wait_until(Duration::from_secs(5), "one active controller", || {
+        let a = active_controllers(&c);
+        (a.len() == 1).then(|| a[0])
+    });
+    assert!((1..=3).contains(&active), "controller {active} is a voter");
+    assert!(
+        std::net::TcpStream::connect(c.node(1).addr()).is_err(),
+        "a controller-only node has no Kafka listener"
+    );
+
+    assert_eq!(create_topic(c.node(4), "split", 2, 2), 0);
+    let mut acked = produce_acked(&c.bootstrap(), "split", 2, "a", 40);
+    let scrape = |b: &Broker| kairos_tests::http_get(&format!("{}/metrics", b.metrics_url())).1;
+    let leading: f64 = c
+        .broker_nodes()
+        .map(|b| {
+            kairos_tests::sample(&scrape(b), "kafka_server_replicamanager_leadercount")
+                .expect("leadercount")
+        })
+        .sum();
+    assert_eq!(leading, 2.0, "each partition led by one broker");
+
+    // The active controller dies: another voter takes over, metadata writes go on.
+    c.node(active).kill9();
+    let killed_at = Instant::now();
+    let new = wait_until(
+        Duration::from_secs(5),
+        "a new controller within 5 s",
+        || {
+            let a = active_controllers(&c);
+            (a.len() == 1 && a[0] != active).then(|| a[0])
+        },
+    );
+    eprintln!(
+        "controller {active} killed; {new} took over after {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(create_topic(c.node(5), "after.failover", 1, 2), 0);
+    acked.extend(produce_acked(&c.bootstrap(), "split", 2, "b", 20));
+
+    // A broker dies: the controller-only quorum fences it (its heartbeat stream closed) and
+    // the other broker leads everything; acks=all goes on with the shrunken ISR.
+    c.node(4).kill9();
+    wait_until(Duration::from_secs(5), "broker 4 fenced", || {
+        (live_broker_ids(c.node(5))? == [5].into()).then_some(())
+    });
+    wait_until(Duration::from_secs(5), "broker 5 leads both", || {
+        (leaders(c.node(5), "split")? == [5, 5]).then_some(())
+    });
+    acked.extend(produce_acked(&c.node(5).bootstrap(), "split", 2, "c", 20));
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", c.node(5).bootstrap())
+        .set("group.id", "split")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("split", p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got = BTreeMap::new();
+    poll_until(&consumer, Duration::from_secs(20), |m| {
+        if let Some(m) = m {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            got.insert((m.partition(), m.offset()), v);
+        }
+        if got.len() >= acked.len() {
+            Ok(())
+        } else {
+            Err(format!("{} of {} read", got.len(), acked.len()))
+        }
+    });
+    assert_eq!(got, acked, "every acknowledged record, once, at its offset");
+
+    // The restarted broker registers with the quorum again and catches up.
+    c.node(4).restart();
+    wait_until(Duration::from_secs(10), "broker 4 back", || {
+        (live_broker_ids(c.node(5))? == [4, 5].into()).then_some(())
+    });
+}
+
+#[test]
+fn split_role_misconfigurations_fail_fast_with_one_clear_line() {
+    let voters = format!(
+        "controller.quorum.voters=1@127.0.0.1:{}",
+        kairos_tests::free_port()
+    );
+    // A voter without the controller role.
+    let mut b = Broker::prepare(&["node.id=1", "process.roles=broker", &voters], None);
+    expect_startup_failure(
+        &mut b,
+        Duration::from_secs(10),
+        "must have the controller role",
+    );
+    // A controller-only node that lists a client listener (the harness gives it PLAINTEXT).
+    let mut b = Broker::prepare(
+        &["node.id=1", "process.roles=controller", &voters],
+        Some(kairos_tests::free_port()),
+    );
+    expect_startup_failure(&mut b, Duration::from_secs(10), "serves no Kafka clients");
 }

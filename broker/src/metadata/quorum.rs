@@ -185,6 +185,23 @@ impl Metadata {
         }
     }
 
+    /// The controller id told to Kafka clients (Metadata, DescribeCluster): the active controller
+    /// when it is a live broker; otherwise (a `process.roles=controller` node, or none right now)
+    /// this broker, which forwards admin writes to the quorum (KRaft answers a live broker too,
+    /// as clients cannot reach controllers).
+    pub fn controller_for_clients(&self) -> i32 {
+        let controller = self.controller_id();
+        let image = self.image.borrow();
+        let live = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        if controller >= 0 && live(controller) {
+            controller
+        } else if live(self.settings.node_id) {
+            self.settings.node_id
+        } else {
+            controller
+        }
+    }
+
     /// The Raft term this node leads the quorum in, if it does.
     fn controller_term(&self) -> Option<u64> {
         self.raft.as_ref().and_then(|r| {
@@ -196,7 +213,8 @@ impl Metadata {
         })
     }
 
-    fn is_controller_leader(&self) -> bool {
+    /// Whether this node is the active controller (it leads the metadata quorum).
+    pub fn is_controller_leader(&self) -> bool {
         self.controller_term().is_some()
     }
 
@@ -233,7 +251,12 @@ impl Metadata {
                             .map(|v| v.id)
                             .unwrap_or(-1)
                     });
-                    self.forward(id, &command).await
+                    let outcome = self.forward(id, &command).await;
+                    if matches!(outcome, ProposeResult::Applied { .. }) && self.raft.is_none() {
+                        // The voter that applied it leads the quorum.
+                        *self.leader_hint.lock() = Some(id);
+                    }
+                    outcome
                 }
             };
             match outcome {
@@ -936,6 +959,13 @@ pub async fn broker_session(
                 // Leadership has moved; the stream closing fences us for good.
                 return;
             }
+            if controller < 0 && metadata.raft.is_none() {
+                // A non-voter knows no controller: ask the voters in turn (they name the
+                // leader).
+                let v = &metadata.settings.voters;
+                rotation += 1;
+                controller = v.get(rotation % v.len().max(1)).map_or(-1, |v| v.id);
+            }
             if controller == id || controller < 0 {
                 let hb = v1::HeartbeatRequest {
                     broker_id: id,
@@ -976,13 +1006,25 @@ pub async fn broker_session(
                     );
                     continue 'register;
                 }
-                RemoteOutcome::Leader(l) => controller = l,
+                RemoteOutcome::Leader(l) => {
+                    tracing::debug!("heartbeats: controller {controller} names {l} the leader");
+                    controller = l
+                }
                 RemoteOutcome::Done => return,
                 RemoteOutcome::Lost => {
+                    tracing::debug!("heartbeats: lost controller {controller}");
+                    // A non-voter learns of a new controller only by asking: forget the lost one.
+                    let lost = controller;
+                    {
+                        let mut hint = metadata.leader_hint.lock();
+                        if *hint == Some(lost) {
+                            *hint = None;
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     controller = metadata.controller_id();
-                    if controller < 0 {
-                        // No controller known: ask the voters in turn (they name the leader).
+                    if controller == lost {
+                        // Still named (a voter that has not seen the election yet): ask another.
                         let v = &metadata.settings.voters;
                         rotation += 1;
                         controller = v.get(rotation % v.len().max(1)).map_or(-1, |v| v.id);

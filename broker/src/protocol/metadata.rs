@@ -113,7 +113,7 @@ pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> Me
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.topics.controller_id()))
+        .with_controller_id(BrokerId(broker.topics.controller_for_clients()))
         .with_topics(topics)
 }
 
@@ -154,7 +154,7 @@ pub fn describe_cluster(
     let resp = DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.topics.controller_id()));
+        .with_controller_id(BrokerId(broker.topics.controller_for_clients()));
     if req.endpoint_type != 1 {
         // Only the broker endpoints exist (controller endpoints come with the Raft quorum).
         return resp
