@@ -34,6 +34,11 @@ if ! "$venv/bin/python" -c "import kafka" >/dev/null 2>&1; then
 fi
 export KAIROS_PYTHON="$venv/bin/python"
 
+# kube-apiserver and kube-controller-manager for the operator's tests, built once from Debian's
+# Kubernetes source and cached outside the clone (tests/k8s/build.sh; about 5 minutes cold).
+KAIROS_K8S_BIN="$(tests/k8s/build.sh)"
+export KAIROS_K8S_BIN
+
 # Build the broker binary first: end-to-end tests start it as a separate process.
 cargo build --workspace --all-targets
 export KAIROS_BIN="$target_dir/debug/kairos"

@@ -1,5 +1,8 @@
 //! Fixtures for end-to-end tests: real `kairos serve` processes on free loopback ports, each
-//! with its own data directory, stopped by PID (SIGTERM or SIGKILL).
+//! with its own data directory, stopped by PID (SIGTERM or SIGKILL); [`k8s`]: a real
+//! kube-apiserver for the operator's tests.
+
+pub mod k8s;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
