@@ -330,13 +330,13 @@ impl Props {
         }
     }
 
-    /// The Kafka listener's bind address and its advertised `(host, port)`.
+    /// The Kafka listener's bind address and its advertised host and port.
     fn client_listener(
         &self,
         host: String,
         port: u16,
         controller_name: &str,
-    ) -> Result<(SocketAddr, (String, u16)), ConfigError> {
+    ) -> Result<(SocketAddr, String, u16), ConfigError> {
         let bind_host = if host.is_empty() {
             "0.0.0.0".to_string()
         } else {
@@ -363,7 +363,7 @@ impl Props {
                 (h, port)
             }
         };
-        Ok((listener, (advertised_host, advertised_port)))
+        Ok((listener, advertised_host, advertised_port))
     }
 }
 
@@ -469,8 +469,8 @@ impl BrokerConfig {
                     ));
             }
             Some((host, port)) => {
-                let (listener, advertised) = p.client_listener(host, port, &controller_name)?;
-                (Some(listener), advertised.0, advertised.1)
+                let (listener, host, port) = p.client_listener(host, port, &controller_name)?;
+                (Some(listener), host, port)
             }
             None if !process_roles.broker => (None, String::new(), 0),
             None => return Err(p.invalid("listeners", "expected NAME://host:port")),
@@ -528,16 +528,11 @@ impl BrokerConfig {
                 &format!("node.id={node_id} is in controller.quorum.voters, so it must have the controller role"),
             ));
         }
-        if !process_roles.broker && quorum_voters.is_empty() {
+        // Only a combined node may be its own one-node quorum.
+        if !(process_roles.broker && process_roles.controller) && quorum_voters.is_empty() {
             return Err(p.invalid(
                 "controller.quorum.voters",
-                "process.roles=controller needs the voters listed in controller.quorum.voters",
-            ));
-        }
-        if !process_roles.controller && quorum_voters.is_empty() {
-            return Err(p.invalid(
-                "controller.quorum.voters",
-                "process.roles=broker needs the controllers listed in controller.quorum.voters",
+                &format!("process.roles={process_roles} needs the voters listed in controller.quorum.voters"),
             ));
         }
         let cfg = BrokerConfig {

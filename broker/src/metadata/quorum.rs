@@ -960,11 +960,8 @@ pub async fn broker_session(
                 return;
             }
             if controller < 0 && metadata.raft.is_none() {
-                // A non-voter knows no controller: ask the voters in turn (they name the
-                // leader).
-                let v = &metadata.settings.voters;
-                rotation += 1;
-                controller = v.get(rotation % v.len().max(1)).map_or(-1, |v| v.id);
+                // A non-voter knows no controller: ask the voters in turn.
+                controller = next_voter(&metadata, &mut rotation);
             }
             if controller == id || controller < 0 {
                 let hb = v1::HeartbeatRequest {
@@ -1025,14 +1022,19 @@ pub async fn broker_session(
                     controller = metadata.controller_id();
                     if controller == lost {
                         // Still named (a voter that has not seen the election yet): ask another.
-                        let v = &metadata.settings.voters;
-                        rotation += 1;
-                        controller = v.get(rotation % v.len().max(1)).map_or(-1, |v| v.id);
+                        controller = next_voter(&metadata, &mut rotation);
                     }
                 }
             }
         }
     }
+}
+
+/// The next voter to ask who the controller is (a voter that does not lead names the leader).
+fn next_voter(metadata: &Metadata, rotation: &mut usize) -> i32 {
+    let v = &metadata.settings.voters;
+    *rotation += 1;
+    v.get(*rotation % v.len().max(1)).map_or(-1, |v| v.id)
 }
 
 fn leads_nothing(image: &ClusterImage, id: i32) -> bool {
