@@ -343,53 +343,39 @@ impl Cluster {
 
     /// The nodes configured (ports, voters, data directories) but not started.
     pub fn prepare(n: usize, overrides: &[&str]) -> Cluster {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let brokers = (0..n)
-            .map(|i| {
-                let mut o = vec![
-                    format!("node.id={}", i + 1),
-                    format!("controller.quorum.voters={voters}"),
-                    "process.roles=broker,controller".to_string(),
-                ];
-                o.extend(overrides.iter().map(|s| s.to_string()));
-                let o: Vec<&str> = o.iter().map(String::as_str).collect();
-                Broker::prepare(&o, Some(ports[i]))
-            })
-            .collect();
-        Cluster { brokers }
+        Cluster::layout(n, 0, "broker,controller", overrides)
     }
 
     /// KRaft's split layout: `controllers` controller-only nodes (ids 1..=controllers, the
     /// voters) and `brokers` broker-only nodes after them, configured but not started.
     pub fn prepare_split(controllers: usize, brokers: usize, overrides: &[&str]) -> Cluster {
-        let ports: Vec<u16> = (0..controllers).map(|_| free_port()).collect();
-        let voters = ports
+        Cluster::layout(controllers, brokers, "controller", overrides)
+    }
+
+    /// `voters` nodes with `voter_roles` (ids 1..=voters), then `brokers` broker-only nodes.
+    fn layout(voters: usize, brokers: usize, voter_roles: &str, overrides: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..voters).map(|_| free_port()).collect();
+        let quorum = ports
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let brokers = (0..controllers + brokers)
+        let brokers = (0..voters + brokers)
             .map(|i| {
-                let controller = i < controllers;
+                let voter = i < voters;
                 let mut o = vec![
                     format!("node.id={}", i + 1),
-                    format!("controller.quorum.voters={voters}"),
+                    format!("controller.quorum.voters={quorum}"),
                     format!(
                         "process.roles={}",
-                        if controller { "controller" } else { "broker" }
+                        if voter { voter_roles } else { "broker" }
                     ),
                 ];
                 o.extend(overrides.iter().map(|s| s.to_string()));
                 let o: Vec<&str> = o.iter().map(String::as_str).collect();
-                let mut b = Broker::prepare(&o, controller.then(|| ports[i]));
-                b.controller_only = controller;
+                let mut b = Broker::prepare(&o, voter.then(|| ports[i]));
+                b.controller_only = voter && voter_roles == "controller";
                 b
             })
             .collect();

@@ -62,54 +62,8 @@ fn every_broker_serves_the_same_cluster_view_and_clients_reach_every_leader() {
     assert_eq!(create_topic(&c.brokers[0], "replicated", 1, 4), 38);
 
     // A real client produces to every partition (each leader on its own broker) and reads back.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", c.brokers[0].bootstrap())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut acked = BTreeMap::new();
-    for i in 0..60 {
-        let key = format!("k{i}");
-        let payload = format!("v{i}");
-        let partition = i % 6;
-        let d = rt
-            .block_on(
-                producer.send(
-                    FutureRecord::to("spread")
-                        .key(&key)
-                        .payload(&payload)
-                        .partition(partition),
-                    Duration::from_secs(10),
-                ),
-            )
-            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
-        acked.insert((d.partition, d.offset), payload);
-    }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.brokers[2].bootstrap())
-        .set("group.id", "g")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition_offset("spread", p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut got = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got.len() < acked.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-            got.insert((m.partition(), m.offset()), v);
-        }
-    }
+    let acked = produce_acked(&c.brokers[0].bootstrap(), "spread", 6, "v", 60);
+    let got = consume_all(&c.brokers[2].bootstrap(), "spread", 6, acked.len());
     assert_eq!(got, acked, "every acknowledged record, at its offset");
 }
 
@@ -323,6 +277,41 @@ fn produce_acked(
     acked
 }
 
+/// Reads `topic` (partitions `0..partitions`) from the beginning until `want` records came
+/// (20 s at most): (partition, offset) → payload.
+fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+) -> BTreeMap<(i32, i64), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got = BTreeMap::new();
+    poll_until(&consumer, Duration::from_secs(20), |m| {
+        if let Some(m) = m {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            got.insert((m.partition(), m.offset()), v);
+        }
+        if got.len() >= want {
+            Ok(())
+        } else {
+            Err(format!("{} of {want} read", got.len()))
+        }
+    });
+    got
+}
+
 #[test]
 fn controller_only_and_broker_only_nodes_form_one_cluster() {
     // KRaft's split layout: voters 1-3 run only the quorum, 4 and 5 only serve clients.
@@ -390,30 +379,7 @@ fn controller_only_and_broker_only_nodes_form_one_cluster() {
     });
     acked.extend(produce_acked(&c.node(5).bootstrap(), "split", 2, "c", 20));
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", c.node(5).bootstrap())
-        .set("group.id", "split")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset("split", p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut got = BTreeMap::new();
-    poll_until(&consumer, Duration::from_secs(20), |m| {
-        if let Some(m) = m {
-            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-            got.insert((m.partition(), m.offset()), v);
-        }
-        if got.len() >= acked.len() {
-            Ok(())
-        } else {
-            Err(format!("{} of {} read", got.len(), acked.len()))
-        }
-    });
+    let got = consume_all(&c.node(5).bootstrap(), "split", 2, acked.len());
     assert_eq!(got, acked, "every acknowledged record, once, at its offset");
 
     // The restarted broker registers with the quorum again and catches up.
