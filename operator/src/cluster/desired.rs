@@ -144,8 +144,8 @@ pub struct Names {
     pub config_map: String,
     pub headless: String,
     pub bootstrap: String,
+    /// Also the PodDisruptionBudget's name.
     pub stateful_set: String,
-    pub pdb: String,
 }
 
 pub fn names(kc: &KafkaCluster) -> Names {
@@ -155,7 +155,6 @@ pub fn names(kc: &KafkaCluster) -> Names {
         headless: format!("{n}-brokers"),
         bootstrap: format!("{n}-bootstrap"),
         stateful_set: format!("{n}-broker"),
-        pdb: format!("{n}-broker"),
     }
 }
 
@@ -446,8 +445,9 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
         resources: spec.resources.clone(),
         liveness_probe: Some(http_probe("/healthz", l.metrics, 10, 6)),
         readiness_probe: Some(http_probe("/readyz", l.metrics, 2, 3)),
-        // SIGTERM starts the controlled shutdown; the hook only holds the pod in Terminating
-        // until the broker has moved its leadership away and exited (it kills the shell first).
+        // The hook starts the controlled shutdown itself (SIGTERM to the broker, PID 1 once
+        // start.sh has exec'd it) and returns only when the broker has exited, i.e. after its
+        // leadership has moved away.
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
@@ -558,7 +558,7 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
 /// At most one broker down for voluntary disruptions (drains), as for the operator's restarts.
 pub fn pod_disruption_budget(kc: &KafkaCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: meta(kc, names(kc).pdb),
+        metadata: meta(kc, names(kc).stateful_set),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
