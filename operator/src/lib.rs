@@ -2,8 +2,15 @@
 //!
 //! - [`crd`] — the resource types (`kairos.dev/v1alpha1`), their status conditions, and the CRD
 //!   YAML `kairos-operator crdgen` writes to `crds/`.
-//! - [`cluster`] — what a `KafkaCluster` owns, as pure functions of its spec: ConfigMap,
-//!   Services, StatefulSet, PodDisruptionBudget.
+//! - [`cluster`] — what a `KafkaCluster` owns, as pure functions of its spec ([`cluster::desired`])
+//!   and the controller applying them ([`cluster::reconcile`]).
+//! - [`apply`] — server-side apply that writes only what differs; [`context`] — what reconciles
+//!   share (client, events, metrics, backoff); [`run`] — leader election and the controllers.
 
+pub mod apply;
 pub mod cluster;
+pub mod context;
 pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod run;

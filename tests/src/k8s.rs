@@ -1,8 +1,10 @@
 //! A real kube-apiserver (v1.20.2, built from Debian's source by `tests/k8s/build.sh`) with its
 //! etcd, on free loopback ports, stopped by PID on drop. See `../shared/k8s-apiserver.md`.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
@@ -15,6 +17,8 @@ pub fn workspace_root() -> PathBuf {
 pub struct KubeApiServer {
     dir: tempfile::TempDir,
     pids: Vec<i32>,
+    /// Processes started here (kube-controller-manager), killed and reaped on drop.
+    children: Vec<Child>,
 }
 
 impl KubeApiServer {
@@ -37,7 +41,11 @@ impl KubeApiServer {
             .filter_map(|f| std::fs::read_to_string(dir.path().join(f)).ok())
             .filter_map(|s| s.trim().parse().ok())
             .collect();
-        let server = KubeApiServer { dir, pids };
+        let server = KubeApiServer {
+            dir,
+            pids,
+            children: Vec::new(),
+        };
         assert!(status.success(), "the API server did not start");
         server
     }
@@ -85,6 +93,67 @@ impl KubeApiServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts kube-controller-manager with only `controllers` (e.g. `garbagecollector`, which
+    /// deletes objects whose owner is gone); stopped with the API server.
+    pub fn start_controller_manager(&mut self, controllers: &str) {
+        let bin = match std::env::var_os("KAIROS_K8S_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let out = Command::new(workspace_root().join("tests/k8s/build.sh"))
+                    .output()
+                    .expect("running tests/k8s/build.sh");
+                assert!(out.status.success(), "tests/k8s/build.sh failed");
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            }
+        };
+        let log = std::fs::File::create(self.dir.path().join("controller-manager.log"))
+            .expect("controller-manager log");
+        let child = Command::new(bin.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig().display()))
+            .arg(format!("--controllers={controllers}"))
+            .args(["--leader-elect=false", "--port=0", "--secure-port=0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting kube-controller-manager");
+        self.children.push(child);
+    }
+
+    /// `kubectl get ARGS -o json`, parsed; None when the object does not exist.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&all);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("NotFound"), "kubectl {}: {err}", all.join(" "));
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("kubectl JSON"))
+    }
+
+    /// Waits (polling the API server every 100 ms) until `probe` returns Some, at most `limit`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut(&KubeApiServer) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = probe(self) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Applies the CRDs in `crds/` and waits until they are Established. (kubectl 1.20 does not
     /// know `x-kubernetes-validations`: client-side validation is off, the server drops them.)
     pub fn install_crds(&self) {
@@ -102,8 +171,125 @@ impl KubeApiServer {
     }
 }
 
+/// Path of the `kairos-operator` binary: `KAIROS_OPERATOR_BIN`, else next to `KAIROS_BIN`, else
+/// built with cargo.
+pub fn operator_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("KAIROS_OPERATOR_BIN") {
+        return PathBuf::from(bin);
+    }
+    let kairos = crate::kairos_bin();
+    let bin = kairos.with_file_name("kairos-operator");
+    if std::env::var_os("KAIROS_BIN").is_none() || !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "kairos-operator"])
+            .status()
+            .expect("running cargo build for kairos-operator");
+        assert!(status.success(), "cargo build of kairos-operator failed");
+    }
+    assert!(bin.exists(), "{} not found", bin.display());
+    bin
+}
+
+/// A `kairos-operator run` process against a [`KubeApiServer`], out of cluster, with its
+/// metrics on a free port; SIGKILLed on drop.
+pub struct Operator {
+    child: Child,
+    pub metrics_addr: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator with leader election on a Lease in `default` (`extra` adds flags).
+    pub fn start(api: &KubeApiServer, name: &str, extra: &[&str]) -> Operator {
+        let log = api.dir.path().join(format!("operator-{name}.log"));
+        let stderr = std::fs::File::create(&log).expect("operator log");
+        let mut child = Command::new(operator_bin())
+            .arg("run")
+            .arg(format!("--kubeconfig={}", api.kubeconfig().display()))
+            .args(["--metrics-addr=127.0.0.1:0", "--lease-namespace=default"])
+            .arg(format!("--identity={name}"))
+            .args(extra)
+            .env("RUST_LOG", "info,kairos_operator=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting kairos-operator");
+        let stdout = child.stdout.take().expect("operator stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the operator's first line");
+        let metrics_addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|a| a.contains(':'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no metrics address in {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Operator {
+            child,
+            metrics_addr,
+            log,
+        }
+    }
+
+    /// The operator's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        crate::http_get(&format!("http://{}/metrics", self.metrics_addr)).1
+    }
+
+    /// One sample of `/metrics` (0 when the series is absent).
+    pub fn sample(&self, series: &str) -> f64 {
+        crate::sample(&self.metrics(), series).unwrap_or(0.0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("operator exit")
+    }
+
+    /// SIGKILL (no Lease release), then reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- last lines of {}:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for KubeApiServer {
     fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for pid in &self.pids {
             // SAFETY: kill(2) on PIDs the start script wrote for processes it started.
             unsafe { libc::kill(*pid, libc::SIGKILL) };

@@ -339,6 +339,9 @@ fn port(name: &str, port: i32) -> ServicePort {
         name: Some(name.to_string()),
         port,
         target_port: Some(IntOrString::Int(port)),
+        // Spelled out: server-side apply on API servers before v1.20's defaulting fix needs the
+        // list key (port, protocol) in every element.
+        protocol: Some("TCP".to_string()),
         ..Default::default()
     }
 }
@@ -425,6 +428,7 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
     let container_port = |name: &str, p: i32| ContainerPort {
         name: Some(name.to_string()),
         container_port: p,
+        protocol: Some("TCP".to_string()),
         ..Default::default()
     };
     let container = Container {

@@ -1,3 +1,5 @@
-//! What a `KafkaCluster` owns: [`desired`] builds each object from the spec.
+//! `KafkaCluster`: the owned objects as pure functions ([`desired`]) and the controller that
+//! applies them ([`reconcile`]).
 
 pub mod desired;
+pub mod reconcile;

@@ -21,6 +21,7 @@ pub struct Condition {
     /// One CamelCase word a program can match on.
     pub reason: String,
     /// What happened and, when something must change, what to fix.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// RFC 3339 time the status last changed (kept while it stays the same).
     pub last_transition_time: String,

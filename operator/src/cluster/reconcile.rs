@@ -1,0 +1,352 @@
+//! The KafkaCluster controller: applies the owned objects from [`super::desired`] and reports
+//! what it sees in the status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::DynamicObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+
+use super::desired;
+use crate::apply::{apply, apply_status, get_and_apply, Applied};
+use crate::context::{key, now, Context, Error, Result};
+use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus};
+use crate::crd::status::{conditions, Phase};
+
+/// How often a healthy cluster is looked at again without any watch event.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How often a cluster waiting on something outside its spec (a Secret) is looked at again.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let scope = ctx.scope.clone();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kairos-operator");
+    Controller::new(
+        scope.api::<KafkaCluster>(&client),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(scope.api::<StatefulSet>(&client), owned.clone())
+    .owns(scope.api::<ConfigMap>(&client), owned.clone())
+    .owns(scope.api::<Service>(&client), owned)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!("KafkaCluster reconcile: {e}");
+        }
+    })
+    .await;
+}
+
+pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&kc, &ctx).await;
+    let m = &ctx.metrics;
+    m.duration
+        .with_label_values(&["KafkaCluster"])
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    m.reconciles
+        .with_label_values(&["KafkaCluster", outcome])
+        .inc();
+    if let Err(e) = &result {
+        m.failures
+            .with_label_values(&["KafkaCluster", e.reason()])
+            .inc();
+    } else {
+        ctx.succeeded(&key(&*kc));
+    }
+    result
+}
+
+pub fn error_policy(kc: Arc<KafkaCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %kc.name_any(), "reconcile failed: {err}");
+    ctx.backoff(&key(&*kc))
+}
+
+async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
+    let ns = kc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(kc.name_any()))?;
+    if !ctx.scope.includes(&ns) || kc.metadata.deletion_timestamp.is_some() {
+        // Owner references hand the owned objects to the garbage collector.
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), &ns);
+    let status = kc.status.clone().unwrap_or_default();
+
+    if let Some(stalled) = check(kc, ctx, &ns).await? {
+        let requeue = stalled.requeue;
+        set_status(
+            kc,
+            ctx,
+            &clusters,
+            &status,
+            stalled.phase,
+            &status.voters,
+            0,
+        )
+        .await?;
+        return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
+    }
+
+    let n = desired::names(kc);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let current_set = sets.get_opt(&n.stateful_set).await?;
+    let current_replicas = current_set
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+    // The voter set is fixed when the cluster is created (the quorum's membership is static).
+    let voters = if status.voters.is_empty() {
+        desired::voter_count(kc.spec.replicas)
+    } else {
+        status.voters.len() as i32
+    };
+    let voter_ids: Vec<i32> = (0..voters).collect();
+
+    if let Some(phase) = scale_down_block(kc, current_replicas, voters) {
+        set_status(
+            kc,
+            ctx,
+            &clusters,
+            &status,
+            phase,
+            &voter_ids,
+            ready(&current_set),
+        )
+        .await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    let mut written = Vec::new();
+    let mut note = |what: Applied, kind: &str, name: &str| {
+        if what != Applied::Unchanged {
+            written.push(format!("{kind} {name}"));
+        }
+    };
+    let cm = desired::config_map(kc, voters);
+    let hash = desired::config_hash(cm.data.as_ref().unwrap_or(&Default::default()));
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    note(
+        get_and_apply(&configs, cm, ctx).await?,
+        "ConfigMap",
+        &n.config_map,
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    for svc in [
+        desired::headless_service(kc),
+        desired::bootstrap_service(kc),
+    ] {
+        let name = svc.name_any();
+        note(get_and_apply(&services, svc, ctx).await?, "Service", &name);
+    }
+    let mut set = desired::stateful_set(kc, &hash);
+    if let Some(kept) = storage_kept(&set, current_set.as_ref())? {
+        // volumeClaimTemplates cannot change on a StatefulSet: keep what it was created with.
+        ctx.event(
+            kc,
+            EventType::Warning,
+            "StorageUnchanged",
+            "spec.storage differs from the volumes the brokers were created with; a StatefulSet cannot change its volumeClaimTemplates, so the brokers keep their volumes".into(),
+        )
+        .await;
+        if let Some(spec) = set.spec.as_mut() {
+            spec.volume_claim_templates = kept;
+        }
+    }
+    note(
+        apply(&sets, set, current_set.as_ref(), ctx).await?,
+        "StatefulSet",
+        &n.stateful_set,
+    );
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ctx.pdb);
+    let mut pdb = serde_json::to_value(desired::pod_disruption_budget(kc))?;
+    pdb["apiVersion"] = ctx.pdb.api_version.clone().into();
+    let pdb: DynamicObject = serde_json::from_value(pdb)?;
+    note(
+        get_and_apply(&pdbs, pdb, ctx).await?,
+        "PodDisruptionBudget",
+        &n.stateful_set,
+    );
+    if !written.is_empty() {
+        ctx.event(
+            kc,
+            EventType::Normal,
+            "Applied",
+            format!("Applied {}", written.join(", ")),
+        )
+        .await;
+    }
+
+    let set = sets.get_opt(&n.stateful_set).await?;
+    let ready = ready(&set);
+    let phase = if ready >= kc.spec.replicas {
+        Phase::Ready
+    } else {
+        Phase::Reconciling {
+            reason: "BrokersStarting".into(),
+            message: format!("{ready} of {} brokers ready", kc.spec.replicas),
+        }
+    };
+    set_status(kc, ctx, &clusters, &status, phase, &voter_ids, ready).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The StatefulSet's existing volumeClaimTemplates when the spec asks for different ones.
+fn storage_kept(
+    want: &StatefulSet,
+    current: Option<&StatefulSet>,
+) -> Result<Option<Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>>>> {
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let claims = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.clone())
+    };
+    let (have, wanted) = (claims(current), claims(want));
+    let same = crate::apply::contains(
+        &serde_json::to_value(&have)?,
+        &serde_json::to_value(&wanted)?,
+    );
+    Ok((!same).then_some(have))
+}
+
+/// Ready pods of the StatefulSet (0 when it does not exist yet).
+fn ready(set: &Option<StatefulSet>) -> i32 {
+    set.as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
+struct Blocked {
+    phase: Phase,
+    /// When to look again (a missing Secret may appear); `None`: wait for a spec change.
+    requeue: Option<Duration>,
+}
+
+/// The spec checks the CRD schema makes on newer API servers, and the references it names.
+async fn check(kc: &KafkaCluster, ctx: &Context, ns: &str) -> Result<Option<Blocked>> {
+    if let Err(e) = desired::validate(kc) {
+        return Ok(Some(Blocked {
+            phase: Phase::Stalled {
+                reason: "InvalidSpec".into(),
+                message: e.to_string(),
+            },
+            requeue: None,
+        }));
+    }
+    if let Some(redis) = &kc.spec.redis {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let message = match secrets.get_opt(&redis.secret_name).await? {
+            None => Some(format!(
+                "spec.redis.secretName: Secret {ns}/{} does not exist; create it with the Redis URL under key {:?}",
+                redis.secret_name, redis.url_key
+            )),
+            Some(s) => {
+                let has_key = s.data.as_ref().is_some_and(|d| d.contains_key(&redis.url_key))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(&redis.url_key));
+                (!has_key).then(|| {
+                    format!(
+                        "spec.redis.urlKey: Secret {ns}/{} has no key {:?}; add it or set urlKey to the key holding the Redis URL",
+                        redis.secret_name, redis.url_key
+                    )
+                })
+            }
+        };
+        if let Some(message) = message {
+            return Ok(Some(Blocked {
+                phase: Phase::Stalled {
+                    reason: "RedisSecretMissing".into(),
+                    message,
+                },
+                requeue: Some(RECHECK),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Scale-down needs the partitions moved off the brokers first, and may never remove a voter.
+fn scale_down_block(kc: &KafkaCluster, current: Option<i32>, voters: i32) -> Option<Phase> {
+    let want = kc.spec.replicas;
+    if want < voters {
+        return Some(Phase::Stalled {
+            reason: "BelowQuorum".into(),
+            message: format!(
+                "spec.replicas: {want} would remove Raft voters; the cluster was created with {voters} voters (pods 0-{}), so replicas must stay at least {voters}",
+                voters - 1
+            ),
+        });
+    }
+    match current {
+        Some(cur) if want < cur => Some(Phase::Stalled {
+            reason: "ScaleDownNotSupported".into(),
+            message: format!(
+                "spec.replicas: scaling down from {cur} to {want} needs partition reassignment off brokers {want}-{}, which this operator version does not do yet; the StatefulSet stays at {cur}",
+                cur - 1
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// Writes the status when it differs, with an event when the phase changes.
+async fn set_status(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    api: &Api<KafkaCluster>,
+    old: &KafkaClusterStatus,
+    phase: Phase,
+    voters: &[i32],
+    ready: i32,
+) -> Result<()> {
+    let generation = kc.metadata.generation;
+    let new = KafkaClusterStatus {
+        observed_generation: generation,
+        conditions: conditions(&phase, &old.conditions, generation, &now()),
+        ready_replicas: ready,
+        selector: Some(desired::selector_string(kc)),
+        bootstrap_servers: Some(desired::bootstrap_servers(kc)),
+        voters: voters.to_vec(),
+        brokers: old.brokers.clone(),
+        restart: old.restart.clone(),
+    };
+    let current = kc.status.as_ref();
+    if apply_status(api, kc, &new, current, ctx).await? {
+        let changed = |c: &crate::crd::status::Condition| {
+            !old.conditions
+                .iter()
+                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+        };
+        if let Some(c) = new
+            .conditions
+            .iter()
+            .find(|c| c.status == "True" && changed(c))
+        {
+            let type_ = match phase {
+                Phase::Stalled { .. } => EventType::Warning,
+                _ => EventType::Normal,
+            };
+            let note = if c.message.is_empty() {
+                c.reason.clone()
+            } else {
+                c.message.clone()
+            };
+            ctx.event(kc, type_, &c.reason, note).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! What every reconcile shares: the client, the event recorder, metrics, the discovered API
+//! versions, the namespaces in scope, and per-object failure counts for exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::ApiResource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::metrics::Metrics;
+
+/// Why a reconcile failed. Each is retried with backoff; an invalid spec is not an error (it
+/// becomes the `Stalled` condition and waits for a spec change).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("encoding an object: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// The `reason` label of `kairos_operator_reconcile_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api_error",
+            Error::Kube(_) => "api_unreachable",
+            Error::Json(_) => "encoding",
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The namespaces the operator watches: all, one, or a list (then it watches all and skips the
+/// others, so RBAC must allow the cluster-wide watch).
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub namespaces: Vec<String>,
+}
+
+impl Scope {
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        match self.namespaces.as_slice() {
+            [one] => Api::namespaced(client.clone(), one),
+            _ => Api::all(client.clone()),
+        }
+    }
+
+    pub fn includes(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// `policy/v1` PodDisruptionBudgets, or `policy/v1beta1` on API servers older than v1.21.
+    pub pdb: ApiResource,
+    pub scope: Scope,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// First retry after a failure, doubled per consecutive failure up to [`BACKOFF_MAX`].
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Metrics,
+        pdb: ApiResource,
+        scope: Scope,
+    ) -> Context {
+        Context {
+            client,
+            recorder,
+            metrics,
+            pdb,
+            scope,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an event about `obj`; a failure to publish is logged, not fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(object = %obj.name_any(), "publishing event {reason}: {e}");
+        }
+    }
+
+    /// The delay before retrying `key` after one more failure: 0.5 s, 1 s, 2 s, ... 5 min.
+    pub fn backoff(&self, key: &str) -> Action {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        Action::requeue(backoff_delay(*n))
+    }
+
+    /// Forgets `key`'s failures after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// The delay after `failures` consecutive failures.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (BACKOFF_FIRST * 2u32.pow(doublings)).min(BACKOFF_MAX)
+}
+
+/// `kind/namespace/name`, the backoff key of an object.
+pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Now, as Kubernetes writes times (RFC 3339, seconds).
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        // Proves consecutive failures double the wait and cap it.
+        let waits: Vec<u64> = [1, 2, 3, 4, 10, 11, 1000]
+            .map(|n| backoff_delay(n).as_millis() as u64)
+            .to_vec();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 256_000, 300_000, 300_000]);
+    }
+}
