@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::api::ApiResource;
 use kube::runtime::controller::Action;
@@ -11,6 +11,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::crd::status::{Condition, Phase};
+use crate::kafka::Resolver;
 use crate::metrics::Metrics;
 
 /// Why a reconcile failed. Each is retried with backoff; an invalid spec is not an error (it
@@ -23,6 +25,10 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    #[error("{0}")]
+    Kafka(#[from] crate::kafka::KafkaError),
+    #[error("{0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -33,6 +39,12 @@ impl Error {
             Error::Kube(_) => "api_unreachable",
             Error::Json(_) => "encoding",
             Error::NoNamespace(_) => "no_namespace",
+            Error::Kafka(_) => "kafka",
+            Error::Finalizer(e) => match &**e {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "finalizer",
+            },
         }
     }
 }
@@ -70,7 +82,20 @@ pub struct Context {
     /// `policy/v1` PodDisruptionBudgets, or `policy/v1beta1` on API servers older than v1.21.
     pub pdb: ApiResource,
     pub scope: Scope,
+    /// Out-of-cluster address mapping for the brokers.
+    pub resolver: Resolver,
+    /// How often resources are re-checked against the cluster (drift made outside Kubernetes
+    /// raises no watch event).
+    pub resync: Duration,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// What [`Context`] is built from besides the client and recorder.
+pub struct Settings {
+    pub pdb: ApiResource,
+    pub scope: Scope,
+    pub resolver: Resolver,
+    pub resync: Duration,
 }
 
 /// First retry after a failure, doubled per consecutive failure up to [`BACKOFF_MAX`].
@@ -78,20 +103,30 @@ pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Context {
-    pub fn new(
-        client: Client,
-        recorder: Recorder,
-        metrics: Metrics,
-        pdb: ApiResource,
-        scope: Scope,
-    ) -> Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Metrics, s: Settings) -> Context {
         Context {
             client,
             recorder,
             metrics,
-            pdb,
-            scope,
+            pdb: s.pdb,
+            scope: s.scope,
+            resolver: s.resolver,
+            resync: s.resync,
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts and times one reconcile of `kind`; a success forgets the object's failures.
+    pub fn observe<T>(&self, kind: &str, key: &str, started: Instant, result: &Result<T>) {
+        let m = &self.metrics;
+        m.duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        m.reconciles.with_label_values(&[kind, outcome]).inc();
+        match result {
+            Err(e) => m.failures.with_label_values(&[kind, e.reason()]).inc(),
+            Ok(_) => self.succeeded(key),
         }
     }
 
@@ -127,6 +162,32 @@ impl Context {
     pub fn succeeded(&self, key: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.remove(key);
+    }
+}
+
+/// After a status write: an Event for the condition that became true (Warning when Stalled).
+pub async fn condition_event<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    old: &[Condition],
+    new: &[Condition],
+    phase: &Phase,
+) {
+    let changed = |c: &Condition| {
+        !old.iter()
+            .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+    };
+    if let Some(c) = new.iter().find(|c| c.status == "True" && changed(c)) {
+        let type_ = match phase {
+            Phase::Stalled { .. } => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        let note = if c.message.is_empty() {
+            c.reason.clone()
+        } else {
+            c.message.clone()
+        };
+        ctx.event(obj, type_, &c.reason, note).await;
     }
 }
 

@@ -12,5 +12,7 @@ pub mod cluster;
 pub mod context;
 pub mod crd;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod run;
+pub mod topic;

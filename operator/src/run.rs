@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use kube::api::ApiResource;
@@ -13,7 +14,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::context::{Context, Scope};
+use crate::context::{Context, Scope, Settings};
+use crate::kafka::Resolver;
 use crate::metrics::Metrics;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -40,6 +42,15 @@ pub struct Options {
     /// Seconds a leader holds the Lease without renewing it.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
+    /// Out-of-cluster mode: reach a broker address the operator derives (bootstrap Service or
+    /// pod DNS name, `host:port`) at another address, e.g. a `kubectl port-forward`
+    /// (`--resolve kairos-bootstrap.default.svc:9092=127.0.0.1:9092`; repeatable).
+    #[arg(long = "resolve", value_name = "HOST:PORT=ADDR:PORT")]
+    pub resolve: Vec<String>,
+    /// Seconds between checks of each topic against the cluster (changes made outside
+    /// Kubernetes raise no watch event).
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
     /// This replica's name in the Lease and in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -76,12 +87,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let scope = Scope {
         namespaces: opts.namespaces.clone(),
     };
+    let resolver = Resolver::parse(&opts.resolve).map_err(anyhow::Error::msg)?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         recorder,
         metrics.clone(),
-        pdb,
-        scope,
+        Settings {
+            pdb,
+            scope,
+            resolver,
+            resync: Duration::from_secs(opts.resync_seconds.max(1)),
+        },
     ));
 
     if !opts.leader_election {
@@ -127,7 +143,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 /// The controllers, until SIGTERM/SIGINT.
 async fn controllers(ctx: Arc<Context>) {
-    crate::cluster::reconcile::run(ctx).await;
+    tokio::join!(
+        crate::cluster::reconcile::run(ctx.clone()),
+        crate::topic::run(ctx),
+    );
 }
 
 async fn shutdown_signal() {

@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 
 use super::desired;
 use crate::apply::{apply, apply_status, get_and_apply, Applied};
-use crate::context::{key, now, Context, Error, Result};
+use crate::context::{condition_event, key, now, Context, Error, Result};
 use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus};
 use crate::crd::status::{conditions, Phase};
 
@@ -49,21 +49,7 @@ pub async fn run(ctx: Arc<Context>) {
 pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_inner(&kc, &ctx).await;
-    let m = &ctx.metrics;
-    m.duration
-        .with_label_values(&["KafkaCluster"])
-        .observe(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.reconciles
-        .with_label_values(&["KafkaCluster", outcome])
-        .inc();
-    if let Err(e) = &result {
-        m.failures
-            .with_label_values(&["KafkaCluster", e.reason()])
-            .inc();
-    } else {
-        ctx.succeeded(&key(&*kc));
-    }
+    ctx.observe("KafkaCluster", &key(&*kc), started, &result);
     result
 }
 
@@ -324,29 +310,8 @@ async fn set_status(
         brokers: old.brokers.clone(),
         restart: old.restart.clone(),
     };
-    let current = kc.status.as_ref();
-    if apply_status(api, kc, &new, current, ctx).await? {
-        let changed = |c: &crate::crd::status::Condition| {
-            !old.conditions
-                .iter()
-                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
-        };
-        if let Some(c) = new
-            .conditions
-            .iter()
-            .find(|c| c.status == "True" && changed(c))
-        {
-            let type_ = match phase {
-                Phase::Stalled { .. } => EventType::Warning,
-                _ => EventType::Normal,
-            };
-            let note = if c.message.is_empty() {
-                c.reason.clone()
-            } else {
-                c.message.clone()
-            };
-            ctx.event(kc, type_, &c.reason, note).await;
-        }
+    if apply_status(api, kc, &new, kc.status.as_ref(), ctx).await? {
+        condition_event(ctx, kc, &old.conditions, &new.conditions, &phase).await;
     }
     Ok(())
 }

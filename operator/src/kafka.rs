@@ -1,0 +1,306 @@
+//! The operator's Kafka admin calls against a cluster's brokers, over `kairos-client`.
+//!
+//! Addresses go through a [`Resolver`]: in a cluster it returns them unchanged; out of cluster
+//! (`--resolve host:port=addr:port`, e.g. after `kubectl port-forward`) it maps the Service and
+//! pod DNS names the operator derives to addresses it can reach.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kairos_client::Connection;
+
+/// Maps `host:port` addresses the operator derives to ones it can reach (out-of-cluster mode).
+#[derive(Clone, Debug, Default)]
+pub struct Resolver {
+    map: HashMap<String, String>,
+}
+
+impl Resolver {
+    /// From `host:port=addr:port` entries.
+    pub fn parse(entries: &[String]) -> Result<Resolver, String> {
+        let mut map = HashMap::new();
+        for e in entries {
+            let (from, to) = e
+                .split_once('=')
+                .filter(|(f, t)| f.contains(':') && t.contains(':'))
+                .ok_or_else(|| format!("--resolve {e:?}: expected host:port=addr:port"))?;
+            map.insert(from.to_string(), to.to_string());
+        }
+        Ok(Resolver { map })
+    }
+
+    pub fn resolve(&self, addr: &str) -> String {
+        self.map
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+}
+
+/// Why a call failed: the brokers could not be reached (may heal), or a broker refused it
+/// (Kafka's error name and message: what to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot reach the brokers at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{name}: {message}")]
+    Refused {
+        code: i16,
+        name: String,
+        message: String,
+    },
+}
+
+impl KafkaError {
+    fn refused(code: i16, message: Option<&StrBytes>) -> KafkaError {
+        let name = code
+            .err()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_else(|| format!("error {code}"));
+        let message = message
+            .map(|m| m.to_string())
+            .filter(|m| !m.is_empty())
+            .or_else(|| code.err().map(|e| e.to_string()))
+            .unwrap_or_default();
+        KafkaError::Refused {
+            code,
+            name,
+            message,
+        }
+    }
+
+    /// True for errors a retry may clear (no broker, no leader, controller moving).
+    pub fn transient(&self) -> bool {
+        match self {
+            KafkaError::Unreachable { .. } => true,
+            KafkaError::Refused { code, .. } => code.err().is_some_and(|e| e.is_retriable()),
+        }
+    }
+}
+
+/// A topic as the cluster has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicState {
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Configs set on the topic (not broker defaults).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// `DYNAMIC_TOPIC_CONFIG` in DescribeConfigs' `config_source`.
+const SOURCE_TOPIC: i8 = 1;
+const RESOURCE_TOPIC: i8 = 2;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection to a cluster's bootstrap address for a reconcile's admin calls.
+pub struct Admin {
+    conn: Connection,
+}
+
+impl Admin {
+    pub async fn connect(bootstrap: &str, resolver: &Resolver) -> Result<Admin, KafkaError> {
+        let addr = resolver.resolve(bootstrap);
+        let conn = Connection::connect(&addr, "kairos-operator".into(), TIMEOUT)
+            .await
+            .map_err(|e| KafkaError::Unreachable {
+                addr: addr.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Admin { conn })
+    }
+
+    async fn call<R: kafka_protocol::protocol::Request>(
+        &mut self,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, KafkaError> {
+        self.conn
+            .call(version, req)
+            .await
+            .map_err(|e| KafkaError::Unreachable {
+                addr: "the bootstrap broker".into(),
+                reason: format!("{e:#}"),
+            })
+    }
+
+    pub async fn metadata(
+        &mut self,
+        topics: Option<&[&str]>,
+    ) -> Result<MetadataResponse, KafkaError> {
+        let req = MetadataRequest::default()
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        self.call(12, &req).await
+    }
+
+    /// The topic, or None when the cluster does not have it.
+    pub async fn topic(&mut self, name: &str) -> Result<Option<TopicState>, KafkaError> {
+        let md = self.metadata(Some(&[name])).await?;
+        let Some(t) = md
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+        else {
+            return Ok(None);
+        };
+        match t.error_code {
+            0 => {}
+            3 => return Ok(None), // UNKNOWN_TOPIC_OR_PARTITION
+            code => return Err(KafkaError::refused(code, None)),
+        }
+        let replication_factor = t
+            .partitions
+            .iter()
+            .map(|p| p.replica_nodes.len() as i32)
+            .max()
+            .unwrap_or(0);
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                // All configs (the codec's default is an empty key list: none).
+                .with_configuration_keys(None),
+        ]);
+        let res = self.call(4, &req).await?;
+        let mut configs = BTreeMap::new();
+        for r in &res.results {
+            if r.error_code != 0 {
+                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
+            }
+            for c in r.configs.iter().filter(|c| c.config_source == SOURCE_TOPIC) {
+                if let Some(v) = &c.value {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+            }
+        }
+        Ok(Some(TopicState {
+            partitions: t.partitions.len() as i32,
+            replication_factor,
+            configs,
+        }))
+    }
+
+    /// CreateTopics; `replication_factor` None takes the cluster's default.
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: Option<i32>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), KafkaError> {
+        let rf = match replication_factor {
+            None => -1,
+            Some(rf) => i16::try_from(rf).map_err(|_| KafkaError::Refused {
+                code: 38,
+                name: "InvalidReplicationFactor".into(),
+                message: format!("replication factor {rf} is out of range"),
+            })?,
+        };
+        let topic = CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                    })
+                    .collect(),
+            );
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(TIMEOUT.as_millis() as i32);
+        let res = self.call(7, &req).await?;
+        for t in &res.topics {
+            if t.error_code != 0 {
+                return Err(KafkaError::refused(t.error_code, t.error_message.as_ref()));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_partitions(&mut self, name: &str, count: i32) -> Result<(), KafkaError> {
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic_name(name))
+                .with_count(count)
+                // The broker places the new partitions (the codec's default is an empty list).
+                .with_assignments(None)])
+            .with_timeout_ms(TIMEOUT.as_millis() as i32);
+        let res = self.call(3, &req).await?;
+        for t in &res.results {
+            if t.error_code != 0 {
+                return Err(KafkaError::refused(t.error_code, t.error_message.as_ref()));
+            }
+        }
+        Ok(())
+    }
+
+    /// IncrementalAlterConfigs: sets `set`, deletes `delete` (back to the broker default).
+    pub async fn alter_configs(
+        &mut self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<(), KafkaError> {
+        let op = |k: &str, op: i8, v: Option<&String>| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(op)
+                .with_value(v.map(|v| StrBytes::from_string(v.clone())))
+        };
+        let mut configs: Vec<_> = set.iter().map(|(k, v)| op(k, 0, Some(v))).collect();
+        configs.extend(delete.iter().map(|k| op(k, 1, None)));
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                .with_configs(configs),
+        ]);
+        let res = self.call(1, &req).await?;
+        for r in &res.responses {
+            if r.error_code != 0 {
+                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
+            }
+        }
+        Ok(())
+    }
+
+    /// DeleteTopics; a topic already gone is not an error.
+    pub async fn delete_topic(&mut self, name: &str) -> Result<(), KafkaError> {
+        let req = DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name(name)])
+            .with_timeout_ms(TIMEOUT.as_millis() as i32);
+        let res = self.call(5, &req).await?;
+        for r in &res.responses {
+            if r.error_code != 0 && r.error_code != 3 {
+                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}

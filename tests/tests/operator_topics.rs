@@ -1,0 +1,255 @@
+//! KafkaTopic against a live broker: the operator (out of cluster, `--resolve` mapping the
+//! cluster's bootstrap Service name to a real `kairos serve` process) creates the topic, grows it,
+//! sets its configs, reverts changes made with the `kairos` CLI (librdkafka) behind its back and
+//! reports them, refuses a shrink or a rename with a Stalled condition, and deletes or keeps the
+//! topic on deletion as `deletionPolicy` says. A KafkaTopic for a missing cluster stalls.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kairos_tests::k8s::{KubeApiServer, Operator};
+use kairos_tests::{kairos_bin, Broker};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn apply(api: &KubeApiServer, yaml: &str) {
+    let out = api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml));
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kairos topic ARGS` against the broker (librdkafka, not the operator's client).
+fn kairos_topic(b: &Broker, args: &[&str]) -> (bool, String) {
+    let out = Command::new(kairos_bin())
+        .arg("topic")
+        .args(args)
+        .args(["--bootstrap-server", &b.bootstrap()])
+        .output()
+        .expect("running kairos");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// (partition count, configs line) from `kairos topic describe`, None when the topic is absent.
+fn describe(b: &Broker, topic: &str) -> Option<(usize, String)> {
+    let (ok, out) = kairos_topic(b, &["describe", topic]);
+    if !ok {
+        assert!(out.contains("does not exist"), "{out}");
+        return None;
+    }
+    let count = out
+        .split("PartitionCount:")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let configs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Configs:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Some((count, configs))
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
+}
+
+fn wait_condition(api: &KubeApiServer, what: &[&str], type_: &str, reason: &str) -> Value {
+    api.wait_for(&format!("{what:?}: {type_}={reason}"), WAIT, |api| {
+        let obj = api.get_json(what)?;
+        let (s, r, _) = condition(&obj, type_)?;
+        (s == "True"
+            && r == reason
+            && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
+            .then_some(obj)
+    })
+}
+
+fn setup() -> (KubeApiServer, Broker, Operator) {
+    let api = KubeApiServer::start();
+    api.install_crds();
+    let broker = Broker::start(&[]);
+    let op = Operator::start(
+        &api,
+        "a",
+        &[
+            &format!(
+                "--resolve=orders-bootstrap.default.svc:9092={}",
+                broker.bootstrap()
+            ),
+            "--resync-seconds=1",
+        ],
+    );
+    apply(
+        &api,
+        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
+    );
+    (api, broker, op)
+}
+
+const TOPIC: &str = r#"
+apiVersion: kairos.dev/v1alpha1
+kind: KafkaTopic
+metadata: {name: payments}
+spec:
+  clusterRef: orders
+  partitions: 3
+  config: {retention.ms: "86400000", cleanup.policy: delete}
+"#;
+
+#[test]
+fn a_topic_is_created_grown_configured_and_kept_as_declared() {
+    let (api, broker, _op) = setup();
+    apply(&api, TOPIC);
+    let kt = wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    let (count, configs) = describe(&broker, "payments").expect("topic created");
+    assert_eq!(count, 3);
+    assert!(configs.contains("retention.ms=86400000"), "{configs}");
+    assert_eq!(kt["status"]["topicName"], "payments");
+    assert_eq!(kt["status"]["partitions"], 3);
+    assert_eq!(kt["status"]["config"]["retention.ms"], "86400000");
+    let finalizers = kt["metadata"]["finalizers"].to_string();
+    assert!(finalizers.contains("kairos.dev/topic"), "{finalizers}");
+
+    // Grow and reconfigure through the spec.
+    apply(
+        &api,
+        &TOPIC
+            .replace("partitions: 3", "partitions: 5")
+            .replace("cleanup.policy: delete", "max.message.bytes: \"2097152\""),
+    );
+    let kt = wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    let (count, configs) = describe(&broker, "payments").expect("topic");
+    assert_eq!(count, 5);
+    assert!(configs.contains("max.message.bytes=2097152"), "{configs}");
+    assert!(
+        !configs.contains("cleanup.policy"),
+        "removed from the spec: {configs}"
+    );
+    assert_eq!(
+        kt["status"]["drift"],
+        Value::Null,
+        "a spec change is not drift"
+    );
+
+    // Changed behind the operator's back: reported in status and an event, then reverted.
+    let (ok, out) = kairos_topic(&broker, &["alter", "payments", "-c", "retention.ms=1000"]);
+    assert!(ok, "{out}");
+    let kt = api.wait_for("the drift reported", WAIT, |api| {
+        let kt = api.get_json(&["kafkatopic", "payments"])?;
+        kt["status"]["drift"].as_array().filter(|d| !d.is_empty())?;
+        Some(kt)
+    });
+    let drift = kt["status"]["drift"].to_string();
+    assert!(
+        drift.contains(r#"config retention.ms was \"1000\", set to \"86400000\""#),
+        "{drift}"
+    );
+    let (_, configs) = describe(&broker, "payments").expect("topic");
+    assert!(
+        configs.contains("retention.ms=86400000"),
+        "reverted: {configs}"
+    );
+    let events = api.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.name=payments",
+    ]);
+    assert!(events.contains("DriftReverted"), "{events}");
+
+    // Shrinking and renaming are refused (the CRD's CEL rules, dropped by this v1.20 server).
+    apply(&api, &TOPIC.replace("partitions: 3", "partitions: 2"));
+    let kt = wait_condition(
+        &api,
+        &["kafkatopic", "payments"],
+        "Stalled",
+        "PartitionsDecreased",
+    );
+    let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
+    assert!(
+        message.contains("set partitions to at least 5"),
+        "{message}"
+    );
+    assert_eq!(describe(&broker, "payments").expect("topic").0, 5);
+    apply(
+        &api,
+        &TOPIC.replace("partitions: 3", "partitions: 5\n  topicName: refunds"),
+    );
+    let kt = wait_condition(
+        &api,
+        &["kafkatopic", "payments"],
+        "Stalled",
+        "TopicNameImmutable",
+    );
+    let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
+    assert!(
+        message.contains("set topicName back to \"payments\""),
+        "{message}"
+    );
+    assert!(
+        describe(&broker, "refunds").is_none(),
+        "no topic made by a rename"
+    );
+
+    // deletionPolicy Delete: the topic goes with the resource.
+    api.kubectl_ok(&["delete", "kafkatopic", "payments", "--timeout=30s"]);
+    assert!(describe(&broker, "payments").is_none(), "topic deleted");
+}
+
+#[test]
+fn retain_keeps_the_topic_and_a_missing_cluster_stalls() {
+    let (api, broker, _op) = setup();
+    apply(
+        &api,
+        &TOPIC.replace("partitions: 3", "partitions: 1\n  deletionPolicy: Retain"),
+    );
+    wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    api.kubectl_ok(&["delete", "kafkatopic", "payments", "--timeout=30s"]);
+    assert_eq!(describe(&broker, "payments").expect("kept").0, 1);
+
+    apply(
+        &api,
+        &TOPIC
+            .replace("metadata: {name: payments}", "metadata: {name: lost}")
+            .replace("clusterRef: orders", "clusterRef: nosuch"),
+    );
+    let kt = wait_condition(&api, &["kafkatopic", "lost"], "Stalled", "ClusterNotFound");
+    let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
+    assert!(
+        message.contains("KafkaCluster \"nosuch\" does not exist"),
+        "{message}"
+    );
+
+    // A config the broker refuses: Stalled with the broker's own words.
+    apply(
+        &api,
+        &TOPIC
+            .replace("metadata: {name: payments}", "metadata: {name: bad}")
+            .replace("cleanup.policy: delete", "no.such.config: \"1\""),
+    );
+    let kt = wait_condition(&api, &["kafkatopic", "bad"], "Stalled", "RefusedByCluster");
+    let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
+    assert!(message.contains("no.such.config"), "{message}");
+    assert!(describe(&broker, "bad").is_none());
+
+    // Deleting a KafkaTopic whose cluster is gone releases the finalizer.
+    api.kubectl_ok(&["delete", "kafkatopic", "lost", "--timeout=30s"]);
+}
