@@ -11,6 +11,7 @@ pub mod apply;
 pub mod cluster;
 pub mod context;
 pub mod crd;
+pub mod delay_queue;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

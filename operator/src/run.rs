@@ -145,7 +145,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 async fn controllers(ctx: Arc<Context>) {
     tokio::join!(
         crate::cluster::reconcile::run(ctx.clone()),
-        crate::topic::run(ctx),
+        crate::topic::run(ctx.clone()),
+        crate::delay_queue::run(ctx),
     );
 }
 

@@ -2,7 +2,8 @@
 //! cluster's bootstrap Service name to a real `kairos serve` process) creates the topic, grows it,
 //! sets its configs, reverts changes made with the `kairos` CLI (librdkafka) behind its back and
 //! reports them, refuses a shrink or a rename with a Stalled condition, and deletes or keeps the
-//! topic on deletion as `deletionPolicy` says. A KafkaTopic for a missing cluster stalls.
+//! topic on deletion as `deletionPolicy` says. A KafkaTopic for a missing cluster stalls. A
+//! DelayQueue becomes its four topics with their `kairos.*` configs and counts what is pending.
 
 use std::process::Command;
 use std::time::Duration;
@@ -94,6 +95,10 @@ fn setup() -> (KubeApiServer, Broker, Operator) {
             &format!(
                 "--resolve=orders-bootstrap.default.svc:9092={}",
                 broker.bootstrap()
+            ),
+            &format!(
+                "--resolve=orders-bootstrap.default.svc:9095={}",
+                broker.admin_addr()
             ),
             "--resync-seconds=1",
         ],
@@ -252,4 +257,93 @@ fn retain_keeps_the_topic_and_a_missing_cluster_stalls() {
 
     // Deleting a KafkaTopic whose cluster is gone releases the finalizer.
     api.kubectl_ok(&["delete", "kafkatopic", "lost", "--timeout=30s"]);
+}
+
+const QUEUE: &str = r#"
+apiVersion: kairos.dev/v1alpha1
+kind: DelayQueue
+metadata: {name: order-cancel}
+spec:
+  clusterRef: orders
+  delay: 30m
+  targetTopic: orders.cancel
+  partitions: 2
+  retry: {backoff: ["10s", "1m", "10m"], maxAttempts: 5}
+"#;
+
+#[test]
+fn a_delay_queue_becomes_its_topics_and_reports_pending_records() {
+    let (api, broker, _op) = setup();
+    apply(&api, QUEUE);
+    let dq = wait_condition(&api, &["delayqueue", "order-cancel"], "Ready", "Ready");
+    assert_eq!(dq["status"]["delayTopic"], "order-cancel.delay");
+    assert_eq!(dq["status"]["retryTopic"], "orders.cancel.retry");
+    assert_eq!(dq["status"]["deadLetterTopic"], "orders.cancel.dlq");
+    assert_eq!(dq["status"]["pending"], 0);
+    let (count, configs) = describe(&broker, "order-cancel.delay").expect("delay topic");
+    assert_eq!(count, 2);
+    assert!(configs.contains("kairos.delay.ms=1800000"), "{configs}");
+    assert!(
+        configs.contains("kairos.delay.target=orders.cancel"),
+        "{configs}"
+    );
+    let (_, configs) = describe(&broker, "orders.cancel.retry").expect("retry topic");
+    assert!(
+        configs.contains("kairos.retry.backoff.ms=10000,60000,600000"),
+        "{configs}"
+    );
+    assert!(
+        configs.contains("kairos.dlq.topic=orders.cancel.dlq"),
+        "{configs}"
+    );
+    assert_eq!(describe(&broker, "orders.cancel").expect("target").0, 2);
+    assert!(describe(&broker, "orders.cancel.dlq").is_some());
+
+    // A record produced to the delay topic is pending for 30 minutes; the status counts it.
+    let mut produce = Command::new(kairos_bin())
+        .args(["produce", "order-cancel.delay", "--key-separator", ":"])
+        .args(["--bootstrap-server", &broker.bootstrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kairos produce");
+    {
+        use std::io::Write;
+        let mut stdin = produce.stdin.take().expect("stdin");
+        stdin.write_all(b"order-1:cancel\n").expect("write");
+    }
+    assert!(produce.wait().expect("produce exit").success());
+    api.wait_for("one pending record in the status", WAIT, |api| {
+        let dq = api.get_json(&["delayqueue", "order-cancel"])?;
+        (dq["status"]["pending"] == 1).then_some(())
+    });
+
+    // A duration the operator cannot read stalls and changes nothing.
+    apply(&api, &QUEUE.replace("delay: 30m", "delay: soon"));
+    let dq = wait_condition(
+        &api,
+        &["delayqueue", "order-cancel"],
+        "Stalled",
+        "InvalidSpec",
+    );
+    let (_, _, message) = condition(&dq, "Stalled").expect("Stalled");
+    assert!(
+        message.starts_with("spec.delay: \"soon\" is not a duration"),
+        "{message}"
+    );
+    let (_, configs) = describe(&broker, "order-cancel.delay").expect("delay topic");
+    assert!(
+        configs.contains("kairos.delay.ms=1800000"),
+        "unchanged: {configs}"
+    );
+
+    // deletionPolicy Delete (the default): the topics go with the resource.
+    api.kubectl_ok(&["delete", "delayqueue", "order-cancel", "--timeout=30s"]);
+    for t in [
+        "order-cancel.delay",
+        "orders.cancel",
+        "orders.cancel.retry",
+        "orders.cancel.dlq",
+    ] {
+        assert!(describe(&broker, t).is_none(), "{t} deleted");
+    }
 }
