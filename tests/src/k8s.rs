@@ -296,3 +296,300 @@ impl Drop for KubeApiServer {
         }
     }
 }
+
+/// Ports of one broker pod played by a local process.
+#[derive(Clone, Copy, Debug)]
+pub struct PodPorts {
+    pub kafka: u16,
+    pub controller: u16,
+    pub metrics: u16,
+    pub admin: u16,
+}
+
+/// Stands in for the kubelet of a KafkaCluster's broker pods: each Pod the StatefulSet controller
+/// creates is run as a local `kairos serve` through the ConfigMap's own `start.sh` (so node ids
+/// and roles come from the pod's ordinal, as in a cluster), with its ConfigMap's
+/// `server.properties`; pod DNS names and ports are mapped to loopback ports fixed per ordinal,
+/// and each pod's data directory outlives its process (a PersistentVolume's part). Readiness is
+/// the broker's `/readyz`, written to the Pod's status. A deleted Pod's broker gets SIGTERM (the
+/// preStop hook's part), then the Pod is removed so the StatefulSet recreates it.
+pub struct Kubelet {
+    pub ports: Vec<PodPorts>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct RunningPod {
+    uid: String,
+    child: Child,
+    ready: bool,
+}
+
+impl Kubelet {
+    /// Serves the pods of cluster `name` (at most `max_pods`), in the API server's `default`
+    /// namespace.
+    pub fn start(api: &KubeApiServer, name: &str, max_pods: usize) -> Kubelet {
+        let ports: Vec<PodPorts> = (0..max_pods)
+            .map(|_| PodPorts {
+                kafka: crate::free_port(),
+                controller: crate::free_port(),
+                metrics: crate::free_port(),
+                admin: crate::free_port(),
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ctx = KubeletLoop {
+            kubeconfig: api.kubeconfig(),
+            dir: api.dir.path().join(format!("kubelet-{name}")),
+            name: name.to_string(),
+            ports: ports.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::spawn(move || ctx.run());
+        Kubelet {
+            ports,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The operator's `--resolve` flags: the bootstrap Service reaches pod 0's listener and
+    /// admin API.
+    pub fn resolve_args(&self, name: &str) -> Vec<String> {
+        let p = self.ports[0];
+        vec![
+            format!(
+                "--resolve={name}-bootstrap.default.svc:9092=127.0.0.1:{}",
+                p.kafka
+            ),
+            format!(
+                "--resolve={name}-bootstrap.default.svc:9095=127.0.0.1:{}",
+                p.admin
+            ),
+        ]
+    }
+
+    /// `127.0.0.1:port,...` of every pod's Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.kafka))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct KubeletLoop {
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    name: String,
+    ports: Vec<PodPorts>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KubeletLoop {
+    fn kubectl(&self, args: &[&str]) -> Option<Vec<u8>> {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then_some(out.stdout)
+    }
+
+    fn run(self) {
+        let mut pods: std::collections::HashMap<String, RunningPod> = Default::default();
+        let selector = format!("app.kubernetes.io/instance={}", self.name);
+        while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(list) = self.kubectl(&["get", "pods", "-l", &selector, "-o", "json"]) else {
+                continue;
+            };
+            let Ok(list) = serde_json::from_slice::<serde_json::Value>(&list) else {
+                continue;
+            };
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            for pod in &items {
+                let name = pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let uid = pod["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if pod["metadata"]["deletionTimestamp"].is_string() {
+                    if let Some(mut p) = pods.remove(&name) {
+                        // The preStop hook's part: SIGTERM, then wait for the controlled shutdown.
+                        // SAFETY: kill(2) on our own child's PID.
+                        unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+                        let _ = p.child.wait();
+                    }
+                    self.kubectl(&["delete", "pod", &name, "--grace-period=0", "--force"]);
+                    continue;
+                }
+                if pods.get(&name).is_some_and(|p| p.uid != uid) {
+                    if let Some(mut p) = pods.remove(&name) {
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                    }
+                }
+                if !pods.contains_key(&name) {
+                    if let Some(child) = self.launch(&name) {
+                        pods.insert(
+                            name.clone(),
+                            RunningPod {
+                                uid,
+                                child,
+                                ready: false,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                let Some(p) = pods.get_mut(&name) else {
+                    continue;
+                };
+                let ordinal = ordinal(&name);
+                let exited = matches!(p.child.try_wait(), Ok(Some(_)));
+                let ready = !exited
+                    && ordinal
+                        .and_then(|o| self.ports.get(o))
+                        .is_some_and(|ports| {
+                            crate::try_http_get(&format!(
+                                "http://127.0.0.1:{}/readyz",
+                                ports.metrics
+                            ))
+                            .is_ok_and(|(code, _)| code == 200)
+                        });
+                let reported = pod["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .is_some_and(|c| c["status"] == "True");
+                if ready != p.ready || ready != reported {
+                    let status = if ready { "True" } else { "False" };
+                    let patch = format!(
+                        r#"{{"status":{{"phase":"Running","podIP":"127.0.0.1","conditions":[{{"type":"Ready","status":"{status}"}},{{"type":"ContainersReady","status":"{status}"}}]}}}}"#
+                    );
+                    if self
+                        .kubectl(&[
+                            "patch",
+                            "pod",
+                            &name,
+                            "--subresource=status",
+                            "--type=merge",
+                            "-p",
+                            &patch,
+                        ])
+                        .is_some()
+                    {
+                        p.ready = ready;
+                    }
+                }
+                if exited {
+                    // A crashed broker restarts, as a container would.
+                    pods.remove(&name);
+                }
+            }
+        }
+        for (_, mut p) in pods {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Starts pod `name`'s broker through the ConfigMap's start.sh, rewritten for loopback.
+    fn launch(&self, name: &str) -> Option<Child> {
+        let ordinal = ordinal(name)?;
+        let me = *self.ports.get(ordinal)?;
+        let cm = self.kubectl(&[
+            "get",
+            "configmap",
+            &format!("{}-config", self.name),
+            "-o",
+            "json",
+        ])?;
+        let cm: serde_json::Value = serde_json::from_slice(&cm).ok()?;
+        let props = cm["data"]["server.properties"].as_str()?;
+        let script = cm["data"]["start.sh"].as_str()?;
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(dir.join("data")).ok()?;
+        let mut out = String::new();
+        for line in props.lines() {
+            let (key, value) = line.split_once('=').unwrap_or((line, ""));
+            let line = match key {
+                "controller.quorum.voters" => format!(
+                    "{key}={}",
+                    value
+                        .split(',')
+                        .filter_map(|v| {
+                            let (id, _) = v.split_once('@')?;
+                            let port = self.ports.get(id.parse::<usize>().ok()?)?.controller;
+                            Some(format!("{id}@127.0.0.1:{port}"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                "log.dirs" => format!("{key}={}", dir.join("data").display()),
+                "metrics.listener" => format!("{key}=127.0.0.1:{}", me.metrics),
+                "admin.listener" => format!("{key}=127.0.0.1:{}", me.admin),
+                _ => line.to_string(),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let props_path = dir.join("server.properties");
+        std::fs::write(&props_path, out).ok()?;
+        let script: String = script
+            .lines()
+            .map(|l| {
+                if l.contains("advertised.listeners=") {
+                    format!(
+                        "  --override \"advertised.listeners=PLAINTEXT://127.0.0.1:{}\"",
+                        me.kafka
+                    )
+                } else {
+                    l.replace(
+                        "/etc/kairos/server.properties",
+                        &props_path.to_string_lossy(),
+                    )
+                    .replace("0.0.0.0:9092", &format!("127.0.0.1:{}", me.kafka))
+                    .replace("0.0.0.0:9093", &format!("127.0.0.1:{}", me.controller))
+                    .replace("exec kairos serve", "exec \"$KAIROS\" serve")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let script_path = dir.join("start.sh");
+        std::fs::write(&script_path, script).ok()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .ok()?;
+        Command::new("/bin/sh")
+            .arg(&script_path)
+            .env("HOSTNAME", name)
+            .env("KAIROS", crate::kairos_bin())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().ok()?)
+            .stderr(log)
+            .spawn()
+            .ok()
+    }
+}
+
+fn ordinal(pod: &str) -> Option<usize> {
+    pod.rsplit('-').next()?.parse().ok()
+}

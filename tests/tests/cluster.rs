@@ -4,19 +4,14 @@
 //!
 //! Topics below use RF = 1 spread over the brokers; `replication.rs` covers RF > 1.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use kairos_tests::cluster::{
-    active_controllers, create_topic, is_active_controller, leaders, live_broker_ids, metadata,
-    poll_until, wait_registered, wait_until, FAST,
+    active_controllers, consume_all, create_topic, is_active_controller, leaders, live_broker_ids,
+    metadata, produce_acked, wait_registered, wait_until, FAST,
 };
 use kairos_tests::{Broker, Cluster};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// FAST, but a session outlives the test: whatever fences a broker here is not its session
 /// timing out (a later override wins).
@@ -238,78 +233,6 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
         Duration::from_secs(10),
         "belongs to another node",
     );
-}
-
-/// Sends `n` records to `topic` (partition `i % partitions`), acks=all, idempotent; returns
-/// (partition, offset) → payload of every acknowledged one.
-fn produce_acked(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    tag: &str,
-    n: i32,
-) -> BTreeMap<(i32, i64), String> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut acked = BTreeMap::new();
-    for i in 0..n {
-        let payload = format!("{tag}{i}");
-        let d = rt
-            .block_on(
-                producer.send(
-                    FutureRecord::<(), _>::to(topic)
-                        .payload(&payload)
-                        .partition(i % partitions),
-                    Duration::from_secs(15),
-                ),
-            )
-            .unwrap_or_else(|(e, _)| panic!("produce {tag}{i}: {e}"));
-        acked.insert((d.partition, d.offset), payload);
-    }
-    acked
-}
-
-/// Reads `topic` (partitions `0..partitions`) from the beginning until `want` records came
-/// (20 s at most): (partition, offset) → payload.
-fn consume_all(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    want: usize,
-) -> BTreeMap<(i32, i64), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "cluster-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut got = BTreeMap::new();
-    poll_until(&consumer, Duration::from_secs(20), |m| {
-        if let Some(m) = m {
-            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-            got.insert((m.partition(), m.offset()), v);
-        }
-        if got.len() >= want {
-            Ok(())
-        } else {
-            Err(format!("{} of {want} read", got.len()))
-        }
-    });
-    got
 }
 
 #[test]

@@ -16,8 +16,9 @@ use kube::{Api, ResourceExt};
 use super::desired;
 use crate::apply::{apply, apply_status, get_and_apply, Applied};
 use crate::context::{condition_event, key, now, Context, Error, Result};
-use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus};
+use crate::crd::cluster::{BrokerStatus, KafkaCluster, KafkaClusterStatus};
 use crate::crd::status::{conditions, Phase};
+use crate::kafka::Admin;
 
 /// How often a healthy cluster is looked at again without any watch event.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -184,8 +185,43 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             message: format!("{ready} of {} brokers ready", kc.spec.replicas),
         }
     };
+    let mut status = status;
+    if ready > 0 {
+        if let Some(brokers) = registered_brokers(kc, ctx).await {
+            status.brokers = brokers;
+        }
+    }
     set_status(kc, ctx, &clusters, &status, phase, &voter_ids, ready).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// The brokers the cluster's metadata lists (None when the brokers cannot be asked now).
+async fn registered_brokers(kc: &KafkaCluster, ctx: &Context) -> Option<Vec<BrokerStatus>> {
+    let bootstrap = desired::bootstrap_servers(kc);
+    let result = async {
+        let mut admin = Admin::connect(&bootstrap, &ctx.resolver).await?;
+        admin.metadata(Some(&[])).await
+    }
+    .await;
+    match result {
+        Ok(md) => {
+            let mut brokers: Vec<BrokerStatus> = md
+                .brokers
+                .iter()
+                .map(|b| BrokerStatus {
+                    id: b.node_id.0,
+                    address: format!("{}:{}", b.host, b.port),
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                })
+                .collect();
+            brokers.sort_by_key(|b| b.id);
+            Some(brokers)
+        }
+        Err(e) => {
+            tracing::debug!(cluster = %kc.name_any(), "listing brokers: {e}");
+            None
+        }
+    }
 }
 
 /// The StatefulSet's existing volumeClaimTemplates when the spec asks for different ones.
