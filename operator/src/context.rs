@@ -138,12 +138,25 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        self.event_related(obj, type_, reason, note, None).await
+    }
+
+    /// An event about `obj` that also names `related` (events with the same reason but another
+    /// related object are kept apart instead of counted as one series).
+    pub async fn event_related<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         let ev = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note),
             action: "Reconcile".to_string(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(object = %obj.name_any(), "publishing event {reason}: {e}");

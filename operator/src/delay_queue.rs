@@ -310,7 +310,8 @@ async fn sync_all(
     let Some(delay_topic) = wanted.first().map(|(_, t)| t.name.clone()) else {
         return Outcome::Done(Phase::Ready);
     };
-    let addr = ctx.resolver.resolve(&desired::admin_address(kc));
+    let resolved = ctx.resolver.resolve(&desired::admin_address(kc));
+    let addr = resolved.split(',').next().unwrap_or_default().to_string();
     match stats(&addr, &delay_topic).await {
         Ok(s) => {
             status.pending = Some(s.pending as i64);

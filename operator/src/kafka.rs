@@ -22,7 +22,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kairos_client::Connection;
 
-/// Maps `host:port` addresses the operator derives to ones it can reach (out-of-cluster mode).
+/// Maps `host:port` addresses the operator derives to ones it can reach (out-of-cluster mode);
+/// a mapping may list several addresses, comma-separated, tried in order.
 #[derive(Clone, Debug, Default)]
 pub struct Resolver {
     map: HashMap<String, String>,
@@ -111,15 +112,21 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Connects to the first reachable address `bootstrap` resolves to (a comma list out of
+    /// cluster, as a Service would pick a ready pod).
     pub async fn connect(bootstrap: &str, resolver: &Resolver) -> Result<Admin, KafkaError> {
-        let addr = resolver.resolve(bootstrap);
-        let conn = Connection::connect(&addr, "kairos-operator".into(), TIMEOUT)
-            .await
-            .map_err(|e| KafkaError::Unreachable {
-                addr: addr.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        Ok(Admin { conn })
+        let addrs = resolver.resolve(bootstrap);
+        let mut reason = String::from("no address");
+        for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match Connection::connect(addr, "kairos-operator".into(), TIMEOUT).await {
+                Ok(conn) => return Ok(Admin { conn }),
+                Err(e) => reason = format!("{e:#}"),
+            }
+        }
+        Err(KafkaError::Unreachable {
+            addr: addrs,
+            reason,
+        })
     }
 
     async fn call<R: kafka_protocol::protocol::Request>(
@@ -195,6 +202,41 @@ impl Admin {
             replication_factor,
             configs,
         }))
+    }
+
+    /// `min.insync.replicas` of each of `topics` (topic override or broker default).
+    pub async fn min_insync(
+        &mut self,
+        topics: &[String],
+    ) -> Result<HashMap<String, i32>, KafkaError> {
+        let key = StrBytes::from_static_str("min.insync.replicas");
+        let req = DescribeConfigsRequest::default().with_resources(
+            topics
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(RESOURCE_TOPIC)
+                        .with_resource_name(StrBytes::from_string(t.clone()))
+                        .with_configuration_keys(Some(vec![key.clone()]))
+                })
+                .collect(),
+        );
+        let res = self.call(4, &req).await?;
+        let mut out = HashMap::new();
+        for r in &res.results {
+            if r.error_code != 0 {
+                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
+            }
+            let value = r
+                .configs
+                .iter()
+                .find(|c| c.name == key)
+                .and_then(|c| c.value.as_ref())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            out.insert(r.resource_name.to_string(), value);
+        }
+        Ok(out)
     }
 
     /// CreateTopics; `replication_factor` None takes the cluster's default.

@@ -353,14 +353,14 @@ impl Kubelet {
         }
     }
 
-    /// The operator's `--resolve` flags: the bootstrap Service reaches pod 0's listener and
-    /// admin API.
+    /// The operator's `--resolve` flags: the bootstrap Service reaches any pod's listener (tried
+    /// in order, as a Service picks a ready pod) and pod 0's admin API.
     pub fn resolve_args(&self, name: &str) -> Vec<String> {
         let p = self.ports[0];
         vec![
             format!(
-                "--resolve={name}-bootstrap.default.svc:9092=127.0.0.1:{}",
-                p.kafka
+                "--resolve={name}-bootstrap.default.svc:9092={}",
+                self.bootstrap()
             ),
             format!(
                 "--resolve={name}-bootstrap.default.svc:9095=127.0.0.1:{}",

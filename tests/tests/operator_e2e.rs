@@ -2,12 +2,20 @@
 //! controllers) + the operator + a test kubelet running each broker Pod as a local
 //! `kairos serve` from the operator's ConfigMap and start.sh. The KafkaCluster becomes Ready when
 //! its three brokers are, lists them in its status, and a KafkaTopic with three replicas serves an
-//! acks=all producer and a consumer.
+//! acks=all producer and a consumer. A config change rolls the brokers one at a time, the active
+//! controller last, while an acks=all producer keeps writing without a single failed record.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use kafka_protocol::messages::MetadataRequest;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use kairos_tests::cluster::{consume_all, produce_acked};
 use kairos_tests::k8s::{KubeApiServer, Kubelet, Operator};
+use kairos_tests::kafka_call;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -75,4 +83,114 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
     let acked = produce_acked(&kubelet.bootstrap(), "payments", 3, "p", 30);
     let read = consume_all(&kubelet.bootstrap(), "payments", 3, acked.len());
     assert_eq!(read, acked);
+
+    // A config change (the pod template's config hash) rolls the brokers one at a time.
+    let controller = kafka_call(
+        format!("127.0.0.1:{}", kubelet.ports[0].kafka)
+            .parse()
+            .expect("addr"),
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+    )
+    .expect("metadata")
+    .controller_id
+    .0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (bootstrap, stop) = (kubelet.bootstrap(), stop.clone());
+        std::thread::spawn(move || keep_producing(&bootstrap, &stop))
+    };
+    let out = api.kubectl(&[
+        "patch",
+        "kafkacluster",
+        "orders",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"config":{"log.retention.hours":"100"}}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    api.wait_for("a rolling restart in the status", WAIT, |api| {
+        let kc = api.get_json(&["kafkacluster", "orders"])?;
+        kc["status"]["restart"].is_object().then_some(())
+    });
+    api.wait_for(
+        "the rolling restart done and the cluster Ready",
+        Duration::from_secs(120),
+        |api| {
+            let kc = api.get_json(&["kafkacluster", "orders"])?;
+            (ready(&kc) && kc["status"]["restart"].is_null()).then_some(())
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failures) = writer.join().expect("producer thread");
+    assert!(
+        failures.is_empty(),
+        "failed records during the restart: {failures:?}"
+    );
+    assert!(acked > 0);
+
+    // Every pod was restarted once, the active controller last.
+    let events: Value =
+        serde_json::from_str(&api.kubectl_ok(&["get", "events.v1.events.k8s.io", "-o", "json"]))
+            .expect("events");
+    let mut restarts: Vec<(String, String)> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reason"] == "RestartingPod")
+        .map(|e| {
+            (
+                e["eventTime"].as_str().unwrap_or_default().to_string(),
+                e["note"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    restarts.sort();
+    assert_eq!(restarts.len(), 3, "{restarts:?}");
+    assert!(
+        restarts[2]
+            .1
+            .contains(&format!("orders-broker-{controller} ")),
+        "controller {controller} not last: {restarts:?}"
+    );
+    let read = consume_all(&kubelet.bootstrap(), "payments", 3, acked + read.len());
+    assert!(read.len() >= acked + 30, "{} read", read.len());
+}
+
+/// Produces acks=all, idempotent records to `payments` until `stop`; (acknowledged count,
+/// failures).
+fn keep_producing(bootstrap: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let failures = Mutex::new(Vec::new());
+    let mut acked = 0;
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("r{i}");
+        i += 1;
+        match rt.block_on(producer.send(
+            FutureRecord::<(), _>::to("payments").payload(&payload),
+            Duration::from_secs(60),
+        )) {
+            Ok(_) => acked += 1,
+            Err((e, _)) => failures
+                .lock()
+                .expect("lock")
+                .push(format!("{payload}: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (acked, failures.into_inner().expect("lock"))
 }

@@ -35,6 +35,9 @@ pub const DATA_DIR: &str = "/var/lib/kairos";
 pub const CONFIG_DIR: &str = "/etc/kairos";
 /// The pod annotation that changes with the broker config, so a config change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "kairos.dev/config-hash";
+/// The pod annotation with a hash of the whole pod template: a pod whose value differs from the
+/// StatefulSet's is outdated and due for the rolling restart.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "kairos.dev/template-hash";
 /// KRaft's usual quorum size: more voters slow every metadata write and add no safety here.
 pub const VOTERS_MAX: i32 = 3;
 
@@ -528,6 +531,32 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
             ..Default::default()
         }]),
     };
+    let mut pod = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(volumes),
+            affinity: template.affinity.clone(),
+            tolerations: (!template.tolerations.is_empty()).then(|| template.tolerations.clone()),
+            node_selector: (!template.node_selector.is_empty())
+                .then(|| template.node_selector.clone()),
+            // Room for a controlled shutdown (the broker allows itself 30 s).
+            termination_grace_period_seconds: Some(60),
+            ..Default::default()
+        }),
+    };
+    // Hash of everything else in the pod template (config hash included).
+    let text = serde_json::to_string(&pod).unwrap_or_default();
+    let hash = self::config_hash(&BTreeMap::from([(String::new(), text)]));
+    if let Some(meta) = pod.metadata.as_mut() {
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(TEMPLATE_HASH_ANNOTATION.to_string(), hash);
+    }
     StatefulSet {
         metadata: meta(kc, n.stateful_set),
         spec: Some(StatefulSetSpec {
@@ -543,25 +572,7 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
                 match_labels: Some(selector_labels(kc)),
                 ..Default::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    affinity: template.affinity.clone(),
-                    tolerations: (!template.tolerations.is_empty())
-                        .then(|| template.tolerations.clone()),
-                    node_selector: (!template.node_selector.is_empty())
-                        .then(|| template.node_selector.clone()),
-                    // Room for a controlled shutdown (the broker allows itself 30 s).
-                    termination_grace_period_seconds: Some(60),
-                    ..Default::default()
-                }),
-            },
+            template: pod,
             volume_claim_templates: claims,
             ..Default::default()
         }),

@@ -6,22 +6,25 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::DynamicObject;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::desired;
+use super::restart::{self, PartitionState, PodState, Step};
 use crate::apply::{apply, apply_status, get_and_apply, Applied};
 use crate::context::{condition_event, key, now, Context, Error, Result};
-use crate::crd::cluster::{BrokerStatus, KafkaCluster, KafkaClusterStatus};
+use crate::crd::cluster::{BrokerStatus, KafkaCluster, KafkaClusterStatus, RestartPlan};
 use crate::crd::status::{conditions, Phase};
 use crate::kafka::Admin;
 
 /// How often a healthy cluster is looked at again without any watch event.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a rolling restart in progress is looked at again (besides StatefulSet events).
+const RESTART_RECHECK: Duration = Duration::from_secs(2);
 /// How often a cluster waiting on something outside its spec (a Secret) is looked at again.
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -191,8 +194,171 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             status.brokers = brokers;
         }
     }
+    status.restart = match set.as_ref() {
+        Some(set) => rolling_restart(kc, ctx, &ns, set).await?,
+        None => None,
+    };
+    let (phase, requeue) = match &status.restart {
+        Some(plan) => (
+            Phase::Reconciling {
+                reason: "RollingRestart".into(),
+                message: match &plan.blocked_by {
+                    Some(why) => format!("rolling restart waits: {why}"),
+                    None => format!("rolling restart: {} pod(s) left", plan.pods.len()),
+                },
+            },
+            RESTART_RECHECK,
+        ),
+        None => (phase, RESYNC),
+    };
     set_status(kc, ctx, &clusters, &status, phase, &voter_ids, ready).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(requeue))
+}
+
+/// The rolling restart's next move: deletes the next outdated pod when it is safe, and returns
+/// the plan (None when every pod runs the StatefulSet's current revision).
+async fn rolling_restart(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    ns: &str,
+    set: &StatefulSet,
+) -> Result<Option<RestartPlan>> {
+    let Some(update) = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(desired::TEMPLATE_HASH_ANNOTATION).cloned())
+    else {
+        return Ok(None);
+    };
+    // Pods made before the StatefulSet controller saw the new template would come back old.
+    let seen = set.status.as_ref().and_then(|s| s.observed_generation) >= set.metadata.generation;
+    let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods_api
+        .list(&ListParams::default().labels(&desired::selector_string(kc)))
+        .await?;
+    let pods: Vec<PodState> = list.items.iter().filter_map(pod_state).collect();
+    tracing::debug!(cluster = %kc.name_any(), "update revision {update}, pods {pods:?}");
+    if restart::order(&pods, &update, None).is_empty() {
+        return Ok(None);
+    }
+    let previous = kc.status.as_ref().and_then(|s| s.restart.clone());
+    let mut plan = RestartPlan {
+        pods: Vec::new(),
+        reason: "the pod template changed (broker config or spec)".into(),
+        current: previous.and_then(|p| p.current),
+        blocked_by: None,
+    };
+    let mut admin = match Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await {
+        Ok(a) => a,
+        Err(e) => {
+            plan.pods = names(&restart::order(&pods, &update, None));
+            plan.blocked_by = Some(e.to_string());
+            return Ok(Some(plan));
+        }
+    };
+    let md = match admin.metadata(None).await {
+        Ok(md) => md,
+        Err(e) => {
+            plan.pods = names(&restart::order(&pods, &update, None));
+            plan.blocked_by = Some(e.to_string());
+            return Ok(Some(plan));
+        }
+    };
+    let controller = Some(md.controller_id.0).filter(|id| *id >= 0);
+    plan.pods = names(&restart::order(&pods, &update, controller));
+    let step = if seen {
+        restart::next(&pods, replicas, &update, controller)
+    } else {
+        Step::Wait(
+            "the StatefulSet controller has not yet seen the new pod template".into(),
+            None,
+        )
+    };
+    match step {
+        Step::Done => return Ok(None),
+        Step::Wait(why, current) => {
+            plan.blocked_by = Some(why);
+            plan.current = current.or(plan.current);
+        }
+        Step::Restart(pod) => {
+            let partitions: Vec<PartitionState> = md
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    let topic = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                    t.partitions.iter().map(move |p| PartitionState {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                        isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                    })
+                })
+                .collect();
+            let mut topics: Vec<String> = partitions.iter().map(|p| p.topic.clone()).collect();
+            topics.dedup();
+            let blocker = match admin.min_insync(&topics).await {
+                Ok(min) => restart::isr_blocker(&partitions, &min, pod.ordinal),
+                Err(e) => Some(format!("reading min.insync.replicas: {e}")),
+            };
+            match blocker {
+                Some(why) => plan.blocked_by = Some(why),
+                None => {
+                    pods_api.delete(&pod.name, &DeleteParams::default()).await?;
+                    ctx.metrics.writes.with_label_values(&["Pod"]).inc();
+                    plan.pods.retain(|p| *p != pod.name);
+                    let related = list
+                        .items
+                        .iter()
+                        .find(|p| p.metadata.name.as_deref() == Some(pod.name.as_str()))
+                        .map(|p| p.object_ref(&()));
+                    ctx.event_related(
+                        kc,
+                        EventType::Normal,
+                        "RestartingPod",
+                        format!(
+                            "Restarting pod {} (broker {}) for the new pod template; {} left after it",
+                            pod.name,
+                            pod.ordinal,
+                            plan.pods.len()
+                        ),
+                        related,
+                    )
+                    .await;
+                    plan.current = Some(pod.name);
+                }
+            }
+        }
+    }
+    Ok(Some(plan))
+}
+
+fn names(pods: &[PodState]) -> Vec<String> {
+    pods.iter().map(|p| p.name.clone()).collect()
+}
+
+/// A broker pod's restart-relevant state (None for pods without an ordinal name).
+fn pod_state(pod: &Pod) -> Option<PodState> {
+    let name = pod.metadata.name.clone()?;
+    let ordinal = name.rsplit('-').next()?.parse().ok()?;
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some(PodState {
+        revision: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(desired::TEMPLATE_HASH_ANNOTATION).cloned()),
+        name,
+        ordinal,
+        ready,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    })
 }
 
 /// The brokers the cluster's metadata lists (None when the brokers cannot be asked now).
