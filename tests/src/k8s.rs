@@ -181,8 +181,12 @@ pub fn operator_bin() -> PathBuf {
     let bin = kairos.with_file_name("kairos-operator");
     if std::env::var_os("KAIROS_BIN").is_none() || !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "kairos-operator"])
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "kairos-operator"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd
             .status()
             .expect("running cargo build for kairos-operator");
         assert!(status.success(), "cargo build of kairos-operator failed");
