@@ -38,6 +38,9 @@ export KAIROS_PYTHON="$venv/bin/python"
 # Kubernetes source and cached outside the clone (tests/k8s/build.sh; about 5 minutes cold).
 KAIROS_K8S_BIN="$(tests/k8s/build.sh)"
 export KAIROS_K8S_BIN
+# The Helm chart renderer (Go text/template + Sprig from Debian's packages).
+KAIROS_HELM_RENDER="$(tests/helm/build.sh)"
+export KAIROS_HELM_RENDER
 
 # Build the broker binary first: end-to-end tests start it as a separate process.
 cargo build --workspace --all-targets

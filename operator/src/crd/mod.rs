@@ -37,15 +37,18 @@ mod tests {
     #[test]
     fn the_checked_in_crds_are_current() {
         // Proves crds/ matches the Rust types: a stale CRD fails here, not on a cluster.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for (file, yaml) in super::crds().expect("CRDs serialize") {
-            let path = dir.join(file);
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                on_disk == yaml,
-                "{} is stale: run `cargo run -p kairos-operator -- crdgen crds`",
-                path.display()
-            );
+        // ... and the Helm chart's copy (Helm installs CRDs only from the chart's crds/).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for dir in ["crds", "charts/kairos-operator/crds"] {
+            for (file, yaml) in super::crds().expect("CRDs serialize") {
+                let path = root.join(dir).join(file);
+                let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    on_disk == yaml,
+                    "{} is stale: run `cargo run -p kairos-operator -- crdgen {dir}`",
+                    path.display()
+                );
+            }
         }
     }
 }
