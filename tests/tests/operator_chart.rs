@@ -1,5 +1,5 @@
 //! The Helm chart `charts/kairos-operator`, rendered as `helm template` would (Go text/template
-//! + Sprig: tests/helm/render.go, since no helm binary can be installed here) with the default
+//! and Sprig: tests/helm/render.go, since no helm binary can be installed here) with the default
 //! values and with a non-default values file, and applied to a real kube-apiserver with
 //! server-side dry-run: every object validates against the server's schemas.
 
