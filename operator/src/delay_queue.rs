@@ -4,26 +4,19 @@
 //! carries the topic names and the pending/overdue counts the brokers' admin API reports.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
-use crate::apply::apply_status;
+use crate::child::{sync_failed, ClusterChild, Outcome};
 use crate::cluster::desired::{self, SpecError};
-use crate::context::{condition_event, key, now, Context, Error, Result};
+use crate::context::Context;
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::delay_queue::{DelayQueue, DelayQueueStatus};
-use crate::crd::status::{conditions, Phase};
+use crate::crd::status::{Condition, Phase};
 use crate::crd::topic::DeletionPolicy;
 use crate::kafka::Admin;
-use crate::topic::{cluster, sync, sync_failed, DesiredTopic, Outcome};
+use crate::topic::{sync, DesiredTopic};
 
 pub const FINALIZER: &str = "kairos.dev/delayqueue";
 
@@ -155,67 +148,6 @@ pub fn topics(dq: &DelayQueue) -> Result<Vec<(&'static str, DesiredTopic)>, Spec
     Ok(out)
 }
 
-/// Runs the controller until shutdown. A change to a KafkaCluster re-reconciles its queues.
-pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let scope = ctx.scope.clone();
-    let controller = Controller::new(
-        scope.api::<DelayQueue>(&client),
-        watcher::Config::default().any_semantic(),
-    );
-    let queues = controller.store();
-    controller
-        .watches(
-            scope.api::<KafkaCluster>(&client),
-            watcher::Config::default(),
-            move |kc: KafkaCluster| {
-                let ns = kc.namespace();
-                let name = kc.name_any();
-                queues
-                    .state()
-                    .into_iter()
-                    .filter(|q| q.namespace() == ns && q.spec.cluster_ref == name)
-                    .map(|q| ObjectRef::from_obj(&*q))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!("DelayQueue reconcile: {e}");
-            }
-        })
-        .await;
-}
-
-pub async fn reconcile(dq: Arc<DelayQueue>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let ns = dq
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(dq.name_any()))?;
-    let result = if ctx.scope.includes(&ns) {
-        let api: Api<DelayQueue> = Api::namespaced(ctx.client.clone(), &ns);
-        finalizer(&api, FINALIZER, dq.clone(), |event| async {
-            match event {
-                Finalizer::Apply(dq) => apply(&dq, &ctx, &api).await,
-                Finalizer::Cleanup(dq) => cleanup(&dq, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    } else {
-        Ok(Action::await_change())
-    };
-    ctx.observe("DelayQueue", &key(&*dq), started, &result);
-    result
-}
-
-pub fn error_policy(dq: Arc<DelayQueue>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(queue = %dq.name_any(), "reconcile failed: {err}");
-    ctx.backoff(&key(&*dq))
-}
-
 /// The CEL rule newer API servers enforce: the target topic never changes.
 fn retargeted(dq: &DelayQueue) -> Option<Phase> {
     let was = dq.status.as_ref()?.target_topic.as_ref()?;
@@ -228,47 +160,70 @@ fn retargeted(dq: &DelayQueue) -> Option<Phase> {
     })
 }
 
-async fn apply(dq: &DelayQueue, ctx: &Context, api: &Api<DelayQueue>) -> Result<Action> {
-    let old = dq.status.clone().unwrap_or_default();
-    let mut status = DelayQueueStatus {
-        pending: old.pending,
-        overdue: old.overdue,
-        delay_topic: old.delay_topic.clone(),
-        target_topic: old.target_topic.clone(),
-        retry_topic: old.retry_topic.clone(),
-        dead_letter_topic: old.dead_letter_topic.clone(),
-        ..Default::default()
-    };
-    let outcome = match (retargeted(dq), topics(dq)) {
-        (Some(phase), _) => Outcome::Done(phase),
-        (None, Err(e)) => Outcome::Done(Phase::Stalled {
-            reason: "InvalidSpec".into(),
-            message: e.to_string(),
-        }),
-        (None, Ok(wanted)) => match cluster(ctx, dq, &dq.spec.cluster_ref).await? {
-            None => Outcome::Done(Phase::Stalled {
-                reason: "ClusterNotFound".into(),
-                message: format!(
-                    "spec.clusterRef: KafkaCluster {:?} does not exist in namespace {}; create it or fix clusterRef",
-                    dq.spec.cluster_ref,
-                    dq.namespace().unwrap_or_default()
-                ),
-            }),
-            Some(kc) => sync_all(dq, ctx, &kc, &wanted, &mut status).await,
-        },
-    };
-    let (phase, retry) = match outcome {
-        Outcome::Done(p) => (p, None),
-        Outcome::Retry(p, e) => (p, Some(e)),
-    };
-    status.observed_generation = dq.metadata.generation;
-    status.conditions = conditions(&phase, &old.conditions, dq.metadata.generation, &now());
-    if apply_status(api, dq, &status, dq.status.as_ref(), ctx).await? {
-        condition_event(ctx, dq, &old.conditions, &status.conditions, &phase).await;
+fn invalid(e: SpecError) -> Phase {
+    Phase::Stalled {
+        reason: "InvalidSpec".into(),
+        message: e.to_string(),
     }
-    match retry {
-        Some(e) => Err(Error::Kafka(e)),
-        None => Ok(Action::requeue(ctx.resync)),
+}
+
+impl ClusterChild for DelayQueue {
+    type Status = DelayQueueStatus;
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn cluster_ref(&self) -> &str {
+        &self.spec.cluster_ref
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn status(&self) -> Option<&DelayQueueStatus> {
+        self.status.as_ref()
+    }
+
+    fn conditions(status: &DelayQueueStatus) -> &[Condition] {
+        &status.conditions
+    }
+
+    fn set_conditions(status: &mut DelayQueueStatus, generation: Option<i64>, c: Vec<Condition>) {
+        status.observed_generation = generation;
+        status.conditions = c;
+    }
+
+    fn carried_status(&self) -> DelayQueueStatus {
+        self.status.clone().unwrap_or_default()
+    }
+
+    fn check(&self) -> Option<Phase> {
+        retargeted(self).or_else(|| topics(self).err().map(invalid))
+    }
+
+    async fn sync(
+        &self,
+        ctx: &Context,
+        kc: &KafkaCluster,
+        status: &mut DelayQueueStatus,
+    ) -> Outcome {
+        match topics(self) {
+            Ok(wanted) => sync_all(self, ctx, kc, &wanted, status).await,
+            // check() refused it already.
+            Err(e) => Outcome::Done(invalid(e)),
+        }
+    }
+
+    fn managed_topics(&self) -> Vec<String> {
+        let s = self.status.clone().unwrap_or_default();
+        [
+            s.delay_topic,
+            s.retry_topic,
+            s.dead_letter_topic,
+            s.target_topic,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
@@ -282,7 +237,7 @@ async fn sync_all(
 ) -> Outcome {
     let mut admin = match Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await {
         Ok(a) => a,
-        Err(e) => return sync_failed("of the queue", e.into()),
+        Err(e) => return sync_failed("the queue's cluster", e.into()),
     };
     let mut changes = Vec::new();
     for (role, want) in wanted {
@@ -293,7 +248,7 @@ async fn sync_all(
                 }
                 changes.extend(synced.changes.iter().map(|c| format!("{}: {c}", want.name)));
             }
-            Err(e) => return sync_failed(&want.name, e),
+            Err(e) => return sync_failed(&format!("topic {}", want.name), e),
         }
         let name = Some(want.name.clone());
         match *role {
@@ -347,40 +302,6 @@ async fn stats(addr: &str, topic: &str) -> Result<admin_api::StatsResponse, Stri
         .await
         .map(|r| r.into_inner())
         .map_err(|s| s.message().to_string())
-}
-
-/// Deletes the queue's topics when the policy says so and the cluster still exists.
-async fn cleanup(dq: &DelayQueue, ctx: &Context) -> Result<Action> {
-    if dq.spec.deletion_policy == DeletionPolicy::Retain {
-        return Ok(Action::await_change());
-    }
-    let Some(kc) = cluster(ctx, dq, &dq.spec.cluster_ref).await? else {
-        return Ok(Action::await_change());
-    };
-    let s = dq.status.clone().unwrap_or_default();
-    let names: Vec<String> = [
-        s.delay_topic,
-        s.retry_topic,
-        s.dead_letter_topic,
-        s.target_topic,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let mut admin = Admin::connect(&desired::bootstrap_servers(&kc), &ctx.resolver).await?;
-    for name in &names {
-        admin.delete_topic(name).await?;
-    }
-    if !names.is_empty() {
-        ctx.event(
-            dq,
-            EventType::Normal,
-            "Deleted",
-            format!("Deleted topics {}", names.join(", ")),
-        )
-        .await;
-    }
-    Ok(Action::await_change())
 }
 
 #[cfg(test)]

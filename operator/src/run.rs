@@ -145,8 +145,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 async fn controllers(ctx: Arc<Context>) {
     tokio::join!(
         crate::cluster::reconcile::run(ctx.clone()),
-        crate::topic::run(ctx.clone()),
-        crate::delay_queue::run(ctx),
+        crate::child::run::<crate::crd::KafkaTopic>(ctx.clone()),
+        crate::child::run::<crate::crd::DelayQueue>(ctx),
     );
 }
 

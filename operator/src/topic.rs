@@ -4,22 +4,15 @@
 //! `deletionPolicy: Delete`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
 
-use futures::StreamExt;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
-use crate::apply::apply_status;
+use crate::child::{sync_failed, ClusterChild, Outcome};
 use crate::cluster::desired;
-use crate::context::{key, now, Context, Error, Result};
+use crate::context::Context;
 use crate::crd::cluster::KafkaCluster;
-use crate::crd::status::{conditions, Phase};
+use crate::crd::status::{Condition, Phase};
 use crate::crd::topic::{DeletionPolicy, KafkaTopic, KafkaTopicStatus};
 use crate::kafka::{Admin, KafkaError, TopicState};
 
@@ -134,112 +127,9 @@ pub enum SyncError {
     },
 }
 
-/// Runs the controller until shutdown. A change to a KafkaCluster re-reconciles its topics.
-pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let scope = ctx.scope.clone();
-    let controller = Controller::new(
-        scope.api::<KafkaTopic>(&client),
-        watcher::Config::default().any_semantic(),
-    );
-    let topics = controller.store();
-    controller
-        .watches(
-            scope.api::<KafkaCluster>(&client),
-            watcher::Config::default(),
-            move |kc: KafkaCluster| {
-                let ns = kc.namespace();
-                let name = kc.name_any();
-                topics
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.namespace() == ns && t.spec.cluster_ref == name)
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!("KafkaTopic reconcile: {e}");
-            }
-        })
-        .await;
-}
-
-pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let ns = kt
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(kt.name_any()))?;
-    let result = if ctx.scope.includes(&ns) {
-        let api: Api<KafkaTopic> = Api::namespaced(ctx.client.clone(), &ns);
-        finalizer(&api, FINALIZER, kt.clone(), |event| async {
-            match event {
-                Finalizer::Apply(kt) => apply(&kt, &ctx, &api).await,
-                Finalizer::Cleanup(kt) => cleanup(&kt, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    } else {
-        Ok(Action::await_change())
-    };
-    ctx.observe("KafkaTopic", &key(&*kt), started, &result);
-    result
-}
-
-pub fn error_policy(kt: Arc<KafkaTopic>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(topic = %kt.name_any(), "reconcile failed: {err}");
-    ctx.backoff(&key(&*kt))
-}
-
 /// The Kafka topic name: `spec.topicName`, else `metadata.name`.
 pub fn topic_name(kt: &KafkaTopic) -> String {
     kt.spec.topic_name.clone().unwrap_or_else(|| kt.name_any())
-}
-
-/// The cluster a resource names, if it exists and is not being deleted.
-pub async fn cluster<K: Resource>(
-    ctx: &Context,
-    obj: &K,
-    cluster_ref: &str,
-) -> Result<Option<KafkaCluster>> {
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    Ok(clusters
-        .get_opt(cluster_ref)
-        .await?
-        .filter(|c| c.metadata.deletion_timestamp.is_none()))
-}
-
-/// What a reconcile ends in, before the status is written.
-pub enum Outcome {
-    Done(Phase),
-    /// Brokers unreachable or busy: Reconciling, and retried with backoff.
-    Retry(Phase, KafkaError),
-}
-
-/// [`Outcome`] of a failed [`sync`].
-pub fn sync_failed(name: &str, e: SyncError) -> Outcome {
-    match e {
-        SyncError::Spec { reason, message } => Outcome::Done(Phase::Stalled {
-            reason: reason.into(),
-            message,
-        }),
-        SyncError::Kafka(e) if e.transient() => Outcome::Retry(
-            Phase::Reconciling {
-                reason: "BrokersUnavailable".into(),
-                message: format!("topic {name}: {e}"),
-            },
-            e,
-        ),
-        SyncError::Kafka(e) => Outcome::Done(Phase::Stalled {
-            reason: "RefusedByCluster".into(),
-            message: format!("topic {name}: {e}"),
-        }),
-    }
 }
 
 /// The check the CRD's CEL rule makes on newer API servers: `topicName` never changes.
@@ -254,68 +144,88 @@ fn renamed(kt: &KafkaTopic) -> Option<Phase> {
     })
 }
 
-async fn apply(kt: &KafkaTopic, ctx: &Context, api: &Api<KafkaTopic>) -> Result<Action> {
-    let old = kt.status.clone().unwrap_or_default();
-    let name = topic_name(kt);
-    let mut status = KafkaTopicStatus {
-        topic_name: old.topic_name.clone(),
-        partitions: old.partitions,
-        config: old.config.clone(),
-        // Kept until the next drift or spec change, so a reader sees what was reverted.
-        drift: if kt.metadata.generation == old.observed_generation {
-            old.drift.clone()
-        } else {
-            Vec::new()
-        },
-        ..Default::default()
-    };
-    let outcome = if let Some(phase) = renamed(kt) {
-        Outcome::Done(phase)
-    } else if let Some(kc) = cluster(ctx, kt, &kt.spec.cluster_ref).await? {
+impl ClusterChild for KafkaTopic {
+    type Status = KafkaTopicStatus;
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn cluster_ref(&self) -> &str {
+        &self.spec.cluster_ref
+    }
+
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+
+    fn status(&self) -> Option<&KafkaTopicStatus> {
+        self.status.as_ref()
+    }
+
+    fn conditions(status: &KafkaTopicStatus) -> &[Condition] {
+        &status.conditions
+    }
+
+    fn set_conditions(status: &mut KafkaTopicStatus, generation: Option<i64>, c: Vec<Condition>) {
+        status.observed_generation = generation;
+        status.conditions = c;
+    }
+
+    fn carried_status(&self) -> KafkaTopicStatus {
+        let old = self.status.clone().unwrap_or_default();
+        KafkaTopicStatus {
+            // Kept until the next drift or spec change, so a reader sees what was reverted.
+            drift: if self.metadata.generation == old.observed_generation {
+                old.drift
+            } else {
+                Vec::new()
+            },
+            ..old
+        }
+    }
+
+    fn check(&self) -> Option<Phase> {
+        renamed(self)
+    }
+
+    async fn sync(
+        &self,
+        ctx: &Context,
+        kc: &KafkaCluster,
+        status: &mut KafkaTopicStatus,
+    ) -> Outcome {
+        let name = topic_name(self);
         let want = DesiredTopic {
             name: name.clone(),
-            partitions: kt.spec.partitions,
-            replicas: kt.spec.replicas,
-            configs: kt.spec.config.clone(),
+            partitions: self.spec.partitions,
+            replicas: self.spec.replicas,
+            configs: self.spec.config.clone(),
         };
-        match connect_and_sync(ctx, &kc, &want).await {
+        let spec_changed =
+            self.metadata.generation != self.status.as_ref().and_then(|s| s.observed_generation);
+        match connect_and_sync(ctx, kc, &want).await {
             Ok(synced) => {
-                report(kt, ctx, &old, &synced, &want).await;
-                let spec_changed = kt.metadata.generation != old.observed_generation;
+                report(self, ctx, spec_changed, &synced, &want).await;
                 if !synced.changes.is_empty() && !spec_changed {
                     status.drift = synced.changes.clone();
                 }
-                status.topic_name = Some(name.clone());
+                status.topic_name = Some(name);
                 if let Some(state) = &synced.state {
                     status.partitions = Some(state.partitions);
                     status.config = state.configs.clone();
                 }
                 Outcome::Done(Phase::Ready)
             }
-            Err(e) => sync_failed(&name, e),
+            Err(e) => sync_failed(&format!("topic {name}"), e),
         }
-    } else {
-        Outcome::Done(Phase::Stalled {
-            reason: "ClusterNotFound".into(),
-            message: format!(
-                "spec.clusterRef: KafkaCluster {:?} does not exist in namespace {}; create it or fix clusterRef",
-                kt.spec.cluster_ref,
-                kt.namespace().unwrap_or_default()
-            ),
-        })
-    };
-    let (phase, retry) = match outcome {
-        Outcome::Done(p) => (p, None),
-        Outcome::Retry(p, e) => (p, Some(e)),
-    };
-    status.observed_generation = kt.metadata.generation;
-    status.conditions = conditions(&phase, &old.conditions, kt.metadata.generation, &now());
-    if apply_status(api, kt, &status, kt.status.as_ref(), ctx).await? {
-        crate::context::condition_event(ctx, kt, &old.conditions, &status.conditions, &phase).await;
     }
-    match retry {
-        Some(e) => Err(Error::Kafka(e)),
-        None => Ok(Action::requeue(ctx.resync)),
+
+    fn managed_topics(&self) -> Vec<String> {
+        // The topic this resource manages (a refused rename left spec.topicName pointing
+        // elsewhere).
+        vec![self
+            .status
+            .as_ref()
+            .and_then(|s| s.topic_name.clone())
+            .unwrap_or_else(|| topic_name(self))]
     }
 }
 
@@ -333,7 +243,7 @@ pub async fn connect_and_sync(
 async fn report<K: Resource<DynamicType = ()>>(
     obj: &K,
     ctx: &Context,
-    old: &KafkaTopicStatus,
+    spec_changed: bool,
     synced: &Synced,
     want: &DesiredTopic,
 ) {
@@ -349,7 +259,6 @@ async fn report<K: Resource<DynamicType = ()>>(
         )
         .await;
     } else if !synced.changes.is_empty() {
-        let spec_changed = obj.meta().generation != old.observed_generation;
         let (type_, reason) = if spec_changed {
             (EventType::Normal, "Updated")
         } else {
@@ -363,33 +272,6 @@ async fn report<K: Resource<DynamicType = ()>>(
         )
         .await;
     }
-}
-
-/// Deletes the topic when the policy says so and the cluster still exists; a missing cluster
-/// releases the finalizer (there is nothing left to delete).
-async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
-    if kt.spec.deletion_policy == DeletionPolicy::Retain {
-        return Ok(Action::await_change());
-    }
-    let Some(kc) = cluster(ctx, kt, &kt.spec.cluster_ref).await? else {
-        return Ok(Action::await_change());
-    };
-    // The topic this resource manages (a refused rename left spec.topicName pointing elsewhere).
-    let name = kt
-        .status
-        .as_ref()
-        .and_then(|s| s.topic_name.clone())
-        .unwrap_or_else(|| topic_name(kt));
-    let mut admin = Admin::connect(&desired::bootstrap_servers(&kc), &ctx.resolver).await?;
-    admin.delete_topic(&name).await?;
-    ctx.event(
-        kt,
-        EventType::Normal,
-        "Deleted",
-        format!("Deleted topic {name}"),
-    )
-    .await;
-    Ok(Action::await_change())
 }
 
 #[cfg(test)]
