@@ -12,7 +12,7 @@ use serde_json::Value;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
-use crate::cluster::desired::config_hash;
+use crate::cluster::desired::text_hash;
 use crate::context::{Context, Result};
 
 /// The one field manager of every write the operator makes.
@@ -46,37 +46,38 @@ pub fn contains(have: &Value, want: &Value) -> bool {
 
 /// Stamps `desired` with [`APPLIED_HASH`] of its own content; returns its JSON.
 pub fn stamp<K: Resource + Serialize>(desired: &mut K) -> Result<Value> {
-    let text = serde_json::to_string(&*desired)?;
-    let hash = config_hash(&[(String::new(), text)].into_iter().collect());
+    let hash = text_hash(&serde_json::to_string(&*desired)?);
     desired
         .annotations_mut()
         .insert(APPLIED_HASH.to_string(), hash);
     Ok(serde_json::to_value(&*desired)?)
 }
 
-/// Applies `desired` unless `existing` (what the API server holds) already matches it.
+/// Applies `desired` unless `existing` (what the API server holds) already matches it. Returns
+/// what it did and the object as the API server now holds it.
 pub async fn apply<K>(
     api: &Api<K>,
     mut desired: K,
-    existing: Option<&K>,
+    existing: Option<K>,
     ctx: &Context,
-) -> Result<Applied>
+) -> Result<(Applied, K)>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let want = stamp(&mut desired)?;
-    if let Some(have) = existing {
+    if let Some(have) = existing.as_ref() {
         if contains(&serde_json::to_value(have)?, &want) {
-            return Ok(Applied::Unchanged);
+            return Ok((Applied::Unchanged, have.clone()));
         }
     }
     let name = desired.name_any();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await?;
+    let now = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
     let kind = want
         .get("kind")
         .and_then(Value::as_str)
@@ -90,11 +91,12 @@ where
             "created"
         }
     );
-    Ok(if existing.is_some() {
+    let applied = if existing.is_some() {
         Applied::Updated
     } else {
         Applied::Created
-    })
+    };
+    Ok((applied, now))
 }
 
 /// [`apply`] after reading the current object.
@@ -103,7 +105,7 @@ where
     K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let existing = api.get_opt(&desired.name_any()).await?;
-    apply(api, desired, existing.as_ref(), ctx).await
+    Ok(apply(api, desired, existing, ctx).await?.0)
 }
 
 /// Writes `status` through server-side apply on the status subresource, unless it equals

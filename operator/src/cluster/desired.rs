@@ -311,16 +311,29 @@ exec kairos serve "$@"
     )
 }
 
-/// A stable hash of the rendered config (FNV-1a, hex), for [`CONFIG_HASH_ANNOTATION`].
-pub fn config_hash(data: &BTreeMap<String, String>) -> String {
+/// FNV-1a of `bytes`, as 16 hex digits: stable across builds and platforms (the hash is stored
+/// in annotations and compared by later operator versions).
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in data {
-        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// A stable hash of the rendered config, for [`CONFIG_HASH_ANNOTATION`].
+pub fn config_hash(data: &BTreeMap<String, String>) -> String {
+    fnv1a(
+        data.iter()
+            .flat_map(|(k, v)| k.bytes().chain([0]).chain(v.bytes()).chain([0])),
+    )
+}
+
+/// A stable hash of a text (a serialized object). The text is framed like a [`config_hash`]
+/// entry with an empty key, so the values match what this operator has written before.
+pub fn text_hash(text: &str) -> String {
+    fnv1a([0].into_iter().chain(text.bytes()).chain([0]))
 }
 
 fn meta(kc: &KafkaCluster, name: String) -> ObjectMeta {
@@ -550,8 +563,7 @@ pub fn stateful_set(kc: &KafkaCluster, config_hash: &str) -> StatefulSet {
         }),
     };
     // Hash of everything else in the pod template (config hash included).
-    let text = serde_json::to_string(&pod).unwrap_or_default();
-    let hash = self::config_hash(&BTreeMap::from([(String::new(), text)]));
+    let hash = text_hash(&serde_json::to_string(&pod).unwrap_or_default());
     if let Some(meta) = pod.metadata.as_mut() {
         meta.annotations
             .get_or_insert_with(Default::default)
@@ -768,6 +780,16 @@ mod tests {
         assert_eq!(validate(&kc), Ok(()));
         kc.spec.listeners.admin = kc.spec.listeners.kafka;
         assert!(validate(&kc).unwrap_err().message.contains("used twice"));
+    }
+
+    #[test]
+    fn text_hash_equals_the_config_hash_of_one_unnamed_entry() {
+        // Proves hashes stored in annotations keep their values (no rewrite, no restart).
+        let text = r#"{"kind":"StatefulSet"}"#;
+        assert_eq!(
+            text_hash(text),
+            config_hash(&BTreeMap::from([(String::new(), text.to_string())]))
+        );
     }
 
     #[test]

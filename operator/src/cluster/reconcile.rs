@@ -15,11 +15,11 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::desired;
 use super::restart::{self, PartitionState, PodState, Step};
-use crate::apply::{apply, apply_status, get_and_apply, Applied};
+use crate::apply::{apply, apply_status, contains, get_and_apply, Applied};
 use crate::context::{condition_event, key, now, Context, Error, Result};
 use crate::crd::cluster::{BrokerStatus, KafkaCluster, KafkaClusterStatus, RestartPlan};
-use crate::crd::status::{conditions, Phase};
-use crate::kafka::Admin;
+use crate::crd::status::{conditions, Condition, Phase};
+use crate::kafka::{Admin, KafkaError};
 
 /// How often a healthy cluster is looked at again without any watch event.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -72,20 +72,13 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     }
     let client = &ctx.client;
     let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), &ns);
-    let status = kc.status.clone().unwrap_or_default();
+    // What is not found out below carries over (brokers, the restart plan).
+    let mut status = kc.status.clone().unwrap_or_default();
 
     if let Some(stalled) = check(kc, ctx, &ns).await? {
         let requeue = stalled.requeue;
-        set_status(
-            kc,
-            ctx,
-            &clusters,
-            &status,
-            stalled.phase,
-            &status.voters,
-            0,
-        )
-        .await?;
+        status.ready_replicas = 0;
+        set_status(kc, ctx, &clusters, status, stalled.phase).await?;
         return Ok(requeue.map_or_else(Action::await_change, Action::requeue));
     }
 
@@ -102,19 +95,11 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     } else {
         status.voters.len() as i32
     };
-    let voter_ids: Vec<i32> = (0..voters).collect();
+    status.voters = (0..voters).collect();
 
     if let Some(phase) = scale_down_block(kc, current_replicas, voters) {
-        set_status(
-            kc,
-            ctx,
-            &clusters,
-            &status,
-            phase,
-            &voter_ids,
-            ready(&current_set),
-        )
-        .await?;
+        status.ready_replicas = ready(current_set.as_ref());
+        set_status(kc, ctx, &clusters, status, phase).await?;
         return Ok(Action::requeue(RESYNC));
     }
 
@@ -141,24 +126,29 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         note(get_and_apply(&services, svc, ctx).await?, "Service", &name);
     }
     let mut set = desired::stateful_set(kc, &hash);
-    if let Some(kept) = storage_kept(&set, current_set.as_ref())? {
-        // volumeClaimTemplates cannot change on a StatefulSet: keep what it was created with.
-        ctx.event(
-            kc,
-            EventType::Warning,
-            "StorageUnchanged",
-            "spec.storage differs from the volumes the brokers were created with; a StatefulSet cannot change its volumeClaimTemplates, so the brokers keep their volumes".into(),
-        )
-        .await;
-        if let Some(spec) = set.spec.as_mut() {
-            spec.volume_claim_templates = kept;
+    if let Some(current) = &current_set {
+        let claims = |s: &StatefulSet| {
+            s.spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone())
+        };
+        let (have, want) = (claims(current), claims(&set));
+        if !contains(&serde_json::to_value(&have)?, &serde_json::to_value(&want)?) {
+            // volumeClaimTemplates cannot change on a StatefulSet: keep what it was created with.
+            ctx.event(
+                kc,
+                EventType::Warning,
+                "StorageUnchanged",
+                "spec.storage differs from the volumes the brokers were created with; a StatefulSet cannot change its volumeClaimTemplates, so the brokers keep their volumes".into(),
+            )
+            .await;
+            if let Some(spec) = set.spec.as_mut() {
+                spec.volume_claim_templates = have;
+            }
         }
     }
-    note(
-        apply(&sets, set, current_set.as_ref(), ctx).await?,
-        "StatefulSet",
-        &n.stateful_set,
-    );
+    let (applied, set) = apply(&sets, set, current_set, ctx).await?;
+    note(applied, "StatefulSet", &n.stateful_set);
     let pdbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ctx.pdb);
     let mut pdb = serde_json::to_value(desired::pod_disruption_budget(kc))?;
     pdb["apiVersion"] = ctx.pdb.api_version.clone().into();
@@ -178,8 +168,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    let set = sets.get_opt(&n.stateful_set).await?;
-    let ready = ready(&set);
+    let ready = ready(Some(&set));
     let phase = if ready >= kc.spec.replicas {
         Phase::Ready
     } else {
@@ -188,16 +177,13 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             message: format!("{ready} of {} brokers ready", kc.spec.replicas),
         }
     };
-    let mut status = status;
+    status.ready_replicas = ready;
     if ready > 0 {
         if let Some(brokers) = registered_brokers(kc, ctx).await {
             status.brokers = brokers;
         }
     }
-    status.restart = match set.as_ref() {
-        Some(set) => rolling_restart(kc, ctx, &ns, set).await?,
-        None => None,
-    };
+    status.restart = rolling_restart(kc, ctx, &ns, &set).await?;
     let (phase, requeue) = match &status.restart {
         Some(plan) => (
             Phase::Reconciling {
@@ -211,7 +197,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         ),
         None => (phase, RESYNC),
     };
-    set_status(kc, ctx, &clusters, &status, phase, &voter_ids, ready).await?;
+    set_status(kc, ctx, &clusters, status, phase).await?;
     Ok(Action::requeue(requeue))
 }
 
@@ -251,16 +237,13 @@ async fn rolling_restart(
         current: previous.and_then(|p| p.current),
         blocked_by: None,
     };
-    let mut admin = match Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await {
-        Ok(a) => a,
-        Err(e) => {
-            plan.pods = names(&restart::order(&pods, &update, None));
-            plan.blocked_by = Some(e.to_string());
-            return Ok(Some(plan));
-        }
+    let asked = async {
+        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
+        let md = admin.metadata(None).await?;
+        Ok::<_, KafkaError>((admin, md))
     };
-    let md = match admin.metadata(None).await {
-        Ok(md) => md,
+    let (mut admin, md) = match asked.await {
+        Ok(asked) => asked,
         Err(e) => {
             plan.pods = names(&restart::order(&pods, &update, None));
             plan.blocked_by = Some(e.to_string());
@@ -390,31 +373,9 @@ async fn registered_brokers(kc: &KafkaCluster, ctx: &Context) -> Option<Vec<Brok
     }
 }
 
-/// The StatefulSet's existing volumeClaimTemplates when the spec asks for different ones.
-fn storage_kept(
-    want: &StatefulSet,
-    current: Option<&StatefulSet>,
-) -> Result<Option<Option<Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim>>>> {
-    let Some(current) = current else {
-        return Ok(None);
-    };
-    let claims = |s: &StatefulSet| {
-        s.spec
-            .as_ref()
-            .and_then(|s| s.volume_claim_templates.clone())
-    };
-    let (have, wanted) = (claims(current), claims(want));
-    let same = crate::apply::contains(
-        &serde_json::to_value(&have)?,
-        &serde_json::to_value(&wanted)?,
-    );
-    Ok((!same).then_some(have))
-}
-
 /// Ready pods of the StatefulSet (0 when it does not exist yet).
-fn ready(set: &Option<StatefulSet>) -> i32 {
-    set.as_ref()
-        .and_then(|s| s.status.as_ref())
+fn ready(set: Option<&StatefulSet>) -> i32 {
+    set.and_then(|s| s.status.as_ref())
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0)
 }
@@ -444,8 +405,8 @@ async fn check(kc: &KafkaCluster, ctx: &Context, ns: &str) -> Result<Option<Bloc
                 redis.secret_name, redis.url_key
             )),
             Some(s) => {
-                let has_key = s.data.as_ref().is_some_and(|d| d.contains_key(&redis.url_key))
-                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(&redis.url_key));
+                // (stringData is write-only: the API server folds it into data.)
+                let has_key = s.data.as_ref().is_some_and(|d| d.contains_key(&redis.url_key));
                 (!has_key).then(|| {
                     format!(
                         "spec.redis.urlKey: Secret {ns}/{} has no key {:?}; add it or set urlKey to the key holding the Redis URL",
@@ -491,29 +452,23 @@ fn scale_down_block(kc: &KafkaCluster, current: Option<i32>, voters: i32) -> Opt
     }
 }
 
-/// Writes the status when it differs, with an event when the phase changes.
+/// Completes `status` (generation, conditions for `phase`, the derived selector and bootstrap
+/// address) and writes it when it differs, with an event when the phase changes.
 async fn set_status(
     kc: &KafkaCluster,
     ctx: &Context,
     api: &Api<KafkaCluster>,
-    old: &KafkaClusterStatus,
+    mut status: KafkaClusterStatus,
     phase: Phase,
-    voters: &[i32],
-    ready: i32,
 ) -> Result<()> {
     let generation = kc.metadata.generation;
-    let new = KafkaClusterStatus {
-        observed_generation: generation,
-        conditions: conditions(&phase, &old.conditions, generation, &now()),
-        ready_replicas: ready,
-        selector: Some(desired::selector_string(kc)),
-        bootstrap_servers: Some(desired::bootstrap_servers(kc)),
-        voters: voters.to_vec(),
-        brokers: old.brokers.clone(),
-        restart: old.restart.clone(),
-    };
-    if apply_status(api, kc, &new, kc.status.as_ref(), ctx).await? {
-        condition_event(ctx, kc, &old.conditions, &new.conditions, &phase).await;
+    let old: &[Condition] = kc.status.as_ref().map_or(&[], |s| &s.conditions);
+    status.observed_generation = generation;
+    status.conditions = conditions(&phase, old, generation, &now());
+    status.selector = Some(desired::selector_string(kc));
+    status.bootstrap_servers = Some(desired::bootstrap_servers(kc));
+    if apply_status(api, kc, &status, kc.status.as_ref(), ctx).await? {
+        condition_event(ctx, kc, old, &status.conditions, &phase).await;
     }
     Ok(())
 }
