@@ -83,6 +83,14 @@ impl KafkaError {
         }
     }
 
+    /// Err for a non-zero error code in a response.
+    fn check(code: i16, message: Option<&StrBytes>) -> Result<(), KafkaError> {
+        match code {
+            0 => Ok(()),
+            code => Err(KafkaError::refused(code, message)),
+        }
+    }
+
     /// True for errors a retry may clear (no broker, no leader, controller moving).
     pub fn transient(&self) -> bool {
         match self {
@@ -104,11 +112,14 @@ pub struct TopicState {
 /// `DYNAMIC_TOPIC_CONFIG` in DescribeConfigs' `config_source`.
 const SOURCE_TOPIC: i8 = 1;
 const RESOURCE_TOPIC: i8 = 2;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection to a cluster's bootstrap address for a reconcile's admin calls.
 pub struct Admin {
     conn: Connection,
+    /// The broker this connection reached, for error messages.
+    addr: String,
 }
 
 impl Admin {
@@ -119,7 +130,12 @@ impl Admin {
         let mut reason = String::from("no address");
         for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             match Connection::connect(addr, "kairos-operator".into(), TIMEOUT).await {
-                Ok(conn) => return Ok(Admin { conn }),
+                Ok(conn) => {
+                    return Ok(Admin {
+                        conn,
+                        addr: addr.to_string(),
+                    })
+                }
                 Err(e) => reason = format!("{e:#}"),
             }
         }
@@ -138,7 +154,7 @@ impl Admin {
             .call(version, req)
             .await
             .map_err(|e| KafkaError::Unreachable {
-                addr: "the bootstrap broker".into(),
+                addr: self.addr.clone(),
                 reason: format!("{e:#}"),
             })
     }
@@ -169,7 +185,7 @@ impl Admin {
         };
         match t.error_code {
             0 => {}
-            3 => return Ok(None), // UNKNOWN_TOPIC_OR_PARTITION
+            UNKNOWN_TOPIC_OR_PARTITION => return Ok(None),
             code => return Err(KafkaError::refused(code, None)),
         }
         let replication_factor = t
@@ -188,9 +204,7 @@ impl Admin {
         let res = self.call(4, &req).await?;
         let mut configs = BTreeMap::new();
         for r in &res.results {
-            if r.error_code != 0 {
-                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
-            }
+            KafkaError::check(r.error_code, r.error_message.as_ref())?;
             for c in r.configs.iter().filter(|c| c.config_source == SOURCE_TOPIC) {
                 if let Some(v) = &c.value {
                     configs.insert(c.name.to_string(), v.to_string());
@@ -224,9 +238,7 @@ impl Admin {
         let res = self.call(4, &req).await?;
         let mut out = HashMap::new();
         for r in &res.results {
-            if r.error_code != 0 {
-                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
-            }
+            KafkaError::check(r.error_code, r.error_message.as_ref())?;
             let value = r
                 .configs
                 .iter()
@@ -274,9 +286,7 @@ impl Admin {
             .with_timeout_ms(TIMEOUT.as_millis() as i32);
         let res = self.call(7, &req).await?;
         for t in &res.topics {
-            if t.error_code != 0 {
-                return Err(KafkaError::refused(t.error_code, t.error_message.as_ref()));
-            }
+            KafkaError::check(t.error_code, t.error_message.as_ref())?;
         }
         Ok(())
     }
@@ -291,9 +301,7 @@ impl Admin {
             .with_timeout_ms(TIMEOUT.as_millis() as i32);
         let res = self.call(3, &req).await?;
         for t in &res.results {
-            if t.error_code != 0 {
-                return Err(KafkaError::refused(t.error_code, t.error_message.as_ref()));
-            }
+            KafkaError::check(t.error_code, t.error_message.as_ref())?;
         }
         Ok(())
     }
@@ -321,9 +329,7 @@ impl Admin {
         ]);
         let res = self.call(1, &req).await?;
         for r in &res.responses {
-            if r.error_code != 0 {
-                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
-            }
+            KafkaError::check(r.error_code, r.error_message.as_ref())?;
         }
         Ok(())
     }
@@ -335,8 +341,8 @@ impl Admin {
             .with_timeout_ms(TIMEOUT.as_millis() as i32);
         let res = self.call(5, &req).await?;
         for r in &res.responses {
-            if r.error_code != 0 && r.error_code != 3 {
-                return Err(KafkaError::refused(r.error_code, r.error_message.as_ref()));
+            if r.error_code != UNKNOWN_TOPIC_OR_PARTITION {
+                KafkaError::check(r.error_code, r.error_message.as_ref())?;
             }
         }
         Ok(())
