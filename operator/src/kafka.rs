@@ -218,7 +218,8 @@ impl Admin {
         }))
     }
 
-    /// `min.insync.replicas` of each of `topics` (topic override or broker default).
+    /// `min.insync.replicas` of each of `topics` (topic override or broker default) that the
+    /// broker reported.
     pub async fn min_insync(
         &mut self,
         topics: &[String],
@@ -239,14 +240,17 @@ impl Admin {
         let mut out = HashMap::new();
         for r in &res.results {
             KafkaError::check(r.error_code, r.error_message.as_ref())?;
+            // A topic whose value is missing or unreadable is left out: the caller treats it as
+            // unknown, not as some default.
             let value = r
                 .configs
                 .iter()
                 .find(|c| c.name == key)
                 .and_then(|c| c.value.as_ref())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            out.insert(r.resource_name.to_string(), value);
+                .and_then(|v| v.parse().ok());
+            if let Some(value) = value {
+                out.insert(r.resource_name.to_string(), value);
+            }
         }
         Ok(out)
     }

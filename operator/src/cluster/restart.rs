@@ -94,8 +94,16 @@ pub fn isr_blocker(
                 p.replicas.len()
             ));
         }
-        let min = min_insync.get(&p.topic).copied().unwrap_or(1) as usize;
-        if p.isr.contains(&broker) && p.isr.len() - 1 < min && p.replicas.len() > 1 {
+        if !p.isr.contains(&broker) || p.replicas.len() < 2 {
+            continue;
+        }
+        let Some(min) = min_insync.get(&p.topic).map(|m| *m as usize) else {
+            return Some(format!(
+                "the brokers did not report min.insync.replicas of topic {}",
+                p.topic
+            ));
+        };
+        if p.isr.len() - 1 < min {
             return Some(format!(
                 "partition {}-{} would have {} in-sync replicas without broker {broker}, below its min.insync.replicas {min}",
                 p.topic,
@@ -179,5 +187,10 @@ mod tests {
         let min3 = HashMap::from([("payments".to_string(), 3)]);
         let below = isr_blocker(&[part(vec![0, 1, 2])], &min3, 1).expect("blocked");
         assert!(below.contains("below its min.insync.replicas 3"), "{below}");
+        let unknown = isr_blocker(&[part(vec![0, 1, 2])], &HashMap::new(), 1).expect("blocked");
+        assert!(
+            unknown.contains("did not report min.insync.replicas"),
+            "{unknown}"
+        );
     }
 }
