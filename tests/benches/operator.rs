@@ -48,15 +48,6 @@ fn wait_line(op: &Operator, needle: &str, n: usize) -> f64 {
     }
 }
 
-fn kubectl_apply(api: &KubeApiServer, yaml: &str) {
-    let out = api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn summary(name: &str, mut ms: Vec<f64>) {
     ms.sort_by(|a, b| a.total_cmp(b));
     println!(
@@ -86,9 +77,7 @@ fn main() {
     let mut create = Vec::new();
     for i in 0..10 {
         let t0 = now_seconds();
-        kubectl_apply(
-            &api,
-            &format!("apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {{name: c{i}}}\nspec: {{replicas: 3}}\n"),
+        api.apply(&format!("apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {{name: c{i}}}\nspec: {{replicas: 3}}\n"),
         );
         let t1 = wait_line(&op, &format!("created PodDisruptionBudget c{i}-broker"), 1);
         create.push((t1 - t0) * 1000.0);
@@ -117,9 +106,7 @@ fn main() {
     );
 
     // 3. Memory with 100 topics on a live broker.
-    kubectl_apply(
-        &api,
-        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
+    api.apply("apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
     );
     let topics: String = (0..100)
         .map(|i| {
@@ -127,7 +114,7 @@ fn main() {
         })
         .collect();
     let t0 = std::time::Instant::now();
-    kubectl_apply(&api, &topics);
+    api.apply(&topics);
     api.wait_for("100 topics Ready", Duration::from_secs(120), |api| {
         let list = api.get_json(&["kafkatopics"])?;
         let ready = list["items"]

@@ -134,6 +134,42 @@ impl KubeApiServer {
         Some(serde_json::from_slice(&out.stdout).expect("kubectl JSON"))
     }
 
+    /// `kubectl apply` of `yaml` (client-side validation off: kubectl does not know the CRDs'
+    /// CEL rules), which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl patch WHAT --type=merge -p PATCH`, which must succeed.
+    pub fn merge_patch(&self, what: &[&str], patch: &str) {
+        let mut args = vec!["patch"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["--type=merge", "-p", patch]);
+        self.kubectl_ok(&args);
+    }
+
+    /// Waits (30 s at most) until `what`'s condition `type_` is True with `reason`, computed for
+    /// its current generation; returns the object.
+    pub fn wait_condition(&self, what: &[&str], type_: &str, reason: &str) -> serde_json::Value {
+        self.wait_for(
+            &format!("{what:?}: {type_}={reason}"),
+            Duration::from_secs(30),
+            |api| {
+                let obj = api.get_json(what)?;
+                let (s, r, _) = condition(&obj, type_)?;
+                (s == "True"
+                    && r == reason
+                    && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
+                    .then_some(obj)
+            },
+        )
+    }
+
     /// Waits (polling the API server every 100 ms) until `probe` returns Some, at most `limit`.
     pub fn wait_for<T>(
         &self,
@@ -169,6 +205,18 @@ impl KubeApiServer {
             &crds,
         ]);
     }
+}
+
+/// (status, reason, message) of condition `type_` in an object's status.
+pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
 }
 
 /// Path of the `kairos-operator` binary: `KAIROS_OPERATOR_BIN`, else next to `KAIROS_BIN`, else

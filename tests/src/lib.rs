@@ -1220,16 +1220,9 @@ pub mod cluster {
         .into()
     }
 
-    /// Sends `n` records to `topic` (partition `i % partitions`), acks=all, idempotent; returns
-    /// (partition, offset) → payload of every acknowledged one.
-    pub fn produce_acked(
-        bootstrap: &str,
-        topic: &str,
-        partitions: i32,
-        tag: &str,
-        n: i32,
-    ) -> BTreeMap<(i32, i64), String> {
-        let producer: FutureProducer = ClientConfig::new()
+    /// An idempotent acks=all producer, and a runtime to wait on its sends.
+    pub fn acks_all_producer(bootstrap: &str) -> (FutureProducer, tokio::runtime::Runtime) {
+        let producer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -1239,6 +1232,19 @@ pub mod cluster {
             .enable_all()
             .build()
             .expect("runtime");
+        (producer, rt)
+    }
+
+    /// Sends `n` records to `topic` (partition `i % partitions`), acks=all, idempotent; returns
+    /// (partition, offset) → payload of every acknowledged one.
+    pub fn produce_acked(
+        bootstrap: &str,
+        topic: &str,
+        partitions: i32,
+        tag: &str,
+        n: i32,
+    ) -> BTreeMap<(i32, i64), String> {
+        let (producer, rt) = acks_all_producer(bootstrap);
         let mut acked = BTreeMap::new();
         for i in 0..n {
             let payload = format!("{tag}{i}");

@@ -111,10 +111,8 @@ nodeSelector: {kubernetes.io/os: linux}
     )
     .expect("values file");
     api.kubectl_ok(&["create", "namespace", "kairos-system"]);
-    api.kubectl_stdin(
-        &["apply", "-f", "-"],
-        Some(
-            r#"
+    api.apply(
+        r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata: {name: servicemonitors.monitoring.coreos.com}
@@ -129,7 +127,6 @@ spec:
       schema:
         openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#,
-        ),
     );
     api.kubectl_ok(&[
         "wait",

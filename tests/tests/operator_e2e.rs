@@ -6,14 +6,13 @@
 //! controller last, while an acks=all producer keeps writing without a single failed record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::MetadataRequest;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
-use kairos_tests::cluster::{consume_all, produce_acked};
+use kairos_tests::cluster::{acks_all_producer, consume_all, produce_acked};
 use kairos_tests::k8s::{KubeApiServer, Kubelet, Operator};
 use kairos_tests::kafka_call;
 use serde_json::Value;
@@ -39,16 +38,8 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let _op = Operator::start(&api, "a", &flags);
 
-    let out = api.kubectl_stdin(
-        &["apply", "--validate=false", "-f", "-"],
-        Some(
-            "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 3}\n",
-        ),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    api.apply(
+        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 3}\n",
     );
     let kc = api.wait_for("the cluster Ready", WAIT, |api| {
         api.get_json(&["kafkacluster", "orders"]).filter(ready)
@@ -66,16 +57,8 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
         .as_str()
         .is_some_and(|a| a.starts_with("127.0.0.1:")));
 
-    let out = api.kubectl_stdin(
-        &["apply", "--validate=false", "-f", "-"],
-        Some(
-            "apiVersion: kairos.dev/v1alpha1\nkind: KafkaTopic\nmetadata: {name: payments}\nspec: {clusterRef: orders, partitions: 3, replicas: 3}\n",
-        ),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    api.apply(
+        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaTopic\nmetadata: {name: payments}\nspec: {clusterRef: orders, partitions: 3, replicas: 3}\n",
     );
     api.wait_for("the topic Ready", WAIT, |api| {
         api.get_json(&["kafkatopic", "payments"]).filter(ready)
@@ -164,17 +147,8 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
 /// Produces acks=all, idempotent records to `payments` until `stop`; (acknowledged count,
 /// failures).
 fn keep_producing(bootstrap: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .expect("producer");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let failures = Mutex::new(Vec::new());
+    let (producer, rt) = acks_all_producer(bootstrap);
+    let mut failures = Vec::new();
     let mut acked = 0;
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -185,12 +159,9 @@ fn keep_producing(bootstrap: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
             Duration::from_secs(60),
         )) {
             Ok(_) => acked += 1,
-            Err((e, _)) => failures
-                .lock()
-                .expect("lock")
-                .push(format!("{payload}: {e}")),
+            Err((e, _)) => failures.push(format!("{payload}: {e}")),
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    (acked, failures.into_inner().expect("lock"))
+    (acked, failures)
 }

@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use kairos_tests::k8s::{KubeApiServer, Operator};
-use serde_json::Value;
+use kairos_tests::k8s::{condition, KubeApiServer, Operator};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,43 +28,10 @@ fn api_with_crds() -> KubeApiServer {
     api
 }
 
-fn apply(api: &KubeApiServer, yaml: &str) {
-    let out = api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn merge_patch(api: &KubeApiServer, what: &[&str], patch: &str) {
-    let mut args = vec!["patch"];
-    args.extend_from_slice(what);
-    args.extend_from_slice(&["--type=merge", "-p", patch]);
-    api.kubectl_ok(&args);
-}
-
-/// The `status` of condition `type_` and its reason, e.g. ("True", "BrokersStarting").
-fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            (s("status"), s("reason"), s("message"))
-        })
-}
-
 /// Waits until the cluster's condition `type_` is True with `reason`; returns its message.
 fn wait_condition(api: &KubeApiServer, name: &str, type_: &str, reason: &str) -> String {
-    api.wait_for(&format!("{name}: {type_}={reason}"), WAIT, |api| {
-        let kc = api.get_json(&["kafkacluster", name])?;
-        match condition(&kc, type_) {
-            Some((s, r, m)) if s == "True" && r == reason => Some(m),
-            _ => None,
-        }
-    })
+    let kc = api.wait_condition(&["kafkacluster", name], type_, reason);
+    condition(&kc, type_).map(|c| c.2).unwrap_or_default()
 }
 
 const OWNED: [(&str, &str); 5] = [
@@ -98,7 +64,7 @@ fn a_cluster_becomes_its_owned_objects_with_status_and_a_restart_writes_nothing(
     let api = api_with_crds();
     let op = Operator::start(&api, "a", &[]);
     let applied = Instant::now();
-    apply(&api, CLUSTER);
+    api.apply(CLUSTER);
 
     // Every owned object exists, owned by the cluster (PDB as policy/v1beta1 on this v1.20).
     let uid = api.get_json(&["kafkacluster", "orders"]).expect("cluster")["metadata"]["uid"]
@@ -196,8 +162,7 @@ fn a_cluster_becomes_its_owned_objects_with_status_and_a_restart_writes_nothing(
             .clone()
     };
     let old_hash = hash(&api);
-    merge_patch(
-        &api,
+    api.merge_patch(
         &["kafkacluster", "orders"],
         r#"{"spec":{"config":{"log.retention.hours":"1"}}}"#,
     );
@@ -223,13 +188,12 @@ fn a_cluster_becomes_its_owned_objects_with_status_and_a_restart_writes_nothing(
 fn invalid_specs_stall_with_what_to_fix_and_touch_nothing() {
     let api = api_with_crds();
     let _op = Operator::start(&api, "a", &[]);
-    apply(&api, CLUSTER);
+    api.apply(CLUSTER);
     wait_condition(&api, "orders", "Reconciling", "BrokersStarting");
     let before = versions(&api);
 
     // A key the operator owns (the server's schema cannot know this one).
-    merge_patch(
-        &api,
+    api.merge_patch(
         &["kafkacluster", "orders"],
         r#"{"spec":{"config":{"node.id":"7"}}}"#,
     );
@@ -250,35 +214,25 @@ fn invalid_specs_stall_with_what_to_fix_and_touch_nothing() {
         "--field-selector=involvedObject.name=orders",
     ]);
     assert!(events.contains("InvalidSpec"), "{events}");
-    merge_patch(
-        &api,
+    api.merge_patch(
         &["kafkacluster", "orders"],
         r#"{"spec":{"config":{"node.id":null}}}"#,
     );
     wait_condition(&api, "orders", "Reconciling", "BrokersStarting");
 
     // Fewer brokers than the Raft voters it was created with.
-    merge_patch(
-        &api,
-        &["kafkacluster", "orders"],
-        r#"{"spec":{"replicas":2}}"#,
-    );
+    api.merge_patch(&["kafkacluster", "orders"], r#"{"spec":{"replicas":2}}"#);
     let message = wait_condition(&api, "orders", "Stalled", "BelowQuorum");
     assert!(message.contains("at least 3"), "{message}");
     let sts = api
         .get_json(&["statefulset", "orders-broker"])
         .expect("sts");
     assert_eq!(sts["spec"]["replicas"], 3, "nothing removed");
-    merge_patch(
-        &api,
-        &["kafkacluster", "orders"],
-        r#"{"spec":{"replicas":3}}"#,
-    );
+    api.merge_patch(&["kafkacluster", "orders"], r#"{"spec":{"replicas":3}}"#);
     wait_condition(&api, "orders", "Reconciling", "BrokersStarting");
 
     // A Redis Secret that does not exist: stalled until it appears.
-    merge_patch(
-        &api,
+    api.merge_patch(
         &["kafkacluster", "orders"],
         r#"{"spec":{"redis":{"secretName":"orders-redis"}}}"#,
     );
@@ -329,7 +283,7 @@ fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
         "standby {standby} took over {:?} after the kill",
         killed.elapsed()
     );
-    apply(&api, CLUSTER);
+    api.apply(CLUSTER);
     api.wait_for("the new leader reconciling", WAIT, |api| {
         api.get_json(&["statefulset", "orders-broker"])
     });

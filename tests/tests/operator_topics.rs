@@ -8,20 +8,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kairos_tests::k8s::{KubeApiServer, Operator};
+use kairos_tests::k8s::{condition, KubeApiServer, Operator};
 use kairos_tests::{kairos_bin, Broker};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn apply(api: &KubeApiServer, yaml: &str) {
-    let out = api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml));
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `kairos topic ARGS` against the broker (librdkafka, not the operator's client).
 fn kairos_topic(b: &Broker, args: &[&str]) -> (bool, String) {
@@ -62,28 +53,6 @@ fn describe(b: &Broker, topic: &str) -> Option<(usize, String)> {
     Some((count, configs))
 }
 
-fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            (s("status"), s("reason"), s("message"))
-        })
-}
-
-fn wait_condition(api: &KubeApiServer, what: &[&str], type_: &str, reason: &str) -> Value {
-    api.wait_for(&format!("{what:?}: {type_}={reason}"), WAIT, |api| {
-        let obj = api.get_json(what)?;
-        let (s, r, _) = condition(&obj, type_)?;
-        (s == "True"
-            && r == reason
-            && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
-            .then_some(obj)
-    })
-}
-
 fn setup() -> (KubeApiServer, Broker, Operator) {
     let api = KubeApiServer::start();
     api.install_crds();
@@ -103,9 +72,7 @@ fn setup() -> (KubeApiServer, Broker, Operator) {
             "--resync-seconds=1",
         ],
     );
-    apply(
-        &api,
-        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
+    api.apply("apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
     );
     (api, broker, op)
 }
@@ -123,8 +90,8 @@ spec:
 #[test]
 fn a_topic_is_created_grown_configured_and_kept_as_declared() {
     let (api, broker, _op) = setup();
-    apply(&api, TOPIC);
-    let kt = wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    api.apply(TOPIC);
+    let kt = api.wait_condition(&["kafkatopic", "payments"], "Ready", "Ready");
     let (count, configs) = describe(&broker, "payments").expect("topic created");
     assert_eq!(count, 3);
     assert!(configs.contains("retention.ms=86400000"), "{configs}");
@@ -135,13 +102,12 @@ fn a_topic_is_created_grown_configured_and_kept_as_declared() {
     assert!(finalizers.contains("kairos.dev/topic"), "{finalizers}");
 
     // Grow and reconfigure through the spec.
-    apply(
-        &api,
+    api.apply(
         &TOPIC
             .replace("partitions: 3", "partitions: 5")
             .replace("cleanup.policy: delete", "max.message.bytes: \"2097152\""),
     );
-    let kt = wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    let kt = api.wait_condition(&["kafkatopic", "payments"], "Ready", "Ready");
     let (count, configs) = describe(&broker, "payments").expect("topic");
     assert_eq!(count, 5);
     assert!(configs.contains("max.message.bytes=2097152"), "{configs}");
@@ -181,9 +147,8 @@ fn a_topic_is_created_grown_configured_and_kept_as_declared() {
     assert!(events.contains("DriftReverted"), "{events}");
 
     // Shrinking and renaming are refused (the CRD's CEL rules, dropped by this v1.20 server).
-    apply(&api, &TOPIC.replace("partitions: 3", "partitions: 2"));
-    let kt = wait_condition(
-        &api,
+    api.apply(&TOPIC.replace("partitions: 3", "partitions: 2"));
+    let kt = api.wait_condition(
         &["kafkatopic", "payments"],
         "Stalled",
         "PartitionsDecreased",
@@ -194,16 +159,8 @@ fn a_topic_is_created_grown_configured_and_kept_as_declared() {
         "{message}"
     );
     assert_eq!(describe(&broker, "payments").expect("topic").0, 5);
-    apply(
-        &api,
-        &TOPIC.replace("partitions: 3", "partitions: 5\n  topicName: refunds"),
-    );
-    let kt = wait_condition(
-        &api,
-        &["kafkatopic", "payments"],
-        "Stalled",
-        "TopicNameImmutable",
-    );
+    api.apply(&TOPIC.replace("partitions: 3", "partitions: 5\n  topicName: refunds"));
+    let kt = api.wait_condition(&["kafkatopic", "payments"], "Stalled", "TopicNameImmutable");
     let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
     assert!(
         message.contains("set topicName back to \"payments\""),
@@ -222,21 +179,17 @@ fn a_topic_is_created_grown_configured_and_kept_as_declared() {
 #[test]
 fn retain_keeps_the_topic_and_a_missing_cluster_stalls() {
     let (api, broker, _op) = setup();
-    apply(
-        &api,
-        &TOPIC.replace("partitions: 3", "partitions: 1\n  deletionPolicy: Retain"),
-    );
-    wait_condition(&api, &["kafkatopic", "payments"], "Ready", "Ready");
+    api.apply(&TOPIC.replace("partitions: 3", "partitions: 1\n  deletionPolicy: Retain"));
+    api.wait_condition(&["kafkatopic", "payments"], "Ready", "Ready");
     api.kubectl_ok(&["delete", "kafkatopic", "payments", "--timeout=30s"]);
     assert_eq!(describe(&broker, "payments").expect("kept").0, 1);
 
-    apply(
-        &api,
+    api.apply(
         &TOPIC
             .replace("metadata: {name: payments}", "metadata: {name: lost}")
             .replace("clusterRef: orders", "clusterRef: nosuch"),
     );
-    let kt = wait_condition(&api, &["kafkatopic", "lost"], "Stalled", "ClusterNotFound");
+    let kt = api.wait_condition(&["kafkatopic", "lost"], "Stalled", "ClusterNotFound");
     let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
     assert!(
         message.contains("KafkaCluster \"nosuch\" does not exist"),
@@ -244,13 +197,12 @@ fn retain_keeps_the_topic_and_a_missing_cluster_stalls() {
     );
 
     // A config the broker refuses: Stalled with the broker's own words.
-    apply(
-        &api,
+    api.apply(
         &TOPIC
             .replace("metadata: {name: payments}", "metadata: {name: bad}")
             .replace("cleanup.policy: delete", "no.such.config: \"1\""),
     );
-    let kt = wait_condition(&api, &["kafkatopic", "bad"], "Stalled", "RefusedByCluster");
+    let kt = api.wait_condition(&["kafkatopic", "bad"], "Stalled", "RefusedByCluster");
     let (_, _, message) = condition(&kt, "Stalled").expect("Stalled");
     assert!(message.contains("no.such.config"), "{message}");
     assert!(describe(&broker, "bad").is_none());
@@ -274,8 +226,8 @@ spec:
 #[test]
 fn a_delay_queue_becomes_its_topics_and_reports_pending_records() {
     let (api, broker, _op) = setup();
-    apply(&api, QUEUE);
-    let dq = wait_condition(&api, &["delayqueue", "order-cancel"], "Ready", "Ready");
+    api.apply(QUEUE);
+    let dq = api.wait_condition(&["delayqueue", "order-cancel"], "Ready", "Ready");
     assert_eq!(dq["status"]["delayTopic"], "order-cancel.delay");
     assert_eq!(dq["status"]["retryTopic"], "orders.cancel.retry");
     assert_eq!(dq["status"]["deadLetterTopic"], "orders.cancel.dlq");
@@ -318,13 +270,8 @@ fn a_delay_queue_becomes_its_topics_and_reports_pending_records() {
     });
 
     // A duration the operator cannot read stalls and changes nothing.
-    apply(&api, &QUEUE.replace("delay: 30m", "delay: soon"));
-    let dq = wait_condition(
-        &api,
-        &["delayqueue", "order-cancel"],
-        "Stalled",
-        "InvalidSpec",
-    );
+    api.apply(&QUEUE.replace("delay: 30m", "delay: soon"));
+    let dq = api.wait_condition(&["delayqueue", "order-cancel"], "Stalled", "InvalidSpec");
     let (_, _, message) = condition(&dq, "Stalled").expect("Stalled");
     assert!(
         message.starts_with("spec.delay: \"soon\" is not a duration"),
