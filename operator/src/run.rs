@@ -57,6 +57,8 @@ pub struct Options {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    // A malformed flag fails before anything is contacted.
+    let resolver = Resolver::parse(&opts.resolve).map_err(anyhow::Error::msg)?;
     let client = client(&opts).await?;
     let metrics = Metrics::new()?;
     let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
@@ -87,7 +89,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let scope = Scope {
         namespaces: opts.namespaces.clone(),
     };
-    let resolver = Resolver::parse(&opts.resolve).map_err(anyhow::Error::msg)?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         recorder,
