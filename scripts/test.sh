@@ -42,6 +42,9 @@ export KAIROS_K8S_BIN
 KAIROS_HELM_RENDER="$(tests/helm/build.sh)"
 export KAIROS_HELM_RENDER
 
+# No incremental artefacts: the suite builds once per run, and they would double the disk it needs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Build the broker binary first: end-to-end tests start it as a separate process.
 cargo build --workspace --all-targets
 export KAIROS_BIN="$target_dir/debug/kairos"
