@@ -81,6 +81,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// `policy/v1` PodDisruptionBudgets, or `policy/v1beta1` on API servers older than v1.21.
     pub pdb: ApiResource,
+    /// `monitoring.coreos.com/v1` ServiceMonitors, when the API server has that CRD (the
+    /// Prometheus Operator is installed) at the operator's start.
+    pub service_monitor: Option<ApiResource>,
     pub scope: Scope,
     /// Out-of-cluster address mapping for the brokers.
     pub resolver: Resolver,
@@ -93,6 +96,7 @@ pub struct Context {
 /// What [`Context`] is built from besides the client and recorder.
 pub struct Settings {
     pub pdb: ApiResource,
+    pub service_monitor: Option<ApiResource>,
     pub scope: Scope,
     pub resolver: Resolver,
     pub resync: Duration,
@@ -109,6 +113,7 @@ impl Context {
             recorder,
             metrics,
             pdb: s.pdb,
+            service_monitor: s.service_monitor,
             scope: s.scope,
             resolver: s.resolver,
             resync: s.resync,

@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -16,8 +19,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    ListPartitionReassignmentsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kairos_client::Connection;
@@ -111,7 +115,11 @@ pub struct TopicState {
 
 /// `DYNAMIC_TOPIC_CONFIG` in DescribeConfigs' `config_source`.
 const SOURCE_TOPIC: i8 = 1;
-const RESOURCE_TOPIC: i8 = 2;
+/// `DYNAMIC_DEFAULT_BROKER_CONFIG` (wire value 3): the cluster-wide default of a dynamic broker
+/// config.
+const SOURCE_DEFAULT_BROKER: i8 = 3;
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -310,9 +318,90 @@ impl Admin {
         Ok(())
     }
 
-    /// IncrementalAlterConfigs: sets `set`, deletes `delete` (back to the broker default).
+    /// The cluster-wide defaults of the dynamic broker configs (DescribeConfigs on the broker
+    /// resource, the values whose source is the cluster default).
+    pub async fn broker_defaults(&mut self) -> Result<BTreeMap<String, String>, KafkaError> {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(StrBytes::default())
+                .with_configuration_keys(None),
+        ]);
+        let res = self.call(4, &req).await?;
+        let mut out = BTreeMap::new();
+        for r in &res.results {
+            KafkaError::check(r.error_code, r.error_message.as_ref())?;
+            for c in &r.configs {
+                if let (SOURCE_DEFAULT_BROKER, Some(v)) = (c.config_source, &c.value) {
+                    out.insert(c.name.to_string(), v.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// AlterPartitionReassignments: each `(topic, partition, replicas)` gets that replica list.
+    pub async fn reassign(&mut self, moves: &[(String, i32, Vec<i32>)]) -> Result<(), KafkaError> {
+        let mut topics: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+        for (topic, partition, replicas) in moves {
+            topics.entry(topic).or_default().push(
+                ReassignablePartition::default()
+                    .with_partition_index(*partition)
+                    .with_replicas(Some(replicas.iter().map(|b| BrokerId(*b)).collect())),
+            );
+        }
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(TIMEOUT.as_millis() as i32)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ReassignableTopic::default()
+                            .with_name(topic_name(t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let res = self.call(0, &req).await?;
+        KafkaError::check(res.error_code, res.error_message.as_ref())?;
+        for t in &res.responses {
+            for p in &t.partitions {
+                KafkaError::check(p.error_code, p.error_message.as_ref()).map_err(|e| {
+                    KafkaError::Refused {
+                        code: p.error_code,
+                        name: format!("{}-{}", t.name.0, p.partition_index),
+                        message: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions whose reassignment is in progress, as `(topic, partition)`.
+    pub async fn reassignments(&mut self) -> Result<Vec<(String, i32)>, KafkaError> {
+        let req = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(TIMEOUT.as_millis() as i32)
+            // All topics (the codec's default is an empty list: none).
+            .with_topics(None);
+        let res = self.call(0, &req).await?;
+        KafkaError::check(res.error_code, res.error_message.as_ref())?;
+        Ok(res
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect())
+    }
+
+    /// IncrementalAlterConfigs on one resource (a topic, or a broker; the broker named `""` is
+    /// the cluster-wide default): sets `set`, deletes `delete` (back to the default).
     pub async fn alter_configs(
         &mut self,
+        resource_type: i8,
         name: &str,
         set: &BTreeMap<String, String>,
         delete: &[String],
@@ -327,7 +416,7 @@ impl Admin {
         configs.extend(delete.iter().map(|k| op(k, 1, None)));
         let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
             AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name.to_string()))
                 .with_configs(configs),
         ]);

@@ -72,6 +72,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tokio::spawn(crate::http::serve(listener, metrics.clone()));
 
     let pdb = pdb_resource(&client).await?;
+    let service_monitor = service_monitor_resource(&client).await?;
     let identity = opts.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -95,6 +96,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         metrics.clone(),
         Settings {
             pdb,
+            service_monitor,
             scope,
             resolver,
             resync: Duration::from_secs(opts.resync_seconds.max(1)),
@@ -174,6 +176,26 @@ async fn client(opts: &Options) -> anyhow::Result<Client> {
             .context("no kubeconfig and not in a pod")?,
     };
     Ok(Client::try_from(config)?)
+}
+
+/// ServiceMonitors exist where the Prometheus Operator's CRD is installed (looked up once, at
+/// start: installing it later needs an operator restart for brokers to get one).
+async fn service_monitor_resource(client: &Client) -> anyhow::Result<Option<ApiResource>> {
+    match client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == "servicemonitors") => {
+            Ok(Some(ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "monitoring.coreos.com",
+                "v1",
+                "ServiceMonitor",
+            ))))
+        }
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e).context("discovering monitoring.coreos.com/v1"),
+    }
 }
 
 /// PodDisruptionBudgets are `policy/v1` from Kubernetes 1.21; older servers only have v1beta1

@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::status::{Condition, Phase};
 use crate::crd::topic::{DeletionPolicy, KafkaTopic, KafkaTopicStatus};
-use crate::kafka::{Admin, KafkaError, TopicState};
+use crate::kafka::{Admin, KafkaError, TopicState, RESOURCE_TOPIC};
 
 pub const FINALIZER: &str = "kairos.dev/topic";
 
@@ -76,7 +76,9 @@ pub async fn sync(admin: &mut Admin, want: &DesiredTopic) -> Result<Synced, Sync
         ));
     }
     if !set.is_empty() || !delete.is_empty() {
-        admin.alter_configs(&want.name, &set, &delete).await?;
+        admin
+            .alter_configs(RESOURCE_TOPIC, &want.name, &set, &delete)
+            .await?;
     }
     if have.partitions < want.partitions {
         admin.create_partitions(&want.name, want.partitions).await?;

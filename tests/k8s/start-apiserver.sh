@@ -2,6 +2,8 @@
 # Starts etcd and kube-apiserver (v1.20.2, from tests/k8s/build.sh) on free loopback ports with
 # their state in DIR, waits until the API answers, and writes DIR/kubeconfig, DIR/etcd.pid and
 # DIR/apiserver.pid. The caller stops both by PID. Usage: start-apiserver.sh DIR [BIN_DIR]
+# It authorizes with RBAC: the admin token in DIR/kubeconfig is in system:masters, and a
+# ServiceAccount token gets only what its roles grant (the chart's RBAC is tested that way).
 set -euo pipefail
 dir=$1
 bin=${2:-$("$(dirname "$0")/build.sh")}
@@ -38,7 +40,7 @@ port=$(free_port)
 "$bin/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_client" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" \
   --insecure-port=0 --tls-cert-file=server.crt --tls-private-key-file=server.key \
-  --client-ca-file=ca.crt --token-auth-file=tokens.csv --authorization-mode=AlwaysAllow \
+  --client-ca-file=ca.crt --token-auth-file=tokens.csv --authorization-mode=RBAC \
   --service-account-issuer=https://kubernetes.default.svc --service-account-key-file=sa.pub \
   --service-account-signing-key-file=sa.key --service-cluster-ip-range=10.0.0.0/24 \
   --disable-admission-plugins=ServiceAccount --endpoint-reconciler-type=none \

@@ -93,6 +93,78 @@ impl KubeApiServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The Prometheus Operator's ServiceMonitor CRD (schema-less: only its presence matters to
+    /// the chart and the operator).
+    pub fn install_service_monitor_crd(&self) {
+        self.apply(
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#,
+        );
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=established",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ]);
+    }
+
+    /// Creates the chart's ServiceAccount and RBAC objects (rendered with the default values into
+    /// release namespace `ns`) and returns a kubeconfig that authenticates as that ServiceAccount
+    /// with a token from the TokenRequest API (`kubectl create token`). The API server authorizes
+    /// with RBAC, so whatever runs with this kubeconfig has exactly the chart's permissions.
+    pub fn chart_service_account(&self, ns: &str) -> PathBuf {
+        self.kubectl_ok(&["create", "namespace", ns]);
+        let manifests = render_chart(&["--namespace", ns]);
+        let rbac: Vec<&str> = manifests
+            .split("\n---")
+            .filter(|doc| {
+                doc.lines().any(|l| {
+                    [
+                        "kind: ServiceAccount",
+                        "kind: ClusterRole",
+                        "kind: ClusterRoleBinding",
+                        "kind: Role",
+                        "kind: RoleBinding",
+                    ]
+                    .contains(&l.trim_end())
+                })
+            })
+            .collect();
+        assert_eq!(rbac.len(), 5, "the chart's RBAC objects:\n{manifests}");
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], Some(&rbac.join("\n---\n")));
+        assert!(
+            out.status.success(),
+            "applying the chart's RBAC: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = self.kubectl_ok(&["-n", ns, "create", "token", "kairos-operator"]);
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        let cluster: String = admin
+            .lines()
+            .take_while(|l| !l.starts_with("users:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = format!(
+            "{cluster}users:\n- name: operator\n  user:\n    token: {}\ncontexts:\n- name: operator\n  context: {{cluster: test, user: operator, namespace: default}}\ncurrent-context: operator\n",
+            token.trim()
+        );
+        let path = self.dir.path().join(format!("operator-{ns}.kubeconfig"));
+        std::fs::write(&path, config).expect("writing the operator's kubeconfig");
+        path
+    }
+
     /// Starts kube-controller-manager with only `controllers` (e.g. `garbagecollector`, which
     /// deletes objects whose owner is gone); stopped with the API server.
     pub fn start_controller_manager(&mut self, controllers: &str) {
@@ -252,14 +324,28 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator with leader election on a Lease in `default` (`extra` adds flags).
+    /// Starts the operator as the API server's admin, with leader election on a Lease in
+    /// `default` (`extra` adds flags).
     pub fn start(api: &KubeApiServer, name: &str, extra: &[&str]) -> Operator {
+        Operator::start_as(api, &api.kubeconfig(), "default", name, extra)
+    }
+
+    /// Starts the operator with the credentials of `kubeconfig` (e.g. from
+    /// [`KubeApiServer::chart_service_account`]) and its Lease in `lease_namespace`.
+    pub fn start_as(
+        api: &KubeApiServer,
+        kubeconfig: &Path,
+        lease_namespace: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Operator {
         let log = api.dir.path().join(format!("operator-{name}.log"));
         let stderr = std::fs::File::create(&log).expect("operator log");
         let mut child = Command::new(operator_bin())
             .arg("run")
-            .arg(format!("--kubeconfig={}", api.kubeconfig().display()))
-            .args(["--metrics-addr=127.0.0.1:0", "--lease-namespace=default"])
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--metrics-addr=127.0.0.1:0")
+            .arg(format!("--lease-namespace={lease_namespace}"))
             .arg(format!("--identity={name}"))
             .args(extra)
             .env("RUST_LOG", "info,kairos_operator=debug,kube=warn")
@@ -381,6 +467,18 @@ impl Kubelet {
     /// Serves the pods of cluster `name` (at most `max_pods`), in the API server's `default`
     /// namespace.
     pub fn start(api: &KubeApiServer, name: &str, max_pods: usize) -> Kubelet {
+        Kubelet::start_on_nodes(api, name, max_pods, &[])
+    }
+
+    /// As [`Kubelet::start`], and first binds each Pod to `nodes[ordinal % nodes.len()]` (the
+    /// scheduler's part; the Node objects are the caller's), and keeps the Pod's
+    /// `kairos.dev/rack` annotation in its downward-API file, as a kubelet would.
+    pub fn start_on_nodes(
+        api: &KubeApiServer,
+        name: &str,
+        max_pods: usize,
+        nodes: &[&str],
+    ) -> Kubelet {
         let ports: Vec<PodPorts> = (0..max_pods)
             .map(|_| PodPorts {
                 kafka: crate::free_port(),
@@ -395,6 +493,7 @@ impl Kubelet {
             dir: api.dir.path().join(format!("kubelet-{name}")),
             name: name.to_string(),
             ports: ports.clone(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
             stop: stop.clone(),
         };
         let thread = std::thread::spawn(move || ctx.run());
@@ -445,10 +544,48 @@ struct KubeletLoop {
     dir: PathBuf,
     name: String,
     ports: Vec<PodPorts>,
+    nodes: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KubeletLoop {
+    /// Binds Pod `name` to its node (by ordinal); false when there is nothing to bind it to.
+    fn bind(&self, name: &str) -> bool {
+        let Some(node) = ordinal(name).and_then(|o| self.nodes.get(o % self.nodes.len().max(1)))
+        else {
+            return false;
+        };
+        let binding = serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}
+        });
+        let file = self.dir.join(format!("binding-{name}.json"));
+        std::fs::create_dir_all(&self.dir).is_ok()
+            && std::fs::write(&file, binding.to_string()).is_ok()
+            && self
+                .kubectl(&[
+                    "create",
+                    "--raw",
+                    &format!("/api/v1/namespaces/default/pods/{name}/binding"),
+                    "-f",
+                    &file.to_string_lossy(),
+                ])
+                .is_some()
+    }
+
+    /// The downward-API file with the Pod's rack annotation (written when it changes).
+    fn write_podinfo(&self, pod: &serde_json::Value, name: &str) {
+        let dir = self.dir.join(name).join("podinfo");
+        let rack = pod["metadata"]["annotations"]["kairos.dev/rack"]
+            .as_str()
+            .unwrap_or_default();
+        let file = dir.join("rack");
+        if std::fs::read_to_string(&file).unwrap_or_default() != rack {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(&file, rack);
+        }
+    }
+
     fn kubectl(&self, args: &[&str]) -> Option<Vec<u8>> {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -472,6 +609,23 @@ impl KubeletLoop {
                 continue;
             };
             let items = list["items"].as_array().cloned().unwrap_or_default();
+            // A Pod deleted at once (it never had a node) leaves no deletionTimestamp to see.
+            let listed: std::collections::HashSet<&str> = items
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str())
+                .collect();
+            let gone: Vec<String> = pods
+                .keys()
+                .filter(|n| !listed.contains(n.as_str()))
+                .cloned()
+                .collect();
+            for name in gone {
+                if let Some(mut p) = pods.remove(&name) {
+                    // SAFETY: kill(2) on our own child's PID.
+                    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+                    let _ = p.child.wait();
+                }
+            }
             for pod in &items {
                 let name = pod["metadata"]["name"]
                     .as_str()
@@ -491,6 +645,11 @@ impl KubeletLoop {
                     self.kubectl(&["delete", "pod", &name, "--grace-period=0", "--force"]);
                     continue;
                 }
+                if !self.nodes.is_empty() && !pod["spec"]["nodeName"].is_string() {
+                    self.bind(&name);
+                    continue;
+                }
+                self.write_podinfo(pod, &name);
                 if pods.get(&name).is_some_and(|p| p.uid != uid) {
                     if let Some(mut p) = pods.remove(&name) {
                         let _ = p.child.kill();
@@ -619,6 +778,7 @@ impl KubeletLoop {
                     .replace("0.0.0.0:9092", &format!("127.0.0.1:{}", me.kafka))
                     .replace("0.0.0.0:9093", &format!("127.0.0.1:{}", me.controller))
                     .replace("exec kairos serve", "exec \"$KAIROS\" serve")
+                    .replace("/etc/kairos-pod", &dir.join("podinfo").to_string_lossy())
                 }
             })
             .collect::<Vec<_>>()
@@ -644,4 +804,37 @@ impl KubeletLoop {
 
 fn ordinal(pod: &str) -> Option<usize> {
     pod.rsplit('-').next()?.parse().ok()
+}
+
+/// The Helm chart renderer (tests/helm/render.go): `KAIROS_HELM_RENDER`, else built by
+/// tests/helm/build.sh.
+pub fn helm_renderer() -> PathBuf {
+    if let Some(p) = std::env::var_os("KAIROS_HELM_RENDER") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(workspace_root().join("tests/helm/build.sh"))
+        .output()
+        .expect("running tests/helm/build.sh");
+    assert!(
+        out.status.success(),
+        "tests/helm/build.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// charts/kairos-operator rendered with the renderer's `args` (`-f`, `--namespace`, ...).
+pub fn render_chart(args: &[&str]) -> String {
+    let chart = workspace_root().join("charts/kairos-operator");
+    let out = Command::new(helm_renderer())
+        .args(args)
+        .arg(&chart)
+        .output()
+        .expect("running the renderer");
+    assert!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
 }

@@ -3,41 +3,7 @@
 //! values and with a non-default values file, and applied to a real kube-apiserver with
 //! server-side dry-run: every object validates against the server's schemas.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use kairos_tests::k8s::{workspace_root, KubeApiServer};
-
-/// The renderer binary: `KAIROS_HELM_RENDER`, else built by tests/helm/build.sh.
-fn renderer() -> PathBuf {
-    if let Some(p) = std::env::var_os("KAIROS_HELM_RENDER") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new(workspace_root().join("tests/helm/build.sh"))
-        .output()
-        .expect("running tests/helm/build.sh");
-    assert!(
-        out.status.success(),
-        "tests/helm/build.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn render(args: &[&str]) -> String {
-    let chart = workspace_root().join("charts/kairos-operator");
-    let out = Command::new(renderer())
-        .args(args)
-        .arg(&chart)
-        .output()
-        .expect("running the renderer");
-    assert!(
-        out.status.success(),
-        "render: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
+use kairos_tests::k8s::{render_chart, workspace_root, KubeApiServer};
 
 fn dry_run(api: &KubeApiServer, manifests: &str) -> String {
     let out = api.kubectl_stdin(
@@ -69,7 +35,7 @@ fn the_chart_renders_and_applies_with_default_and_custom_values() {
     let api = KubeApiServer::start();
     api.install_crds();
 
-    let default = render(&["--include-crds"]);
+    let default = render_chart(&["--include-crds"]);
     let applied = dry_run(&api, &default);
     for object in [
         "deployment.apps/kairos-operator",
@@ -111,23 +77,7 @@ nodeSelector: {kubernetes.io/os: linux}
     )
     .expect("values file");
     api.kubectl_ok(&["create", "namespace", "kairos-system"]);
-    api.apply(
-        r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#,
-    );
+    api.install_service_monitor_crd();
     api.kubectl_ok(&[
         "wait",
         "--for",
@@ -135,7 +85,7 @@ spec:
         "--timeout=30s",
         "crd/servicemonitors.monitoring.coreos.com",
     ]);
-    let custom = render(&[
+    let custom = render_chart(&[
         "-f",
         &values.to_string_lossy(),
         "--namespace",

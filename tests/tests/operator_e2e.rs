@@ -4,6 +4,8 @@
 //! its three brokers are, lists them in its status, and a KafkaTopic with three replicas serves an
 //! acks=all producer and a consumer. A config change rolls the brokers one at a time, the active
 //! controller last, while an acks=all producer keeps writing without a single failed record.
+//! The operator runs with the Helm chart's ServiceAccount, on an API server that authorizes
+//! with RBAC: all of this works with the chart's least-privilege ClusterRole.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +38,23 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
     let mut flags = kubelet.resolve_args("orders");
     flags.push("--resync-seconds=1".into());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _op = Operator::start(&api, "a", &flags);
+    // The operator runs with the chart's ServiceAccount and RBAC only.
+    let sa = api.chart_service_account("kairos-system");
+    let _op = Operator::start_as(&api, &sa, "kairos-system", "a", &flags);
+    // ... and that is all it has: what the chart does not grant is refused.
+    let can_i = |verb: &str, what: &str| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&sa)
+            .args(["auth", "can-i", verb, what])
+            .output()
+            .expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can_i("delete", "pods"), "yes");
+    assert_eq!(can_i("patch", "statefulsets.apps"), "yes");
+    assert_eq!(can_i("delete", "statefulsets.apps"), "no");
+    assert_eq!(can_i("list", "secrets"), "no");
 
     api.apply(
         "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 3}\n",

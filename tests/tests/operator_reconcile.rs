@@ -25,6 +25,8 @@ fn api_with_crds() -> KubeApiServer {
     let mut api = KubeApiServer::start();
     api.start_controller_manager("garbagecollector");
     api.install_crds();
+    // Before the operator starts: it looks the ServiceMonitor CRD up once.
+    api.install_service_monitor_crd();
     api
 }
 
@@ -34,12 +36,13 @@ fn wait_condition(api: &KubeApiServer, name: &str, type_: &str, reason: &str) ->
     condition(&kc, type_).map(|c| c.2).unwrap_or_default()
 }
 
-const OWNED: [(&str, &str); 5] = [
+const OWNED: [(&str, &str); 6] = [
     ("configmap", "orders-config"),
     ("service", "orders-brokers"),
     ("service", "orders-bootstrap"),
     ("statefulset", "orders-broker"),
     ("poddisruptionbudget.v1beta1.policy", "orders-broker"),
+    ("servicemonitor", "orders-broker"),
 ];
 
 /// resourceVersion of every owned object and of the cluster.
@@ -92,6 +95,15 @@ fn a_cluster_becomes_its_owned_objects_with_status_and_a_restart_writes_nothing(
         sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
         "20Gi"
     );
+    // The brokers' ServiceMonitor scrapes the headless Service's metrics port.
+    let sm = api
+        .get_json(&["servicemonitor", "orders-broker"])
+        .expect("servicemonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "orders"
+    );
     let cm = api.get_json(&["configmap", "orders-config"]).expect("cm");
     let props = cm["data"]["server.properties"].as_str().expect("props");
     assert!(props.contains("num.partitions=6\n"), "{props}");
@@ -123,7 +135,12 @@ fn a_cluster_becomes_its_owned_objects_with_status_and_a_restart_writes_nothing(
 
     // Each object was written once: later reconciles (triggered by the objects' own watch
     // events) found them as wanted.
-    for kind in ["ConfigMap", "StatefulSet", "PodDisruptionBudget"] {
+    for kind in [
+        "ConfigMap",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ] {
         let series = format!(r#"kairos_operator_writes_total{{kind="{kind}"}}"#);
         assert_eq!(op.sample(&series), 1.0, "{series}");
     }

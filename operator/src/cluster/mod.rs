@@ -4,3 +4,4 @@
 pub mod desired;
 pub mod reconcile;
 pub mod restart;
+pub mod scale;

@@ -1,13 +1,14 @@
 //! The KafkaCluster controller: applies the owned objects from [`super::desired`] and reports
 //! what it sees in the status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{DeleteParams, DynamicObject, ListParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{watcher, Controller};
@@ -15,11 +16,15 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::desired;
 use super::restart::{self, PartitionState, PodState, Step};
+use super::scale;
 use crate::apply::{apply, apply_status, contains, get_and_apply, Applied};
 use crate::context::{condition_event, key, now, Context, Error, Result};
-use crate::crd::cluster::{BrokerStatus, KafkaCluster, KafkaClusterStatus, RestartPlan};
+use crate::crd::cluster::{
+    BrokerStatus, KafkaCluster, KafkaClusterStatus, RestartPlan, ScaleDownStatus,
+};
 use crate::crd::status::{conditions, Condition, Phase};
-use crate::kafka::{Admin, KafkaError};
+use crate::kafka::{Admin, KafkaError, RESOURCE_BROKER};
+use kafka_protocol::messages::MetadataResponse;
 
 /// How often a healthy cluster is looked at again without any watch event.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -97,10 +102,22 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     };
     status.voters = (0..voters).collect();
 
-    if let Some(phase) = scale_down_block(kc, current_replicas, voters) {
+    if let Some(phase) = below_quorum(kc, voters) {
         status.ready_replicas = ready(current_set.as_ref());
         set_status(kc, ctx, &clusters, status, phase).await?;
         return Ok(Action::requeue(RESYNC));
+    }
+    // A scale-down keeps the StatefulSet at its size until no partition is left on the brokers
+    // being removed.
+    let mut replicas = kc.spec.replicas;
+    let mut scaling = None;
+    status.scale_down = None;
+    if let Some(from) = current_replicas.filter(|cur| *cur > kc.spec.replicas) {
+        if let ScaleDown::InProgress(sd, phase) = scale_down(kc, ctx, from).await {
+            replicas = from;
+            status.scale_down = Some(sd);
+            scaling = Some(phase);
+        }
     }
 
     let mut written = Vec::new();
@@ -126,6 +143,9 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         note(get_and_apply(&services, svc, ctx).await?, "Service", &name);
     }
     let mut set = desired::stateful_set(kc, &hash);
+    if let Some(spec) = set.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
     if let Some(current) = &current_set {
         let claims = |s: &StatefulSet| {
             s.spec
@@ -158,6 +178,15 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         "PodDisruptionBudget",
         &n.stateful_set,
     );
+    if let (Some(sm), true) = (&ctx.service_monitor, kc.spec.metrics.enabled) {
+        let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, sm);
+        let monitor: DynamicObject = serde_json::from_value(desired::service_monitor(kc))?;
+        note(
+            get_and_apply(&monitors, monitor, ctx).await?,
+            "ServiceMonitor",
+            &n.stateful_set,
+        );
+    }
     if !written.is_empty() {
         ctx.event(
             kc,
@@ -183,9 +212,19 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             status.brokers = brokers;
         }
     }
+    let racks = match &kc.spec.rack {
+        Some(r) => label_racks(kc, ctx, &ns, &r.topology_key).await?,
+        None => Racks::default(),
+    };
+    let live = if ready > 0 {
+        live_config(kc, ctx, &mut status).await
+    } else {
+        None
+    };
     status.restart = rolling_restart(kc, ctx, &ns, &set).await?;
-    let (phase, requeue) = match &status.restart {
-        Some(plan) => (
+    let (phase, requeue) = match (&status.restart, scaling, live) {
+        (_, Some(stalled @ Phase::Stalled { .. }), _) => (stalled, RECHECK),
+        (Some(plan), _, _) => (
             Phase::Reconciling {
                 reason: "RollingRestart".into(),
                 message: match &plan.blocked_by {
@@ -195,7 +234,18 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             },
             RESTART_RECHECK,
         ),
-        None => (phase, RESYNC),
+        (None, Some(scaling), _) => (scaling, RESTART_RECHECK),
+        (None, None, Some(live)) => (live, RECHECK),
+        (None, None, None) => match racks.missing {
+            Some(missing) => (missing, RECHECK),
+            None => (phase, RESYNC),
+        },
+    };
+    // A pod still waiting for its rack is looked at again soon (its broker waits for it).
+    let requeue = if racks.waiting {
+        requeue.min(RESTART_RECHECK)
+    } else {
+        requeue
     };
     set_status(kc, ctx, &clusters, status, phase).await?;
     Ok(Action::requeue(requeue))
@@ -267,19 +317,7 @@ async fn rolling_restart(
             plan.current = current.or(plan.current);
         }
         Step::Restart(pod) => {
-            let partitions: Vec<PartitionState> = md
-                .topics
-                .iter()
-                .flat_map(|t| {
-                    let topic = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
-                    t.partitions.iter().map(move |p| PartitionState {
-                        topic: topic.clone(),
-                        partition: p.partition_index,
-                        replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-                        isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-                    })
-                })
-                .collect();
+            let partitions = partition_states(&md);
             let mut topics: Vec<String> = partitions.iter().map(|p| p.topic.clone()).collect();
             topics.dedup();
             let blocker = match admin.min_insync(&topics).await {
@@ -316,6 +354,281 @@ async fn rolling_restart(
         }
     }
     Ok(Some(plan))
+}
+
+/// Every partition the metadata lists, with its replicas and in-sync replicas.
+fn partition_states(md: &MetadataResponse) -> Vec<PartitionState> {
+    md.topics
+        .iter()
+        .flat_map(|t| {
+            let topic = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.partitions.iter().map(move |p| PartitionState {
+                topic: topic.clone(),
+                partition: p.partition_index,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            })
+        })
+        .collect()
+}
+
+enum ScaleDown {
+    /// No partition is left on the brokers being removed: the StatefulSet may shrink.
+    Done,
+    /// Partitions are moving (or cannot): the StatefulSet keeps its size.
+    InProgress(ScaleDownStatus, Phase),
+}
+
+/// One step of a scale-down from `from` brokers to `spec.replicas`: reads where the partitions
+/// are, submits the moves off the brokers being removed that are not already under way, and
+/// says whether the StatefulSet may shrink.
+async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
+    let to = kc.spec.replicas;
+    let removing: Vec<i32> = (to..from).collect();
+    let mut sd = ScaleDownStatus {
+        from,
+        to,
+        brokers: removing.clone(),
+        partitions_to_move: 0,
+        reassigning: 0,
+        blocked_by: None,
+    };
+    let in_progress = |sd: ScaleDownStatus| {
+        let message = match &sd.blocked_by {
+            Some(why) => format!("scale-down from {from} to {to} waits: {why}"),
+            None => format!(
+                "scaling down from {from} to {to}: {} partition(s) still on broker(s) {}, {} being reassigned",
+                sd.partitions_to_move,
+                list(&sd.brokers),
+                sd.reassigning
+            ),
+        };
+        ScaleDown::InProgress(
+            sd,
+            Phase::Reconciling {
+                reason: "ScalingDown".into(),
+                message,
+            },
+        )
+    };
+    let asked = async {
+        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
+        let md = admin.metadata(None).await?;
+        let ongoing = admin.reassignments().await?;
+        Ok::<_, KafkaError>((admin, md, ongoing))
+    };
+    let (mut admin, md, ongoing) = match asked.await {
+        Ok(asked) => asked,
+        Err(e) => {
+            sd.blocked_by = Some(e.to_string());
+            return in_progress(sd);
+        }
+    };
+    let partitions = partition_states(&md);
+    let moving = |p: &PartitionState| {
+        ongoing
+            .iter()
+            .any(|(t, i)| *t == p.topic && *i == p.partition)
+    };
+    let left: Vec<&PartitionState> = scale::on_removed(&partitions, &removing).collect();
+    if left.is_empty() {
+        return ScaleDown::Done;
+    }
+    sd.partitions_to_move = left.len() as i32;
+    sd.reassigning = left.iter().filter(|p| moving(p)).count() as i32;
+    let mut remaining: Vec<i32> = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .filter(|id| (0..to).contains(id))
+        .collect();
+    remaining.sort_unstable();
+    if remaining.len() < to as usize {
+        let missing: Vec<i32> = (0..to).filter(|id| !remaining.contains(id)).collect();
+        sd.blocked_by = Some(format!(
+            "broker(s) {} that would remain are not registered (not running?)",
+            list(&missing)
+        ));
+        return in_progress(sd);
+    }
+    let moves = match scale::plan(&partitions, &remaining, &removing) {
+        Ok(moves) => moves,
+        Err(why) => {
+            sd.blocked_by = Some(why.clone());
+            return ScaleDown::InProgress(
+                sd,
+                Phase::Stalled {
+                    reason: "ScaleDownBlocked".into(),
+                    message: format!(
+                        "spec.replicas: cannot scale down from {from} to {to}: {why}; the StatefulSet stays at {from}"
+                    ),
+                },
+            );
+        }
+    };
+    let moves: Vec<(String, i32, Vec<i32>)> = moves
+        .into_iter()
+        .filter(|m| {
+            !ongoing
+                .iter()
+                .any(|(t, i)| *t == m.topic && *i == m.partition)
+        })
+        .map(|m| (m.topic, m.partition, m.replicas))
+        .collect();
+    if !moves.is_empty() {
+        match admin.reassign(&moves).await {
+            Ok(()) => {
+                sd.reassigning += moves.len() as i32;
+                let shown: Vec<String> = moves
+                    .iter()
+                    .take(10)
+                    .map(|(t, p, r)| format!("{t}-{p} -> [{}]", list(r)))
+                    .collect();
+                ctx.event(
+                    kc,
+                    EventType::Normal,
+                    "ReassigningPartitions",
+                    format!(
+                        "Moving {} partition(s) off broker(s) {} before scaling down from {from} to {to}: {}{}",
+                        moves.len(),
+                        list(&removing),
+                        shown.join(", "),
+                        if moves.len() > shown.len() { ", ..." } else { "" }
+                    ),
+                )
+                .await;
+            }
+            Err(e) => sd.blocked_by = Some(format!("reassigning partitions: {e}")),
+        }
+    }
+    in_progress(sd)
+}
+
+#[derive(Default)]
+struct Racks {
+    /// A pod is not scheduled yet, or its node lacks the label.
+    waiting: bool,
+    /// The phase for a node without the label.
+    missing: Option<Phase>,
+}
+
+/// Sets each scheduled broker pod's rack annotation to its node's `key` label (start.sh waits for
+/// it and passes it as `broker.rack`).
+async fn label_racks(kc: &KafkaCluster, ctx: &Context, ns: &str, key: &str) -> Result<Racks> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let list = pods
+        .list(&ListParams::default().labels(&desired::selector_string(kc)))
+        .await?;
+    let mut racks = Racks::default();
+    let mut zones: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for pod in &list.items {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            racks.waiting = true;
+            continue;
+        };
+        let zone = match zones.get(&node) {
+            Some(zone) => zone.clone(),
+            None => {
+                let zone = nodes
+                    .get_opt(&node)
+                    .await?
+                    .and_then(|n| n.metadata.labels.and_then(|l| l.get(key).cloned()));
+                zones.insert(node.clone(), zone.clone());
+                zone
+            }
+        };
+        let name = pod.name_any();
+        let Some(zone) = zone else {
+            racks.missing = Some(Phase::Reconciling {
+                reason: "RackLabelMissing".into(),
+                message: format!(
+                    "spec.rack.topologyKey: node {node} of pod {name} has no label {key}; its broker waits for the label"
+                ),
+            });
+            continue;
+        };
+        if pod.annotations().get(desired::RACK_ANNOTATION) != Some(&zone) {
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {desired::RACK_ANNOTATION: zone}}
+            });
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            ctx.metrics.writes.with_label_values(&["Pod"]).inc();
+        }
+    }
+    Ok(racks)
+}
+
+/// Applies the live part of `spec.config` to the cluster-wide broker default when the brokers
+/// hold something else, and removes the keys it set before that the spec no longer names. A
+/// phase when that cannot be done now (brokers unreachable) or at all (a value refused).
+async fn live_config(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    status: &mut KafkaClusterStatus,
+) -> Option<Phase> {
+    let want = desired::live_config(kc);
+    if want.is_empty() && status.live_config.is_empty() {
+        return None;
+    }
+    let applied = async {
+        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
+        let have = admin.broker_defaults().await?;
+        let set: BTreeMap<String, String> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let delete: Vec<String> = status
+            .live_config
+            .keys()
+            .filter(|k| !want.contains_key(*k) && have.contains_key(*k))
+            .cloned()
+            .collect();
+        if !set.is_empty() || !delete.is_empty() {
+            admin
+                .alter_configs(RESOURCE_BROKER, "", &set, &delete)
+                .await?;
+        }
+        Ok::<_, KafkaError>((set, delete))
+    }
+    .await;
+    match applied {
+        Ok((set, delete)) => {
+            status.live_config = want;
+            if !set.is_empty() || !delete.is_empty() {
+                let mut what: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                what.extend(delete.iter().map(|k| format!("{k} removed")));
+                ctx.event(
+                    kc,
+                    EventType::Normal,
+                    "LiveConfigApplied",
+                    format!(
+                        "Applied to the running brokers without a restart: {}",
+                        what.join(", ")
+                    ),
+                )
+                .await;
+            }
+            None
+        }
+        Err(e) if e.transient() => Some(Phase::Reconciling {
+            reason: "LiveConfigPending".into(),
+            message: format!("applying live broker config: {e}"),
+        }),
+        Err(e) => Some(Phase::Stalled {
+            reason: "InvalidConfig".into(),
+            message: format!("spec.config: the brokers refused the live config: {e}"),
+        }),
+    }
+}
+
+fn list(ids: &[i32]) -> String {
+    ids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn names(pods: &[PodState]) -> Vec<String> {
@@ -428,28 +741,16 @@ async fn check(kc: &KafkaCluster, ctx: &Context, ns: &str) -> Result<Option<Bloc
     Ok(None)
 }
 
-/// Scale-down needs the partitions moved off the brokers first, and may never remove a voter.
-fn scale_down_block(kc: &KafkaCluster, current: Option<i32>, voters: i32) -> Option<Phase> {
+/// Replicas below the voter count would remove Raft voters (the voter set is static).
+fn below_quorum(kc: &KafkaCluster, voters: i32) -> Option<Phase> {
     let want = kc.spec.replicas;
-    if want < voters {
-        return Some(Phase::Stalled {
-            reason: "BelowQuorum".into(),
-            message: format!(
-                "spec.replicas: {want} would remove Raft voters; the cluster was created with {voters} voters (pods 0-{}), so replicas must stay at least {voters}",
-                voters - 1
-            ),
-        });
-    }
-    match current {
-        Some(cur) if want < cur => Some(Phase::Stalled {
-            reason: "ScaleDownNotSupported".into(),
-            message: format!(
-                "spec.replicas: scaling down from {cur} to {want} needs partition reassignment off brokers {want}-{}, which this operator version does not do yet; the StatefulSet stays at {cur}",
-                cur - 1
-            ),
-        }),
-        _ => None,
-    }
+    (want < voters).then(|| Phase::Stalled {
+        reason: "BelowQuorum".into(),
+        message: format!(
+            "spec.replicas: {want} would remove Raft voters; the cluster was created with {voters} voters (pods 0-{}), so replicas must stay at least {voters}",
+            voters - 1
+        ),
+    })
 }
 
 /// Completes `status` (generation, conditions for `phase`, the derived selector and bootstrap

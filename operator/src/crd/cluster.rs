@@ -225,6 +225,32 @@ pub struct KafkaClusterStatus {
     /// The rolling restart in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPlan>,
+    /// The scale-down in progress, if any: partitions move off the brokers being removed before
+    /// the StatefulSet shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownStatus>,
+    /// Broker configs from `spec.config` that the brokers change while running, as last applied
+    /// to the cluster-wide default with IncrementalAlterConfigs (no restart).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub live_config: BTreeMap<String, String>,
+}
+
+/// A scale-down: the StatefulSet keeps `from` pods until no partition has a replica on the
+/// brokers being removed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownStatus {
+    pub from: i32,
+    pub to: i32,
+    /// Node ids of the brokers being removed.
+    pub brokers: Vec<i32>,
+    /// Partitions that still have a replica on those brokers.
+    pub partitions_to_move: i32,
+    /// Partitions whose reassignment the brokers report in progress.
+    pub reassigning: i32,
+    /// What holds the scale-down back (brokers unreachable, a reassignment refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
