@@ -467,6 +467,31 @@ fn describe_broker(
         .collect()
 }
 
+/// The cluster-wide default dynamic broker configs (resource name ""), all with source
+/// DYNAMIC_DEFAULT_BROKER_CONFIG.
+fn describe_broker_default(
+    image: &ClusterImage,
+    keys: &Option<Vec<StrBytes>>,
+) -> Vec<DescribeConfigsResourceResult> {
+    image
+        .broker_configs
+        .get("")
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| {
+            keys.as_ref()
+                .is_none_or(|k| k.iter().any(|k| k.as_str() == name.as_str()))
+        })
+        .map(|(name, value)| {
+            DescribeConfigsResourceResult::default()
+                .with_name(s(name.clone()))
+                .with_value(Some(s(value.clone())))
+                .with_config_source(SOURCE_DYNAMIC_DEFAULT_BROKER)
+                .with_read_only(false)
+        })
+        .collect()
+}
+
 pub fn describe_configs(
     broker: &Broker,
     req: DescribeConfigsRequest,
@@ -496,7 +521,14 @@ pub fn describe_configs(
                 },
                 RESOURCE_BROKER => {
                     let name = r.resource_name.as_str();
-                    if name.is_empty() || name == broker.config.node_id.to_string() {
+                    if name.is_empty() {
+                        // The empty name is the cluster-wide default entity (as
+                        // `kafka-configs --entity-default`): only its dynamic configs.
+                        result.with_configs(describe_broker_default(
+                            &broker.topics.image(),
+                            &r.configuration_keys,
+                        ))
+                    } else if name == broker.config.node_id.to_string() {
                         result.with_configs(describe_broker(
                             &broker.config,
                             &broker.topics.image(),
