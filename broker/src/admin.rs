@@ -43,6 +43,45 @@ impl AdminService {
         }
         Ok(parts)
     }
+
+    /// The delay partitions `only` of `topic` (all when empty), each hosted here.
+    fn delay_partitions(
+        &self,
+        topic: &str,
+        only: &[i32],
+    ) -> Result<Vec<Arc<DelayPartition>>, Status> {
+        if only.is_empty() {
+            return self.delay_topic(topic);
+        }
+        let Some(info) = self.broker.topics.get(topic) else {
+            return Err(Status::not_found(format!("topic {topic} does not exist")));
+        };
+        if !info.configs.contains_key(DELAY_TARGET) && !info.configs.contains_key(RETRY_TARGET) {
+            return Err(Status::failed_precondition(format!(
+                "topic {topic} is not a delay topic or retry topic (it has no {DELAY_TARGET} or {RETRY_TARGET})"
+            )));
+        }
+        let hosted = self.broker.delays.topic(topic);
+        let mut parts = Vec::with_capacity(only.len());
+        for p in only {
+            if *p < 0 || *p >= info.partitions {
+                return Err(Status::invalid_argument(format!(
+                    "topic {topic} has no partition {p} (it has {})",
+                    info.partitions
+                )));
+            }
+            match hosted.iter().find(|d| d.partition == *p) {
+                Some(d) => parts.push(d.clone()),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "partition {topic}-{p} is not hosted on broker {} (or is still loading); ask its leader",
+                        self.broker.config.node_id
+                    )))
+                }
+            }
+        }
+        Ok(parts)
+    }
 }
 
 /// Blocking engine work off the async workers.
@@ -228,7 +267,7 @@ impl DelayAdmin for AdminService {
         request: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsResponse>, Status> {
         let req = request.into_inner();
-        let parts = self.delay_topic(&req.topic)?;
+        let parts = self.delay_partitions(&req.topic, &req.partitions)?;
         let now = crate::partition::now_ms();
         let mut resp = v1::StatsResponse {
             topic: req.topic.clone(),

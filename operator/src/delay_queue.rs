@@ -265,30 +265,87 @@ async fn sync_all(
     let Some(delay_topic) = wanted.first().map(|(_, t)| t.name.clone()) else {
         return Outcome::Done(Phase::Ready);
     };
-    let resolved = ctx.resolver.resolve(&desired::admin_address(kc));
-    let addr = resolved.split(',').next().unwrap_or_default().to_string();
-    match stats(&addr, &delay_topic).await {
+    match pending(kc, ctx, &mut admin, &delay_topic).await {
         Ok(s) => {
             status.pending = Some(s.pending as i64);
             status.overdue = Some(s.overdue as i64);
-            if s.blocked_reason.is_empty() {
+            if s.blocked.is_empty() {
                 Outcome::Done(Phase::Ready)
             } else {
                 Outcome::Done(Phase::Reconciling {
                     reason: "DeliveryBlocked".into(),
-                    message: s.blocked_reason,
+                    message: s.blocked.join("; "),
                 })
             }
         }
         // The topics are in place; only the counts are missing.
         Err(message) => Outcome::Done(Phase::Reconciling {
             reason: "StatsUnavailable".into(),
-            message: format!("pending counts from the admin API at {addr}: {message}"),
+            message: format!("pending counts from the brokers' admin API: {message}"),
         }),
     }
 }
 
-async fn stats(addr: &str, topic: &str) -> Result<admin_api::StatsResponse, String> {
+/// Pending and overdue records of a delay topic, summed over its partitions.
+#[derive(Debug, Default)]
+struct Pending {
+    pending: u64,
+    overdue: u64,
+    blocked: Vec<String>,
+}
+
+/// Asks each partition's leader (its pod's admin API) for the partitions it leads, and sums.
+async fn pending(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    admin: &mut Admin,
+    topic: &str,
+) -> Result<Pending, String> {
+    let md = admin
+        .metadata(Some(&[topic]))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for t in md.topics.iter().filter(|t| t.error_code == 0) {
+        for p in &t.partitions {
+            if p.leader_id.0 < 0 {
+                return Err(format!(
+                    "partition {topic}-{} has no leader",
+                    p.partition_index
+                ));
+            }
+            by_leader
+                .entry(p.leader_id.0)
+                .or_default()
+                .push(p.partition_index);
+        }
+    }
+    if by_leader.is_empty() {
+        return Err(format!("the brokers list no partitions of {topic}"));
+    }
+    let mut sum = Pending::default();
+    for (leader, partitions) in by_leader {
+        let resolved = ctx
+            .resolver
+            .resolve(&desired::pod_admin_address(kc, leader));
+        let addr = resolved.split(',').next().unwrap_or_default().to_string();
+        let s = stats(&addr, topic, partitions)
+            .await
+            .map_err(|e| format!("broker {leader} at {addr}: {e}"))?;
+        sum.pending += s.pending;
+        sum.overdue += s.overdue;
+        if !s.blocked_reason.is_empty() {
+            sum.blocked.push(s.blocked_reason);
+        }
+    }
+    Ok(sum)
+}
+
+async fn stats(
+    addr: &str,
+    topic: &str,
+    partitions: Vec<i32>,
+) -> Result<admin_api::StatsResponse, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -298,6 +355,7 @@ async fn stats(addr: &str, topic: &str) -> Result<admin_api::StatsResponse, Stri
     client
         .stats(admin_api::StatsRequest {
             topic: topic.to_string(),
+            partitions,
         })
         .await
         .map(|r| r.into_inner())

@@ -505,10 +505,11 @@ impl Kubelet {
     }
 
     /// The operator's `--resolve` flags: the bootstrap Service reaches any pod's listener (tried
-    /// in order, as a Service picks a ready pod) and pod 0's admin API.
+    /// in order, as a Service picks a ready pod) and pod 0's admin API; each pod's DNS name
+    /// reaches its own admin API.
     pub fn resolve_args(&self, name: &str) -> Vec<String> {
         let p = self.ports[0];
-        vec![
+        let mut args = vec![
             format!(
                 "--resolve={name}-bootstrap.default.svc:9092={}",
                 self.bootstrap()
@@ -517,7 +518,14 @@ impl Kubelet {
                 "--resolve={name}-bootstrap.default.svc:9095=127.0.0.1:{}",
                 p.admin
             ),
-        ]
+        ];
+        args.extend(self.ports.iter().enumerate().map(|(i, p)| {
+            format!(
+                "--resolve={name}-broker-{i}.{name}-brokers.default.svc:9095=127.0.0.1:{}",
+                p.admin
+            )
+        }));
+        args
     }
 
     /// `127.0.0.1:port,...` of every pod's Kafka listener.

@@ -85,6 +85,48 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
     let read = consume_all(&kubelet.bootstrap(), "payments", 3, acked.len());
     assert_eq!(read, acked);
 
+    // A DelayQueue with two replicas of three partitions on three brokers: no broker hosts every
+    // partition, and the pending count (each partition asked of its leader) covers all of them.
+    api.apply(
+        "apiVersion: kairos.dev/v1alpha1\nkind: DelayQueue\nmetadata: {name: reminders}\nspec: {clusterRef: orders, delay: 30m, targetTopic: reminders.due, partitions: 3, replicas: 2}\n",
+    );
+    api.wait_for("the delay queue Ready", WAIT, |api| {
+        api.get_json(&["delayqueue", "reminders"]).filter(ready)
+    });
+    let md = kafka_call(
+        format!("127.0.0.1:{}", kubelet.ports[0].kafka)
+            .parse()
+            .expect("addr"),
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .expect("metadata");
+    let mut leaders: Vec<i32> = md
+        .topics
+        .iter()
+        .filter(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| n.0.as_str() == "reminders.delay")
+        })
+        .flat_map(|t| t.partitions.iter().map(|p| p.leader_id.0))
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    assert!(
+        leaders.len() > 1,
+        "reminders.delay on one broker only: {leaders:?}"
+    );
+    let scheduled = produce_acked(&kubelet.bootstrap(), "reminders.delay", 3, "r", 6);
+    assert_eq!(scheduled.len(), 6);
+    api.wait_for("six pending reminders in the status", WAIT, |api| {
+        let dq = api.get_json(&["delayqueue", "reminders"])?;
+        (dq["status"]["pending"] == 6).then_some(())
+    });
+    // Its topics (two replicas, min.insync.replicas 2) would hold the rolling restart below:
+    // restarting any of their brokers takes a partition under min.insync.replicas.
+    api.kubectl_ok(&["delete", "delayqueue", "reminders", "--timeout=60s"]);
+
     // A config change (the pod template's config hash) rolls the brokers one at a time.
     let controller = kafka_call(
         format!("127.0.0.1:{}", kubelet.ports[0].kafka)

@@ -254,7 +254,10 @@ pub async fn run(cmd: DelayCmd, conn: &Conn, admin: &AdminConn) -> Result<(), St
         DelayCmd::Stats { topic } => {
             let s = client(admin)
                 .await?
-                .stats(v1::StatsRequest { topic })
+                .stats(v1::StatsRequest {
+                    topic,
+                    partitions: vec![],
+                })
                 .await
                 .map_err(status)?
                 .into_inner();

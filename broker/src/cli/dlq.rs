@@ -144,6 +144,7 @@ pub async fn retry(cmd: RetryCmd, admin: &AdminConn) -> Result<(), String> {
             let s = DelayAdminClient::new(client_channel(admin).await?)
                 .stats(v1::StatsRequest {
                     topic: topic.clone(),
+                    partitions: vec![],
                 })
                 .await
                 .map_err(status)?

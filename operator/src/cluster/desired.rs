@@ -253,6 +253,11 @@ pub fn bootstrap_servers(kc: &KafkaCluster) -> String {
     )
 }
 
+/// `host:port` of broker `ordinal`'s gRPC admin API (through the headless Service).
+pub fn pod_admin_address(kc: &KafkaCluster, ordinal: i32) -> String {
+    format!("{}:{}", pod_host(kc, ordinal), kc.spec.listeners.admin)
+}
+
 /// `host:port` of the brokers' gRPC admin API through the bootstrap Service.
 pub fn admin_address(kc: &KafkaCluster) -> String {
     format!(
