@@ -25,8 +25,8 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    /// The delay partitions of a delay topic, or a clear status.
-    fn delay_topic(&self, topic: &str) -> Result<Vec<Arc<DelayPartition>>, Status> {
+    /// The partition count of `topic`, a delay or retry topic, or a clear status.
+    fn delay_partition_count(&self, topic: &str) -> Result<i32, Status> {
         let Some(info) = self.broker.topics.get(topic) else {
             return Err(Status::not_found(format!("topic {topic} does not exist")));
         };
@@ -35,8 +35,14 @@ impl AdminService {
                 "topic {topic} is not a delay topic or retry topic (it has no {DELAY_TARGET} or {RETRY_TARGET})"
             )));
         }
+        Ok(info.partitions)
+    }
+
+    /// The delay partitions of a delay topic, or a clear status.
+    fn delay_topic(&self, topic: &str) -> Result<Vec<Arc<DelayPartition>>, Status> {
+        let count = self.delay_partition_count(topic)?;
         let parts = self.broker.delays.topic(topic);
-        if parts.len() < info.partitions as usize {
+        if parts.len() < count as usize {
             return Err(Status::unavailable(format!(
                 "delay topic {topic} is still loading; retry shortly"
             )));
@@ -53,21 +59,13 @@ impl AdminService {
         if only.is_empty() {
             return self.delay_topic(topic);
         }
-        let Some(info) = self.broker.topics.get(topic) else {
-            return Err(Status::not_found(format!("topic {topic} does not exist")));
-        };
-        if !info.configs.contains_key(DELAY_TARGET) && !info.configs.contains_key(RETRY_TARGET) {
-            return Err(Status::failed_precondition(format!(
-                "topic {topic} is not a delay topic or retry topic (it has no {DELAY_TARGET} or {RETRY_TARGET})"
-            )));
-        }
+        let count = self.delay_partition_count(topic)?;
         let hosted = self.broker.delays.topic(topic);
         let mut parts = Vec::with_capacity(only.len());
         for p in only {
-            if *p < 0 || *p >= info.partitions {
+            if !(0..count).contains(p) {
                 return Err(Status::invalid_argument(format!(
-                    "topic {topic} has no partition {p} (it has {})",
-                    info.partitions
+                    "topic {topic} has no partition {p} (it has {count})"
                 )));
             }
             match hosted.iter().find(|d| d.partition == *p) {
