@@ -10,7 +10,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p kairos-operator --bin kairos-operator \
  && install -D -m 0755 target/release/kairos-operator /out/kairos-operator
 
-# glibc and libgcc only (TLS is rustls), no shell, user 65532 ("nonroot").
+# The binary needs glibc and libgcc only (`ldd`; TLS is rustls): distroless/cc, no shell,
+# user 65532 ("nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/kairos-operator /usr/local/bin/kairos-operator
 USER 65532:65532
