@@ -8,7 +8,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p kairos-operator --bin kairos-operator \
- && install -D -m 0755 target/release/kairos-operator /out/kairos-operator
+ && install -s -D -m 0755 target/release/kairos-operator /out/kairos-operator
 
 # The binary needs glibc and libgcc only (`ldd`; TLS is rustls): distroless/cc, no shell,
 # user 65532 ("nonroot").

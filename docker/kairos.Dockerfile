@@ -15,7 +15,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p kairos-broker --bin kairos \
- && install -D -m 0755 target/release/kairos /out/kairos
+ && install -s -D -m 0755 target/release/kairos /out/kairos
 
 FROM debian:bookworm-slim
 # The binary needs glibc, libgcc and zlib only (`ldd`: librdkafka is built without curl or
