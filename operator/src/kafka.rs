@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
@@ -120,37 +120,48 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT_BROKER: i8 = 3;
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One connection to a cluster's bootstrap address for a reconcile's admin calls.
+/// A connection to a cluster's bootstrap address for a reconcile's admin calls: opened at the
+/// first call (or by [`Admin::connect`]), and dropped when a call fails on it, so the next call
+/// connects again.
 pub struct Admin {
-    conn: Connection,
-    /// The broker this connection reached, for error messages.
+    /// The addresses the bootstrap address resolves to, tried in order.
+    addrs: String,
+    conn: Option<Connection>,
+    /// The broker the connection reached, for error messages.
     addr: String,
 }
 
 impl Admin {
-    /// Connects to the first reachable address `bootstrap` resolves to (a comma list out of
-    /// cluster, as a Service would pick a ready pod).
-    pub async fn connect(bootstrap: &str, resolver: &Resolver) -> Result<Admin, KafkaError> {
-        let addrs = resolver.resolve(bootstrap);
-        let mut reason = String::from("no address");
-        for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            match Connection::connect(addr, "kairos-operator".into(), TIMEOUT).await {
-                Ok(conn) => {
-                    return Ok(Admin {
-                        conn,
-                        addr: addr.to_string(),
-                    })
-                }
-                Err(e) => reason = format!("{e:#}"),
-            }
+    /// An admin for `bootstrap` that connects at its first call (a comma list out of cluster, as
+    /// a Service would pick a ready pod).
+    pub fn lazy(bootstrap: &str, resolver: &Resolver) -> Admin {
+        Admin {
+            addrs: resolver.resolve(bootstrap),
+            conn: None,
+            addr: String::new(),
         }
-        Err(KafkaError::Unreachable {
-            addr: addrs,
-            reason,
-        })
+    }
+
+    /// Connects now to the first reachable address `bootstrap` resolves to.
+    pub async fn connect(bootstrap: &str, resolver: &Resolver) -> Result<Admin, KafkaError> {
+        let mut admin = Admin::lazy(bootstrap, resolver);
+        admin.open().await?;
+        Ok(admin)
+    }
+
+    async fn open(&mut self) -> Result<&mut Connection, KafkaError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let (conn, addr) = connect_first(&self.addrs).await?;
+                self.addr = addr;
+                conn
+            }
+        };
+        Ok(self.conn.insert(conn))
     }
 
     async fn call<R: kafka_protocol::protocol::Request>(
@@ -158,13 +169,15 @@ impl Admin {
         version: i16,
         req: &R,
     ) -> Result<R::Response, KafkaError> {
-        self.conn
-            .call(version, req)
-            .await
-            .map_err(|e| KafkaError::Unreachable {
+        let result = self.open().await?.call(version, req).await;
+        result.map_err(|e| {
+            // A failed call may leave a response unread: the next call starts afresh.
+            self.conn = None;
+            KafkaError::Unreachable {
                 addr: self.addr.clone(),
                 reason: format!("{e:#}"),
-            })
+            }
+        })
     }
 
     pub async fn metadata(
@@ -273,10 +286,13 @@ impl Admin {
     ) -> Result<(), KafkaError> {
         let rf = match replication_factor {
             None => -1,
-            Some(rf) => i16::try_from(rf).map_err(|_| KafkaError::Refused {
-                code: 38,
-                name: "InvalidReplicationFactor".into(),
-                message: format!("replication factor {rf} is out of range"),
+            Some(rf) => i16::try_from(rf).map_err(|_| {
+                KafkaError::refused(
+                    ResponseError::InvalidReplicationFactor.code(),
+                    Some(&StrBytes::from_string(format!(
+                        "replication factor {rf} is out of range"
+                    ))),
+                )
             })?,
         };
         let topic = CreatableTopic::default()
@@ -440,6 +456,21 @@ impl Admin {
         }
         Ok(())
     }
+}
+
+/// A connection to the first reachable address of the comma list `addrs`, and that address.
+async fn connect_first(addrs: &str) -> Result<(Connection, String), KafkaError> {
+    let mut reason = String::from("no address");
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match Connection::connect(addr, "kairos-operator".into(), TIMEOUT).await {
+            Ok(conn) => return Ok((conn, addr.to_string())),
+            Err(e) => reason = format!("{e:#}"),
+        }
+    }
+    Err(KafkaError::Unreachable {
+        addr: addrs.to_string(),
+        reason,
+    })
 }
 
 fn topic_name(name: &str) -> TopicName {

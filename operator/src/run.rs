@@ -178,38 +178,36 @@ async fn client(opts: &Options) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// Whether the API server serves `plural` in group/version `gv` (404: the group is unknown).
+async fn serves(client: &Client, gv: &str, plural: &str) -> anyhow::Result<bool> {
+    match client.list_api_group_resources(gv).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("discovering {gv}")),
+    }
+}
+
 /// ServiceMonitors exist where the Prometheus Operator's CRD is installed (looked up once, at
 /// start: installing it later needs an operator restart for brokers to get one).
 async fn service_monitor_resource(client: &Client) -> anyhow::Result<Option<ApiResource>> {
-    match client
-        .list_api_group_resources("monitoring.coreos.com/v1")
-        .await
-    {
-        Ok(list) if list.resources.iter().any(|r| r.name == "servicemonitors") => {
-            Ok(Some(ApiResource::from_gvk(&GroupVersionKind::gvk(
-                "monitoring.coreos.com",
-                "v1",
-                "ServiceMonitor",
-            ))))
-        }
-        Ok(_) => Ok(None),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
-        Err(e) => Err(e).context("discovering monitoring.coreos.com/v1"),
-    }
+    let served = serves(client, "monitoring.coreos.com/v1", "servicemonitors").await?;
+    Ok(served.then(|| {
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+        ))
+    }))
 }
 
 /// PodDisruptionBudgets are `policy/v1` from Kubernetes 1.21; older servers only have v1beta1
 /// (same fields for what the operator sets).
 async fn pdb_resource(client: &Client) -> anyhow::Result<ApiResource> {
-    let has_v1 = match client.list_api_group_resources("policy/v1").await {
-        Ok(list) => list
-            .resources
-            .iter()
-            .any(|r| r.name == "poddisruptionbudgets"),
-        Err(kube::Error::Api(e)) if e.code == 404 => false,
-        Err(e) => return Err(e).context("discovering policy/v1"),
+    let version = if serves(client, "policy/v1", "poddisruptionbudgets").await? {
+        "v1"
+    } else {
+        "v1beta1"
     };
-    let version = if has_v1 { "v1" } else { "v1beta1" };
     Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(
         "policy",
         version,

@@ -43,6 +43,12 @@ const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// Whether DescribeConfigs asked for `name` (no key list: all of them).
+fn asked(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
+    keys.as_ref()
+        .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
+}
+
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
@@ -321,10 +327,7 @@ fn describe_topic(
     let cfg = &broker.config;
     // Kairos' own configs have no broker default: listed when set on the topic.
     let kairos = kairos_topic_config_names()
-        .filter(|name| {
-            keys.as_ref()
-                .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
-        })
+        .filter(|name| asked(keys, name))
         .filter_map(|name| {
             let value = info.configs.get(name)?;
             Some(
@@ -337,10 +340,7 @@ fn describe_topic(
         })
         .collect::<Vec<_>>();
     let mut out: Vec<DescribeConfigsResourceResult> = topic_config_names()
-        .filter(|(name, _)| {
-            keys.as_ref()
-                .is_none_or(|k| k.iter().any(|k| k.as_str() == *name))
-        })
+        .filter(|(name, _)| asked(keys, name))
         .map(|(name, broker_key)| {
             let default_value = broker_key.map(|k| broker_value(cfg, k)).unwrap_or_default();
             let broker_source = if broker_key.is_some_and(|k| cfg.raw.contains_key(k)) {
@@ -453,10 +453,7 @@ fn describe_broker(
     }
     entries
         .into_iter()
-        .filter(|(name, _)| {
-            keys.as_ref()
-                .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
-        })
+        .filter(|(name, _)| asked(keys, name))
         .map(|(name, (value, source, read_only))| {
             DescribeConfigsResourceResult::default()
                 .with_name(s(name))
@@ -478,10 +475,7 @@ fn describe_broker_default(
         .get("")
         .into_iter()
         .flatten()
-        .filter(|(name, _)| {
-            keys.as_ref()
-                .is_none_or(|k| k.iter().any(|k| k.as_str() == name.as_str()))
-        })
+        .filter(|(name, _)| asked(keys, name))
         .map(|(name, value)| {
             DescribeConfigsResourceResult::default()
                 .with_name(s(name.clone()))

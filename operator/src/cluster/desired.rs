@@ -258,16 +258,6 @@ pub fn pod_admin_address(kc: &KafkaCluster, ordinal: i32) -> String {
     format!("{}:{}", pod_host(kc, ordinal), kc.spec.listeners.admin)
 }
 
-/// `host:port` of the brokers' gRPC admin API through the bootstrap Service.
-pub fn admin_address(kc: &KafkaCluster) -> String {
-    format!(
-        "{}.{}.svc:{}",
-        names(kc).bootstrap,
-        namespace(kc),
-        kc.spec.listeners.admin
-    )
-}
-
 /// `controller.quorum.voters` for `voters` voters: `0@<pod-0 host>:<controller port>,...`.
 pub fn quorum_voters(kc: &KafkaCluster, voters: i32) -> String {
     (0..voters)

@@ -107,13 +107,15 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         set_status(kc, ctx, &clusters, status, phase).await?;
         return Ok(Action::requeue(RESYNC));
     }
+    // One connection to the brokers for the whole reconcile, opened when first needed.
+    let mut admin = Admin::lazy(&desired::bootstrap_servers(kc), &ctx.resolver);
     // A scale-down keeps the StatefulSet at its size until no partition is left on the brokers
     // being removed.
     let mut replicas = kc.spec.replicas;
     let mut scaling = None;
     status.scale_down = None;
     if let Some(from) = current_replicas.filter(|cur| *cur > kc.spec.replicas) {
-        if let ScaleDown::InProgress(sd, phase) = scale_down(kc, ctx, from).await {
+        if let ScaleDown::InProgress(sd, phase) = scale_down(kc, ctx, &mut admin, from).await {
             replicas = from;
             status.scale_down = Some(sd);
             scaling = Some(phase);
@@ -207,21 +209,23 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         }
     };
     status.ready_replicas = ready;
+    let mut live = None;
     if ready > 0 {
-        if let Some(brokers) = registered_brokers(kc, ctx).await {
+        if let Some(brokers) = registered_brokers(kc, &mut admin).await {
             status.brokers = brokers;
         }
+        live = live_config(kc, ctx, &mut admin, &mut status).await;
     }
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&desired::selector_string(kc)))
+        .await?
+        .items;
     let racks = match &kc.spec.rack {
-        Some(r) => label_racks(kc, ctx, &ns, &r.topology_key).await?,
+        Some(r) => label_racks(ctx, &pods_api, &pods, &r.topology_key).await?,
         None => Racks::default(),
     };
-    let live = if ready > 0 {
-        live_config(kc, ctx, &mut status).await
-    } else {
-        None
-    };
-    status.restart = rolling_restart(kc, ctx, &ns, &set).await?;
+    status.restart = rolling_restart(kc, ctx, &mut admin, &pods_api, &pods, &set).await?;
     let (phase, requeue) = match (&status.restart, scaling, live) {
         (_, Some(stalled @ Phase::Stalled { .. }), _) => (stalled, RECHECK),
         (Some(plan), _, _) => (
@@ -256,7 +260,9 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
 async fn rolling_restart(
     kc: &KafkaCluster,
     ctx: &Context,
-    ns: &str,
+    admin: &mut Admin,
+    pods_api: &Api<Pod>,
+    listed: &[Pod],
     set: &StatefulSet,
 ) -> Result<Option<RestartPlan>> {
     let Some(update) = set
@@ -271,13 +277,10 @@ async fn rolling_restart(
     // Pods made before the StatefulSet controller saw the new template would come back old.
     let seen = set.status.as_ref().and_then(|s| s.observed_generation) >= set.metadata.generation;
     let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods_api
-        .list(&ListParams::default().labels(&desired::selector_string(kc)))
-        .await?;
-    let pods: Vec<PodState> = list.items.iter().filter_map(pod_state).collect();
+    let pods: Vec<PodState> = listed.iter().filter_map(pod_state).collect();
     tracing::debug!(cluster = %kc.name_any(), "update revision {update}, pods {pods:?}");
-    if restart::order(&pods, &update, None).is_empty() {
+    let outdated = restart::order(&pods, &update, None);
+    if outdated.is_empty() {
         return Ok(None);
     }
     let previous = kc.status.as_ref().and_then(|s| s.restart.clone());
@@ -287,15 +290,10 @@ async fn rolling_restart(
         current: previous.and_then(|p| p.current),
         blocked_by: None,
     };
-    let asked = async {
-        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
-        let md = admin.metadata(None).await?;
-        Ok::<_, KafkaError>((admin, md))
-    };
-    let (mut admin, md) = match asked.await {
-        Ok(asked) => asked,
+    let md = match admin.metadata(None).await {
+        Ok(md) => md,
         Err(e) => {
-            plan.pods = names(&restart::order(&pods, &update, None));
+            plan.pods = names(&outdated);
             plan.blocked_by = Some(e.to_string());
             return Ok(Some(plan));
         }
@@ -330,8 +328,7 @@ async fn rolling_restart(
                     pods_api.delete(&pod.name, &DeleteParams::default()).await?;
                     ctx.metrics.writes.with_label_values(&["Pod"]).inc();
                     plan.pods.retain(|p| *p != pod.name);
-                    let related = list
-                        .items
+                    let related = listed
                         .iter()
                         .find(|p| p.metadata.name.as_deref() == Some(pod.name.as_str()))
                         .map(|p| p.object_ref(&()));
@@ -382,7 +379,7 @@ enum ScaleDown {
 /// One step of a scale-down from `from` brokers to `spec.replicas`: reads where the partitions
 /// are, submits the moves off the brokers being removed that are not already under way, and
 /// says whether the StatefulSet may shrink.
-async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
+async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i32) -> ScaleDown {
     let to = kc.spec.replicas;
     let removing: Vec<i32> = (to..from).collect();
     let mut sd = ScaleDownStatus {
@@ -399,7 +396,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
             None => format!(
                 "scaling down from {from} to {to}: {} partition(s) still on broker(s) {}, {} being reassigned",
                 sd.partitions_to_move,
-                list(&sd.brokers),
+                scale::list(&sd.brokers),
                 sd.reassigning
             ),
         };
@@ -412,12 +409,11 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
         )
     };
     let asked = async {
-        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
         let md = admin.metadata(None).await?;
         let ongoing = admin.reassignments().await?;
-        Ok::<_, KafkaError>((admin, md, ongoing))
+        Ok::<_, KafkaError>((md, ongoing))
     };
-    let (mut admin, md, ongoing) = match asked.await {
+    let (md, ongoing) = match asked.await {
         Ok(asked) => asked,
         Err(e) => {
             sd.blocked_by = Some(e.to_string());
@@ -425,17 +421,17 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
         }
     };
     let partitions = partition_states(&md);
-    let moving = |p: &PartitionState| {
-        ongoing
-            .iter()
-            .any(|(t, i)| *t == p.topic && *i == p.partition)
-    };
+    let moving =
+        |topic: &str, partition: i32| ongoing.iter().any(|(t, i)| t == topic && *i == partition);
     let left: Vec<&PartitionState> = scale::on_removed(&partitions, &removing).collect();
     if left.is_empty() {
         return ScaleDown::Done;
     }
     sd.partitions_to_move = left.len() as i32;
-    sd.reassigning = left.iter().filter(|p| moving(p)).count() as i32;
+    sd.reassigning = left
+        .iter()
+        .filter(|p| moving(&p.topic, p.partition))
+        .count() as i32;
     let mut remaining: Vec<i32> = md
         .brokers
         .iter()
@@ -447,7 +443,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
         let missing: Vec<i32> = (0..to).filter(|id| !remaining.contains(id)).collect();
         sd.blocked_by = Some(format!(
             "broker(s) {} that would remain are not registered (not running?)",
-            list(&missing)
+            scale::list(&missing)
         ));
         return in_progress(sd);
     }
@@ -468,11 +464,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
     };
     let moves: Vec<(String, i32, Vec<i32>)> = moves
         .into_iter()
-        .filter(|m| {
-            !ongoing
-                .iter()
-                .any(|(t, i)| *t == m.topic && *i == m.partition)
-        })
+        .filter(|m| !moving(&m.topic, m.partition))
         .map(|m| (m.topic, m.partition, m.replicas))
         .collect();
     if !moves.is_empty() {
@@ -482,7 +474,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
                 let shown: Vec<String> = moves
                     .iter()
                     .take(10)
-                    .map(|(t, p, r)| format!("{t}-{p} -> [{}]", list(r)))
+                    .map(|(t, p, r)| format!("{t}-{p} -> [{}]", scale::list(r)))
                     .collect();
                 ctx.event(
                     kc,
@@ -491,7 +483,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, from: i32) -> ScaleDown {
                     format!(
                         "Moving {} partition(s) off broker(s) {} before scaling down from {from} to {to}: {}{}",
                         moves.len(),
-                        list(&removing),
+                        scale::list(&removing),
                         shown.join(", "),
                         if moves.len() > shown.len() { ", ..." } else { "" }
                     ),
@@ -514,15 +506,11 @@ struct Racks {
 
 /// Sets each scheduled broker pod's rack annotation to its node's `key` label (start.sh waits for
 /// it and passes it as `broker.rack`).
-async fn label_racks(kc: &KafkaCluster, ctx: &Context, ns: &str, key: &str) -> Result<Racks> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+async fn label_racks(ctx: &Context, pods_api: &Api<Pod>, pods: &[Pod], key: &str) -> Result<Racks> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let list = pods
-        .list(&ListParams::default().labels(&desired::selector_string(kc)))
-        .await?;
     let mut racks = Racks::default();
     let mut zones: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for pod in &list.items {
+    for pod in pods {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             racks.waiting = true;
             continue;
@@ -552,7 +540,8 @@ async fn label_racks(kc: &KafkaCluster, ctx: &Context, ns: &str, key: &str) -> R
             let patch = serde_json::json!({
                 "metadata": {"annotations": {desired::RACK_ANNOTATION: zone}}
             });
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            pods_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
             ctx.metrics.writes.with_label_values(&["Pod"]).inc();
         }
@@ -566,6 +555,7 @@ async fn label_racks(kc: &KafkaCluster, ctx: &Context, ns: &str, key: &str) -> R
 async fn live_config(
     kc: &KafkaCluster,
     ctx: &Context,
+    admin: &mut Admin,
     status: &mut KafkaClusterStatus,
 ) -> Option<Phase> {
     let want = desired::live_config(kc);
@@ -573,7 +563,6 @@ async fn live_config(
         return None;
     }
     let applied = async {
-        let mut admin = Admin::connect(&desired::bootstrap_servers(kc), &ctx.resolver).await?;
         let have = admin.broker_defaults().await?;
         let set: BTreeMap<String, String> = want
             .iter()
@@ -624,13 +613,6 @@ async fn live_config(
     }
 }
 
-fn list(ids: &[i32]) -> String {
-    ids.iter()
-        .map(i32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn names(pods: &[PodState]) -> Vec<String> {
     pods.iter().map(|p| p.name.clone()).collect()
 }
@@ -658,14 +640,8 @@ fn pod_state(pod: &Pod) -> Option<PodState> {
 }
 
 /// The brokers the cluster's metadata lists (None when the brokers cannot be asked now).
-async fn registered_brokers(kc: &KafkaCluster, ctx: &Context) -> Option<Vec<BrokerStatus>> {
-    let bootstrap = desired::bootstrap_servers(kc);
-    let result = async {
-        let mut admin = Admin::connect(&bootstrap, &ctx.resolver).await?;
-        admin.metadata(Some(&[])).await
-    }
-    .await;
-    match result {
+async fn registered_brokers(kc: &KafkaCluster, admin: &mut Admin) -> Option<Vec<BrokerStatus>> {
+    match admin.metadata(Some(&[])).await {
         Ok(md) => {
             let mut brokers: Vec<BrokerStatus> = md
                 .brokers

@@ -14,6 +14,14 @@ pub struct Move {
     pub replicas: Vec<i32>,
 }
 
+/// Broker ids as `0, 1, 2` for messages.
+pub fn list(ids: &[i32]) -> String {
+    ids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Partitions with a replica on one of `removing`.
 pub fn on_removed<'a>(
     partitions: &'a [PartitionState],
@@ -62,11 +70,7 @@ pub fn plan(
                     p.partition,
                     p.replicas.len(),
                     remaining.len(),
-                    remaining
-                        .iter()
-                        .map(i32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    list(remaining)
                 ));
             };
             replicas[i] = target;
