@@ -505,20 +505,12 @@ impl Kubelet {
     }
 
     /// The operator's `--resolve` flags: the bootstrap Service reaches any pod's listener (tried
-    /// in order, as a Service picks a ready pod) and pod 0's admin API; each pod's DNS name
-    /// reaches its own admin API.
+    /// in order, as a Service picks a ready pod); each pod's DNS name reaches its own admin API.
     pub fn resolve_args(&self, name: &str) -> Vec<String> {
-        let p = self.ports[0];
-        let mut args = vec![
-            format!(
-                "--resolve={name}-bootstrap.default.svc:9092={}",
-                self.bootstrap()
-            ),
-            format!(
-                "--resolve={name}-bootstrap.default.svc:9095=127.0.0.1:{}",
-                p.admin
-            ),
-        ];
+        let mut args = vec![format!(
+            "--resolve={name}-bootstrap.default.svc:9092={}",
+            self.bootstrap()
+        )];
         args.extend(self.ports.iter().enumerate().map(|(i, p)| {
             format!(
                 "--resolve={name}-broker-{i}.{name}-brokers.default.svc:9095=127.0.0.1:{}",

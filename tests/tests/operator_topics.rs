@@ -65,10 +65,6 @@ fn setup() -> (KubeApiServer, Broker, Operator) {
                 "--resolve=orders-bootstrap.default.svc:9092={}",
                 broker.bootstrap()
             ),
-            &format!(
-                "--resolve=orders-bootstrap.default.svc:9095={}",
-                broker.admin_addr()
-            ),
             // The queue's pending counts come from each partition leader's pod (node id 1).
             &format!(
                 "--resolve=orders-broker-1.orders-brokers.default.svc:9095={}",
