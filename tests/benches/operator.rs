@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kairos_tests::k8s::{KubeApiServer, Operator};
+use kairos_tests::k8s::{self, KubeApiServer, Operator};
 use kairos_tests::Broker;
 
 /// Seconds since midnight UTC of a tracing timestamp like `2026-11-21T16:29:18.926462Z`.
@@ -88,15 +88,10 @@ fn main() {
     let mut change = Vec::new();
     for i in 1..=10 {
         let t0 = now_seconds();
-        let out = api.kubectl(&[
-            "patch",
-            "kafkacluster",
-            "c0",
-            "--type=merge",
-            "-p",
+        api.merge_patch(
+            &["kafkacluster", "c0"],
             &format!(r#"{{"spec":{{"config":{{"log.retention.hours":"{i}"}}}}}}"#),
-        ]);
-        assert!(out.status.success());
+        );
         let t1 = wait_line(&op, "updated StatefulSet c0-broker", i);
         change.push((t1 - t0) * 1000.0);
     }
@@ -120,12 +115,7 @@ fn main() {
         let ready = list["items"]
             .as_array()?
             .iter()
-            .filter(|t| {
-                t["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
+            .filter(|t| k8s::ready(t))
             .count();
         (ready == 100).then_some(())
     });

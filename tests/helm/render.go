@@ -1,8 +1,7 @@
 // render: renders a Helm chart the way `helm template` does, for the tests (no helm binary can be
 // installed here). Go's text/template with the Sprig functions, plus the Helm built-ins the
-// Kairos chart uses: include, tpl, required, toYaml, fromYaml, .Values (values.yaml deep-merged
-// with each -f file), .Release, .Chart, .Files.Get, .Capabilities.APIVersions.Has, and crds/ with
-// --include-crds.
+// Kairos chart uses: include, required, toYaml, .Values (values.yaml deep-merged with each -f
+// file), .Release, .Chart, .Files.Get, and crds/ with --include-crds.
 //
 // Usage: render [--include-crds] [--namespace NS] [--name RELEASE] [-f values.yaml]... CHART_DIR
 package main
@@ -63,37 +62,24 @@ func (f chartFiles) Get(name string) string {
 	return string(data)
 }
 
-type apiVersions []string
-
-func (a apiVersions) Has(v string) bool {
-	for _, x := range a {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 func main() {
 	var valueFiles files
 	includeCrds := flag.Bool("include-crds", false, "also print crds/")
 	namespace := flag.String("namespace", "default", "release namespace")
 	name := flag.String("name", "kairos-operator", "release name")
-	var apis files
 	flag.Var(&valueFiles, "f", "values file (repeatable)")
-	flag.Var(&apis, "api-versions", "API versions the cluster has (repeatable), for .Capabilities")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: render [--include-crds] [-f values.yaml]... CHART_DIR")
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), valueFiles, *includeCrds, *namespace, *name, apis); err != nil {
+	if err := run(flag.Arg(0), valueFiles, *includeCrds, *namespace, *name); err != nil {
 		fmt.Fprintln(os.Stderr, "render:", err)
 		os.Exit(1)
 	}
 }
 
-func run(chart string, valueFiles []string, includeCrds bool, namespace, name string, apis []string) error {
+func run(chart string, valueFiles []string, includeCrds bool, namespace, name string) error {
 	meta, err := readYaml(filepath.Join(chart, "Chart.yaml"))
 	if err != nil {
 		return err
@@ -119,10 +105,6 @@ func run(chart string, valueFiles []string, includeCrds bool, namespace, name st
 		"Chart":   chartMeta,
 		"Files":   chartFiles{root: chart},
 		"Release": map[string]interface{}{"Name": name, "Namespace": namespace, "Service": "Helm", "IsInstall": true},
-		"Capabilities": map[string]interface{}{
-			"APIVersions": apiVersions(apis),
-			"KubeVersion": map[string]interface{}{"Version": "v1.20.2", "Major": "1", "Minor": "20"},
-		},
 	}
 
 	tpl := template.New("chart")
@@ -130,19 +112,6 @@ func run(chart string, valueFiles []string, includeCrds bool, namespace, name st
 	funcs["include"] = func(n string, data interface{}) (string, error) {
 		var buf bytes.Buffer
 		err := tpl.ExecuteTemplate(&buf, n, data)
-		return buf.String(), err
-	}
-	funcs["tpl"] = func(text string, data interface{}) (string, error) {
-		t, err := tpl.Clone()
-		if err != nil {
-			return "", err
-		}
-		t, err = t.New("tpl").Parse(text)
-		if err != nil {
-			return "", err
-		}
-		var buf bytes.Buffer
-		err = t.Execute(&buf, data)
 		return buf.String(), err
 	}
 	funcs["required"] = func(msg string, v interface{}) (interface{}, error) {
@@ -157,11 +126,6 @@ func run(chart string, valueFiles []string, includeCrds bool, namespace, name st
 			return ""
 		}
 		return strings.TrimSuffix(string(out), "\n")
-	}
-	funcs["fromYaml"] = func(s string) map[string]interface{} {
-		out := map[string]interface{}{}
-		_ = yaml.Unmarshal([]byte(s), &out)
-		return out
 	}
 	tpl.Funcs(funcs).Option("missingkey=zero")
 

@@ -93,6 +93,20 @@ impl KubeApiServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The events.k8s.io Events with `reason`, oldest first by `eventTime`.
+    pub fn events(&self, reason: &str) -> Vec<serde_json::Value> {
+        let all = self.get_json(&["events.v1.events.k8s.io"]).expect("events");
+        let mut events: Vec<serde_json::Value> = all["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+        events
+    }
+
     /// The Prometheus Operator's ServiceMonitor CRD (schema-less: only its presence matters to
     /// the chart and the operator).
     pub fn install_service_monitor_crd(&self) {
@@ -116,6 +130,7 @@ spec:
         self.kubectl_ok(&[
             "wait",
             "--for=condition=established",
+            "--timeout=30s",
             "crd/servicemonitors.monitoring.coreos.com",
         ]);
     }
@@ -233,11 +248,7 @@ spec:
             Duration::from_secs(30),
             |api| {
                 let obj = api.get_json(what)?;
-                let (s, r, _) = condition(&obj, type_)?;
-                (s == "True"
-                    && r == reason
-                    && obj["status"]["observedGeneration"] == obj["metadata"]["generation"])
-                    .then_some(obj)
+                holds(&obj, type_, reason).then_some(obj)
             },
         )
     }
@@ -280,6 +291,17 @@ spec:
 }
 
 /// (status, reason, message) of condition `type_` in an object's status.
+/// Whether `obj`'s condition `type_` is True with `reason`, computed for its current generation.
+pub fn holds(obj: &serde_json::Value, type_: &str, reason: &str) -> bool {
+    condition(obj, type_).is_some_and(|(s, r, _)| s == "True" && r == reason)
+        && obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+}
+
+/// Whether the operator's resource `obj` is Ready for its current generation.
+pub fn ready(obj: &serde_json::Value) -> bool {
+    holds(obj, "Ready", "Ready")
+}
+
 pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
     obj["status"]["conditions"]
         .as_array()?
@@ -392,11 +414,10 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, then waits for the exit.
+    /// SIGTERM, then waits for the exit (30 s at most).
     pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("operator exit")
+        crate::terminate(&mut self.child, Duration::from_secs(30))
+            .expect("the operator did not exit within 30 s of SIGTERM")
     }
 
     /// SIGKILL (no Lease release), then reaps it.
@@ -443,6 +464,9 @@ pub struct PodPorts {
     pub metrics: u16,
     pub admin: u16,
 }
+
+/// A broker pod's grace period (the operator's `terminationGracePeriodSeconds`).
+const SHUTDOWN: Duration = Duration::from_secs(60);
 
 /// Stands in for the kubelet of a KafkaCluster's broker pods: each Pod the StatefulSet controller
 /// creates is run as a local `kairos serve` through the ConfigMap's own `start.sh` (so node ids
@@ -518,6 +542,11 @@ impl Kubelet {
             )
         }));
         args
+    }
+
+    /// Pod `pod`'s Kafka listener.
+    pub fn kafka_addr(&self, pod: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[pod].kafka))
     }
 
     /// `127.0.0.1:port,...` of every pod's Kafka listener.
@@ -621,9 +650,7 @@ impl KubeletLoop {
                 .collect();
             for name in gone {
                 if let Some(mut p) = pods.remove(&name) {
-                    // SAFETY: kill(2) on our own child's PID.
-                    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
-                    let _ = p.child.wait();
+                    crate::terminate(&mut p.child, SHUTDOWN);
                 }
             }
             for pod in &items {
@@ -637,10 +664,9 @@ impl KubeletLoop {
                     .to_string();
                 if pod["metadata"]["deletionTimestamp"].is_string() {
                     if let Some(mut p) = pods.remove(&name) {
-                        // The preStop hook's part: SIGTERM, then wait for the controlled shutdown.
-                        // SAFETY: kill(2) on our own child's PID.
-                        unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
-                        let _ = p.child.wait();
+                        // The preStop hook's part: SIGTERM, then wait for the controlled shutdown
+                        // (the pod's grace period, then SIGKILL).
+                        crate::terminate(&mut p.child, SHUTDOWN);
                     }
                     self.kubectl(&["delete", "pod", &name, "--grace-period=0", "--force"]);
                     continue;

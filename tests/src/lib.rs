@@ -280,17 +280,9 @@ impl Broker {
     /// Waits up to `within` for the running process to exit; its status, once it did (the
     /// child is then forgotten).
     fn wait_child(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = wait_exit(self.child.as_mut()?, within)?;
+        self.child = None;
+        Some(status)
     }
 
     /// SIGTERM and wait for exit; returns the exit code.
@@ -327,6 +319,32 @@ impl Drop for Broker {
             }
         }
     }
+}
+
+/// `child`'s exit status once it exits within `within` (None if it is still running then).
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM, then `child`'s exit status within `within`; past that, SIGKILL and None.
+pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 /// Several `kairos serve` processes forming one cluster: node ids 1..=n, every node a voter

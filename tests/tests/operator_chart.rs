@@ -78,13 +78,6 @@ nodeSelector: {kubernetes.io/os: linux}
     .expect("values file");
     api.kubectl_ok(&["create", "namespace", "kairos-system"]);
     api.install_service_monitor_crd();
-    api.kubectl_ok(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=30s",
-        "crd/servicemonitors.monitoring.coreos.com",
-    ]);
     let custom = render_chart(&[
         "-f",
         &values.to_string_lossy(),

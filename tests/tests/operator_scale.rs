@@ -16,25 +16,20 @@ use std::time::Duration;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{DescribeConfigsRequest, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
-use serde_json::Value;
 
 use kairos_tests::cluster::{consume_all, produce_acked};
-use kairos_tests::k8s::{condition, KubeApiServer, Kubelet, Operator};
+use kairos_tests::k8s::{condition, ready, KubeApiServer, Kubelet, Operator};
 use kairos_tests::kafka_call;
 
 const WAIT: Duration = Duration::from_secs(60);
 const THROTTLE: &str = "leader.replication.throttled.rate";
 
-fn ready(obj: &Value) -> bool {
-    condition(obj, "Ready").is_some_and(|(status, _, _)| status == "True")
-        && obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-}
-
 fn metadata(kubelet: &Kubelet, pod: usize) -> Option<MetadataResponse> {
-    let addr = format!("127.0.0.1:{}", kubelet.ports[pod].kafka)
-        .parse()
-        .ok()?;
-    kafka_call(addr, 12, &MetadataRequest::default().with_topics(None))
+    kafka_call(
+        kubelet.kafka_addr(pod),
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
 }
 
 /// Brokers holding a replica of `topic`'s partitions, by partition.
@@ -54,15 +49,12 @@ fn replicas(md: &MetadataResponse, topic: &str) -> BTreeMap<i32, Vec<i32>> {
 
 /// The throttle as broker `pod` describes it: (value, config source).
 fn throttle(kubelet: &Kubelet, pod: usize) -> Option<(String, i8)> {
-    let addr = format!("127.0.0.1:{}", kubelet.ports[pod].kafka)
-        .parse()
-        .ok()?;
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(4)
             .with_resource_name(StrBytes::from_string(pod.to_string()))
             .with_configuration_keys(Some(vec![StrBytes::from_static_str(THROTTLE)]))]);
-    let res = kafka_call(addr, 4, &req)?;
+    let res = kafka_call(kubelet.kafka_addr(pod), 4, &req)?;
     let c = res.results.first()?.configs.first()?;
     Some((c.value.as_ref()?.to_string(), c.config_source))
 }
@@ -90,15 +82,10 @@ fn pod_uids(api: &KubeApiServer) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The notes of the Events with `reason`.
 fn events(api: &KubeApiServer, reason: &str) -> Vec<String> {
-    let events: Value =
-        serde_json::from_str(&api.kubectl_ok(&["get", "events.v1.events.k8s.io", "-o", "json"]))
-            .expect("events");
-    events["items"]
-        .as_array()
-        .expect("items")
+    api.events(reason)
         .iter()
-        .filter(|e| e["reason"] == reason)
         .map(|e| e["note"].as_str().unwrap_or_default().to_string())
         .collect()
 }
@@ -185,14 +172,7 @@ fn operator_applies_live_config_and_scales_brokers_up_and_down() {
     assert_eq!(pod_uids(&api), uids, "a live config restarted pods");
     assert_eq!(events(&api, "LiveConfigApplied").len(), 1);
     // Taken out of the spec, it is taken off the brokers.
-    api.kubectl_ok(&[
-        "patch",
-        "kafkacluster",
-        "orders",
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/spec/config"}]"#,
-    ]);
+    api.merge_patch(&["kafkacluster", "orders"], r#"{"spec":{"config":null}}"#);
     api.wait_for("the live config removed", WAIT, |_| {
         throttle(&kubelet, 1).filter(|(_, source)| *source != 3)
     });
