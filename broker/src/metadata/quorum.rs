@@ -192,6 +192,8 @@ impl Metadata {
     pub fn controller_for_clients(&self) -> i32 {
         let controller = self.controller_id();
         let image = self.image.borrow();
+        // Unfenced is enough: a broker in controlled shutdown still answers admin requests, so
+        // this is not `ClusterImage::is_live`, which also excludes it from leadership.
         let live = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
         if controller >= 0 && live(controller) {
             controller
