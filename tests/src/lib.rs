@@ -1024,10 +1024,13 @@ pub mod cluster {
 
     /// Waits (10 s) until every broker of `c` is registered, as its first broker sees it.
     pub fn wait_registered(c: &super::Cluster) {
+        // Each broker applies the metadata log at its own pace: wait until every one of them
+        // sees all the others, not only the first.
         let n = c.broker_nodes().count();
-        let first = c.broker_nodes().next().expect("a broker node");
         wait_until(Duration::from_secs(10), "every broker registered", || {
-            (live_broker_ids(first)?.len() == n).then_some(())
+            c.broker_nodes()
+                .all(|b| live_broker_ids(b).is_some_and(|ids| ids.len() == n))
+                .then_some(())
         });
     }
 
