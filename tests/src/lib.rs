@@ -1151,8 +1151,12 @@ pub mod cluster {
         Some(parts.into_iter().map(|(_, l)| l).collect())
     }
 
+    /// The unfenced brokers as `b` sees them (DescribeCluster: Metadata keeps listing a broker
+    /// for two seconds after it was fenced).
     pub fn live_broker_ids(b: &Broker) -> Option<BTreeSet<i32>> {
-        Some(metadata(b)?.brokers.iter().map(|x| x.node_id.0).collect())
+        use kafka_protocol::messages::DescribeClusterRequest;
+        let r = kafka_call(b.addr(), 0, &DescribeClusterRequest::default())?;
+        (r.error_code == 0).then(|| r.brokers.iter().map(|x| x.broker_id.0).collect())
     }
 
     /// (leader, ISR sorted) of `topic`-`partition` as broker `b` sees it.

@@ -833,26 +833,32 @@ fn kafka_python_moves_a_partition_under_a_replication_throttle_and_elects_prefer
     });
     assert_eq!(described, 3, "DYNAMIC_DEFAULT_BROKER_CONFIG");
     // The empty name describes the default entity itself (kafka-configs --entity-default): its
-    // dynamic configs only, not the answering broker's whole config.
+    // dynamic configs only, not the answering broker's whole config. Asked of another broker,
+    // once that one has applied the change (each broker applies the metadata at its own pace).
     let req = DescribeConfigsRequest::default().with_resources(vec![
         kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
             .with_resource_type(4)
             .with_resource_name(kafka_protocol::protocol::StrBytes::from_static_str(""))
             .with_configuration_keys(None),
     ]);
-    let resp = kairos_tests::kafka_call(c.brokers[1].addr(), 4, &req).expect("describe default");
-    let entries: Vec<(String, Option<String>, i8, bool)> = resp.results[0]
-        .configs
-        .iter()
-        .map(|e| {
-            (
-                e.name.to_string(),
-                e.value.as_ref().map(|v| v.to_string()),
-                e.config_source,
-                e.read_only,
-            )
-        })
-        .collect();
+    let entries = wait_until(Duration::from_secs(10), "the default on broker 2", || {
+        let resp = kairos_tests::kafka_call(c.brokers[1].addr(), 4, &req)?;
+        let entries: Vec<(String, Option<String>, i8, bool)> = resp
+            .results
+            .first()?
+            .configs
+            .iter()
+            .map(|e| {
+                (
+                    e.name.to_string(),
+                    e.value.as_ref().map(|v| v.to_string()),
+                    e.config_source,
+                    e.read_only,
+                )
+            })
+            .collect();
+        (!entries.is_empty()).then_some(entries)
+    });
     assert_eq!(
         entries,
         [(rate.to_string(), Some("123456".to_string()), 3, false)]

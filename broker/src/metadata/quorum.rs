@@ -15,6 +15,10 @@
 //!   `broker.heartbeat.interval.ms`, registers again if it was fenced, and on SIGTERM asks for a
 //!   controlled shutdown and waits until it leads nothing.
 //!
+//! - Elections are timed here ([`elections`]), not by openraft's timer: a voter campaigns after
+//!   1.5-2 `controller.quorum.election.timeout.ms` (random) without hearing from a leader, or, when the leader's controller listener refuses connections (its process is gone),
+//!   as soon as the short leader lease has run out, the lowest surviving voter id first.
+//!
 //! Start-up refuses, with one line, what would join the quorum with a wrong view: a node id
 //! missing from the voters, a voter address answered by another node id (or by another process
 //! with this node's id), voters lists that differ between nodes, a data directory from another
@@ -81,6 +85,7 @@ struct Settings {
     voters: Vec<Voter>,
     session_timeout: Duration,
     heartbeat_interval: Duration,
+    election_timeout: Duration,
     auto_rebalance: bool,
     imbalance_interval: Duration,
 }
@@ -137,6 +142,11 @@ pub struct Metadata {
     sessions: Mutex<HashMap<i32, Instant>>,
     /// Brokers whose ShutdownBroker proposal is in flight.
     shutdowns: Mutex<std::collections::HashSet<i32>>,
+    /// On a voter: when it last heard from a Raft leader (an accepted AppendEntries or
+    /// InstallSnapshot), granted a vote, or campaigned. [`elections`] times campaigns from it.
+    raft_contact: Mutex<Instant>,
+    /// Brokers this node saw fenced while it ran, and when it saw that.
+    fenced_at: Mutex<HashMap<i32, Instant>>,
 }
 
 impl Metadata {
@@ -154,6 +164,15 @@ impl Metadata {
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterImage>> {
         self.image.clone()
+    }
+
+    /// Whether broker `id` was fenced without a controlled shutdown less than `within` ago, as
+    /// this node saw it (brokers already fenced when this node started count as long ago).
+    pub fn fenced_within(&self, id: i32, within: Duration) -> bool {
+        self.fenced_at
+            .lock()
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     pub fn cluster_id(&self) -> String {
@@ -441,6 +460,9 @@ pub async fn start(
         voters: config.quorum_voters.clone(),
         session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
         heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        election_timeout: Duration::from_millis(
+            config.controller_quorum_election_timeout_ms.max(20),
+        ),
         auto_rebalance: config.auto_leader_rebalance_enable,
         imbalance_interval: Duration::from_secs(config.leader_imbalance_check_interval_seconds),
     };
@@ -464,16 +486,16 @@ pub async fn start(
         let (sm, image_rx) = StateMachine::open(&dir).map_err(|e| {
             anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display())
         })?;
-        let election = config.controller_quorum_election_timeout_ms.max(20);
-        // openraft's followers wait a leader lease (election_timeout_max) and then a random
-        // election timeout before campaigning: 1.5-2 s after the last heartbeat by default.
-        // (Halving both brought that to 0.75-1 s but made elections churn in the loaded test
-        // suite; see the session-5 note.)
+        let (heartbeat, lease) = raft_timing(settings.election_timeout);
+        // openraft's own election timer is off: `elections` decides when to campaign. What is
+        // left of its timeouts is the leader lease (`election_timeout_max`): a voter that heard
+        // from the leader less than that long ago refuses to vote for anyone else.
         let raft_config = openraft::Config {
             cluster_name: "kairos".into(),
-            election_timeout_min: election / 2,
-            election_timeout_max: election,
-            heartbeat_interval: (election / 10).max(10),
+            election_timeout_min: heartbeat.as_millis() as u64 * 2,
+            election_timeout_max: lease.as_millis() as u64,
+            heartbeat_interval: heartbeat.as_millis() as u64,
+            enable_elect: false,
             install_snapshot_timeout: 5000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 100,
@@ -507,7 +529,10 @@ pub async fn start(
         leader_hint: Mutex::new(None),
         sessions: Mutex::new(HashMap::new()),
         shutdowns: Mutex::new(Default::default()),
+        raft_contact: Mutex::new(Instant::now()),
+        fenced_at: Mutex::new(HashMap::new()),
     });
+    tokio::spawn(note_fencing(metadata.clone(), shutdown.clone()));
     // Serve the controller RPCs first, so peers (and this node's own check) can reach us.
     if let Some(listener) = controller_listener {
         let service = ControllerService {
@@ -546,6 +571,7 @@ pub async fn start(
                     tracing::debug!("raft initialize: {e}");
                 }
             }
+            tokio::spawn(elections(metadata.clone(), raft.clone(), shutdown.clone()));
             tokio::spawn(controller_duties(
                 metadata.clone(),
                 config.cluster_id.clone().or(stored_cluster.clone()),
@@ -847,6 +873,154 @@ async fn controller_duties(
     }
 }
 
+/// The Raft heartbeat interval and leader lease for `controller.quorum.election.timeout.ms`:
+/// a tenth of it (at least 10 ms), and three heartbeats.
+fn raft_timing(election: Duration) -> (Duration, Duration) {
+    let heartbeat = (election / 10).max(Duration::from_millis(10));
+    (heartbeat, heartbeat * 3)
+}
+
+/// When this voter campaigns for the quorum's leadership (openraft's own timer is off).
+///
+/// - Without word from a leader for one and a half to two `controller.quorum.election.timeout.ms`
+///   (drawn again after each campaign, so that voters rarely campaign together), as openraft's
+///   timer would with a lease of one election timeout: this covers a leader that is paused or
+///   cut off. (Brokers still heartbeating to a paused controller move to the new one within a
+///   heartbeat of its election; see `remote_heartbeats`.)
+/// - A leader whose controller listener refuses connections has no process any more. Then the
+///   wait is only the leader lease (the other voters refuse to vote before it ends) and a
+///   heartbeat, and the surviving voters take turns by id, two heartbeats apart, so that one
+///   campaign wins without a split vote: a SIGKILLed controller is replaced in about half a
+///   second instead of one and a half to two.
+/// - A sleep far longer than asked for means this process was paused: the silence it saw is its
+///   own, so the clock starts again (a resumed voter would otherwise unseat a healthy leader).
+async fn elections(
+    metadata: Arc<Metadata>,
+    raft: Raft<TypeConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let me = metadata.settings.node_id as u64;
+    let election = metadata.settings.election_timeout;
+    let (heartbeat, lease) = raft_timing(election);
+    let tick = (heartbeat / 4).max(Duration::from_millis(5));
+    let draw = || election + election.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+    let mut deadline = draw();
+    let mut dead: Option<u64> = None;
+    let mut probed = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let slept = Instant::now();
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        let (state, leader, mut voters) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            (m.state, m.current_leader, voters)
+        };
+        if state == ServerState::Leader || now.duration_since(slept) > election / 2 {
+            *metadata.raft_contact.lock() = now;
+            dead = None;
+            continue;
+        }
+        let quiet = now.duration_since(*metadata.raft_contact.lock());
+        if voters.len() <= 1 {
+            // The only voter: no one to wait for.
+            if voters == [me] && state != ServerState::Candidate && quiet > heartbeat {
+                campaign(&metadata, &raft, "the only voter").await;
+            }
+            continue;
+        }
+        let leader = leader.filter(|l| *l != me);
+        if let (None, Some(l)) = (dead, leader) {
+            if quiet >= heartbeat * 2 && now.duration_since(probed) >= heartbeat {
+                probed = now;
+                if let Some(addr) = metadata.voter_addr(l as i32) {
+                    if refuses(&addr).await {
+                        tracing::info!(
+                            "controller {l} is silent for {quiet:?} and its listener {addr} refuses connections"
+                        );
+                        dead = Some(l);
+                    }
+                }
+            }
+        }
+        let due = match dead {
+            Some(l) => {
+                voters.retain(|v| *v != l);
+                voters.sort_unstable();
+                let turn = voters.iter().position(|v| *v == me).unwrap_or(0) as u32;
+                lease + heartbeat + heartbeat * 2 * turn
+            }
+            None => deadline,
+        };
+        if quiet >= due {
+            let why = match dead {
+                Some(l) => format!("controller {l} is gone"),
+                None => format!("no word from a controller for {quiet:?}"),
+            };
+            campaign(&metadata, &raft, &why).await;
+            deadline = draw();
+            dead = None;
+        }
+    }
+}
+
+async fn campaign(metadata: &Metadata, raft: &Raft<TypeConfig>, why: &str) {
+    tracing::info!("campaigning for the metadata quorum's leadership: {why}");
+    *metadata.raft_contact.lock() = Instant::now();
+    if let Err(e) = raft.trigger().elect().await {
+        tracing::warn!("cannot campaign: {e}");
+    }
+}
+
+/// Whether `addr` refuses a TCP connection (no process listens; a paused one still accepts),
+/// waiting at most 200 ms.
+async fn refuses(addr: &str) -> bool {
+    let r = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await;
+    matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// Records when brokers are fenced without a controlled shutdown (their process died or was cut
+/// off) in this node's image; see [`Metadata::fenced_within`].
+async fn note_fencing(metadata: Arc<Metadata>, shutdown: watch::Receiver<bool>) {
+    let mut rx = metadata.subscribe();
+    // Unfenced brokers, and whether each is in a controlled shutdown.
+    let unfenced = |image: &ClusterImage| -> BTreeMap<i32, bool> {
+        image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, b.shutting_down))
+            .collect()
+    };
+    let mut before = unfenced(&rx.borrow_and_update());
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = &mut stop => return,
+        }
+        let image = rx.borrow_and_update().clone();
+        let now = unfenced(&image);
+        let mut fenced_at = metadata.fenced_at.lock();
+        for (id, shutting_down) in &before {
+            if !now.contains_key(id) && !shutting_down {
+                fenced_at.insert(*id, Instant::now());
+            }
+        }
+        fenced_at.retain(|id, _| !now.contains_key(id));
+        before = now;
+    }
+}
+
 /// A non-voter follows the image from any voter.
 async fn follow_image(
     metadata: Arc<Metadata>,
@@ -905,15 +1079,7 @@ async fn refusing(image: &ClusterImage, ids: &[i32]) -> Vec<i32> {
         let b = image.brokers.get(id)?;
         let addr = b.addr();
         let id = *id;
-        Some(async move {
-            let r = tokio::time::timeout(
-                Duration::from_millis(200),
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await;
-            matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
-                .then_some(id)
-        })
+        Some(async move { refuses(&addr).await.then_some(id) })
     });
     futures::future::join_all(probes)
         .await
@@ -1081,14 +1247,28 @@ async fn remote_heartbeats(
         Err(_) => return RemoteOutcome::Lost,
     };
     loop {
-        let resp = match tokio::time::timeout(
-            metadata.settings.session_timeout,
-            responses.message(),
-        )
-        .await
-        {
-            Ok(Ok(Some(r))) => r,
-            _ => return RemoteOutcome::Lost,
+        // Up to a session timeout for the answer, but a voter that sees another controller
+        // elected meanwhile goes to it at once: a paused controller keeps the stream open, and
+        // the new one fences brokers that do not heartbeat to it within a few heartbeats.
+        let deadline = Instant::now() + metadata.settings.session_timeout;
+        let resp = loop {
+            let wait = metadata
+                .settings
+                .heartbeat_interval
+                .min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, responses.message()).await {
+                Ok(Ok(Some(r))) => break r,
+                Ok(_) => return RemoteOutcome::Lost,
+                Err(_) => {
+                    let now = metadata.controller_id();
+                    if metadata.raft.is_some() && now >= 0 && now != controller {
+                        return RemoteOutcome::Leader(now);
+                    }
+                    if Instant::now() >= deadline {
+                        return RemoteOutcome::Lost;
+                    }
+                }
+            }
         };
         match resp.error_code as i16 {
             0 => {}
@@ -1162,13 +1342,22 @@ impl Controller for ControllerService {
     ) -> Result<Response<v1::Blob>, Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
-        blob(&self.raft()?.append_entries(req).await)
+        let r = self.raft()?.append_entries(req).await;
+        // A leader this node accepts (a stale one is answered HigherVote).
+        if matches!(&r, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+            *self.metadata.raft_contact.lock() = Instant::now();
+        }
+        blob(&r)
     }
 
     async fn vote(&self, request: Request<v1::Blob>) -> Result<Response<v1::Blob>, Status> {
         let req: VoteRequest<NodeId> =
             serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
-        blob(&self.raft()?.vote(req).await)
+        let r = self.raft()?.vote(req).await;
+        if matches!(&r, Ok(v) if v.vote_granted) {
+            *self.metadata.raft_contact.lock() = Instant::now();
+        }
+        blob(&r)
     }
 
     async fn install_snapshot(
@@ -1177,7 +1366,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<v1::Blob>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             serde_json::from_slice(&request.into_inner().data).map_err(bad)?;
-        blob(&self.raft()?.install_snapshot(req).await)
+        let sent_by = req.vote;
+        let r = self.raft()?.install_snapshot(req).await;
+        if matches!(&r, Ok(a) if a.vote == sent_by) {
+            *self.metadata.raft_contact.lock() = Instant::now();
+        }
+        blob(&r)
     }
 
     async fn hello(

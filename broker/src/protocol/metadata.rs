@@ -66,10 +66,23 @@ fn unfenced_brokers(image: &ClusterImage) -> impl Iterator<Item = &crate::metada
     image.brokers.values().filter(|b| !b.fenced)
 }
 
+/// How long Metadata still lists a broker after it was fenced (leading nothing by then).
+///
+/// A dead broker is fenced and its partitions get new leaders in one metadata change. A
+/// librdkafka (2.10+) client that sees both in one Metadata response decommissions the broker
+/// first, which hands its partitions to no broker, and they wait for the next one-second leader
+/// scan: a second more to produce again. Listed a little longer, the broker leads nothing when
+/// clients see the new leaders (as after a controlled shutdown), and is dropped by a later
+/// refresh. DescribeCluster lists only unfenced brokers.
+const FENCED_LISTING: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn metadata(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &broker.config;
     let image = broker.topics.image();
-    let brokers = unfenced_brokers(&image)
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || broker.topics.fenced_within(b.id, FENCED_LISTING))
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))

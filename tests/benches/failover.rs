@@ -1,0 +1,130 @@
+//! Leader failover after SIGKILL (goal: producing again ≤ 2 s), three release `kairos serve`
+//! processes with Kafka's default timings (broker heartbeat 500 ms, session 9 s, election 1 s),
+//! a topic with RF=3 and min.insync.replicas=2, and an idempotent acks=all librdkafka producer
+//! sending one record at a time to one partition.
+//!
+//! Two kinds of kill, each repeated (the victim is restarted and the ISR heals in between):
+//! - the partition's leader, not the active controller: the controller fences it when its
+//!   heartbeat stream closes;
+//! - the active controller that also leads the partition: a new controller is elected first.
+//!
+//! The figure is the time from the SIGKILL to the producer's first acknowledgement, so it includes
+//! librdkafka's own metadata refresh (a leader scan once a second while a broker is down).
+//! Run: `cargo bench -p kairos-tests --bench failover` (rounds per kind: `FAILOVER_ROUNDS`, 8).
+
+use std::time::{Duration, Instant};
+
+use kairos_tests::cluster::{
+    create_topic_with, leader_and_isr, metadata, wait_registered, wait_until,
+};
+use kairos_tests::Cluster;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        ms.len(),
+        ms[0],
+        ms[ms.len() / 2],
+        ms[ms.len() - 1]
+    );
+}
+
+fn main() {
+    let rounds: usize = std::env::var("FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    // Leadership goes back to the preferred replicas within a second of a restart, so each
+    // round finds a partition led by the controller and one led by another broker.
+    let mut c = Cluster::start(
+        3,
+        &[
+            "replica.lag.time.max.ms=2000",
+            "leader.imbalance.check.interval.seconds=1",
+        ],
+    );
+    wait_registered(&c);
+    assert_eq!(
+        create_topic_with(
+            &c.brokers[0],
+            "failover",
+            3,
+            3,
+            &[("min.insync.replicas", "2")]
+        ),
+        0
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let send = |partition: i32, v: &str| {
+        rt.block_on(
+            producer.send(
+                FutureRecord::to("failover")
+                    .key(v)
+                    .payload(v)
+                    .partition(partition),
+                Duration::from_secs(30),
+            ),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce {v}: {e}"));
+    };
+    let mut plain = Vec::new();
+    let mut controller_kills = Vec::new();
+    for round in 0..rounds * 2 {
+        let kill_controller = round % 2 == 1;
+        // A partition led by (or, for a plain kill, not by) the active controller, fully in sync.
+        let (victim, partition) = wait_until(
+            Duration::from_secs(30),
+            "a partition to kill the leader of, fully in sync",
+            || {
+                let controller = metadata(&c.brokers[0])?.controller_id.0;
+                (0..3).find_map(|p| {
+                    let (leader, isr) = leader_and_isr(&c.brokers[0], "failover", p)?;
+                    let fits = isr.len() == 3 && (leader == controller) == kill_controller;
+                    fits.then_some((leader, p))
+                })
+            },
+        );
+        // Warm: the producer knows the leader and has a connection to it.
+        for i in 0..20 {
+            send(partition, &format!("warm-{round}-{i}"));
+        }
+        c.node(victim).kill9();
+        let killed = Instant::now();
+        send(partition, &format!("after-{round}"));
+        let ms = killed.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "round {round}: killed broker {victim} (leader of failover-{partition}{}), producing again after {ms:.0} ms",
+            if kill_controller {
+                ", the active controller"
+            } else {
+                ""
+            }
+        );
+        if kill_controller {
+            controller_kills.push(ms);
+        } else {
+            plain.push(ms);
+        }
+        c.node(victim).restart();
+        wait_registered(&c);
+    }
+    summary("partition leader killed", plain);
+    summary(
+        "active controller (and partition leader) killed",
+        controller_kills,
+    );
+}
