@@ -568,8 +568,9 @@ async fn maintain_isr(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
             _ = &mut stop => return,
         }
         let now = now_ms();
+        let image = broker.topics.image();
         for p in broker.replicas.all() {
-            let Some(change) = p.isr_change(now, lag_ms) else {
+            let Some(change) = p.isr_change(now, lag_ms, |id| image.is_live(id)) else {
                 continue;
             };
             tracing::info!(

@@ -128,6 +128,21 @@ fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restar
         "broker {victim} fenced {:?} after SIGKILL",
         killed_at.elapsed()
     );
+    // Metadata still lists it for a moment (so clients move its partitions before they drop the
+    // broker), leading nothing; then it is gone there too.
+    let listed = |c: &mut Cluster| {
+        metadata(c.node(controller))
+            .expect("metadata")
+            .brokers
+            .iter()
+            .any(|b| b.node_id.0 == victim)
+    };
+    assert!(listed(&mut c), "a just-fenced broker stays in Metadata");
+    wait_until(
+        Duration::from_secs(10),
+        "the fenced broker dropped from Metadata",
+        || (!listed(&mut c)).then_some(()),
+    );
     // Its RF=1 partitions have no other replica: no leader (LEADER_NOT_AVAILABLE), not moved.
     let during = leaders(c.node(controller), "rf1").unwrap();
     for (b, d) in before.iter().zip(&during) {
@@ -155,6 +170,14 @@ fn sigterm_is_a_controlled_shutdown() {
         "broker 3 gone from the cluster view",
         || (live_broker_ids(&c.brokers[0])? == [1, 2].into()).then_some(()),
     );
+    // A controlled shutdown moved leadership first: Metadata drops the broker with the fence.
+    let listed: BTreeSet<i32> = metadata(&c.brokers[0])
+        .expect("metadata")
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .collect();
+    assert_eq!(listed, [1, 2].into());
     // The other two still hold a quorum.
     assert_eq!(create_topic(&c.brokers[0], "two.left", 1, 1), 0);
 }

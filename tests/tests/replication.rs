@@ -1119,6 +1119,15 @@ fn killing_the_controller_that_also_leads_a_partition_fails_over_without_loss() 
     eprintln!(
         "controller {controller} (leader of orders-{partition}) killed; first record acknowledged {failover:?} later"
     );
+    // A survivor saw the dead controller's listener refuse connections and campaigned once the
+    // leader lease was over, rather than after a full election timeout.
+    let gone = format!(
+        "campaigning for the metadata quorum's leadership: controller {controller} is gone"
+    );
+    assert!(
+        c.brokers.iter().any(|b| b.log().contains(&gone)),
+        "no survivor campaigned on the dead controller"
+    );
     let (new_leader, _) =
         leader_and_isr(&c.brokers[(controller % 3) as usize], "orders", partition)
             .expect("a surviving broker's metadata");

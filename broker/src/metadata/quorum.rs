@@ -812,7 +812,7 @@ async fn controller_duties(
                     "broker {id} has not heartbeated since this controller took over and its listener refuses connections: fencing it"
                 );
                 let epoch = b.epoch;
-                let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
+                fence(&metadata, id, epoch).await;
             }
         }
         if image.cluster_id.is_empty() {
@@ -840,7 +840,7 @@ async fn controller_duties(
                 "broker {id} sent no heartbeat for broker.session.timeout.ms={}: fencing it",
                 settings.session_timeout.as_millis()
             );
-            let _ = metadata.propose(Command::FenceBroker { id, epoch }).await;
+            fence(&metadata, id, epoch).await;
         }
         if settings.auto_rebalance
             && now.duration_since(last_rebalance) >= settings.imbalance_interval
@@ -870,6 +870,17 @@ async fn controller_duties(
                     .await;
             }
         }
+    }
+}
+
+async fn fence(metadata: &Metadata, id: i32, epoch: i64) {
+    let started = Instant::now();
+    if let Err(e) = metadata.propose(Command::FenceBroker { id, epoch }).await {
+        tracing::warn!(
+            "fencing broker {id} (epoch {epoch}) failed after {:?}: {}",
+            started.elapsed(),
+            e.message
+        );
     }
 }
 

@@ -589,7 +589,14 @@ impl Partition {
     /// Leader: the ISR it wants now: members that have not caught up within `lag_max_ms` leave,
     /// replicas that reached the HW (and this epoch's start) join. `None` when unchanged or a
     /// change is already pending; otherwise the change is marked pending.
-    pub fn isr_change(&self, now: i64, lag_max_ms: i64) -> Option<IsrChange> {
+    /// `eligible` says which brokers may join the ISR (KIP-841: not fenced, not shutting down);
+    /// a dead follower's last fetch can look caught up while nothing is written.
+    pub fn isr_change(
+        &self,
+        now: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<IsrChange> {
         if !self.is_leader() {
             return None;
         }
@@ -613,7 +620,7 @@ impl Partition {
         let mut joining: Vec<i32> = r
             .followers
             .iter()
-            .filter(|(id, f)| !r.isr.contains(id) && r.may_join(f.leo, hw))
+            .filter(|(id, f)| !r.isr.contains(id) && r.may_join(f.leo, hw) && eligible(**id))
             .map(|(id, _)| *id)
             .collect();
         joining.sort_unstable();
