@@ -617,6 +617,17 @@ impl BrokerConfig {
                 "must be above 0 and below broker.session.timeout.ms",
             ));
         }
+        // A day at most: the timers built from these must not overflow.
+        const DAY_MS: u64 = 86_400_000;
+        if cfg.broker_session_timeout_ms > DAY_MS {
+            return Err(p.invalid("broker.session.timeout.ms", "must be at most 86400000"));
+        }
+        if cfg.controller_quorum_election_timeout_ms > DAY_MS {
+            return Err(p.invalid(
+                "controller.quorum.election.timeout.ms",
+                "must be at most 86400000",
+            ));
+        }
         if cfg.num_partitions < 1 {
             return Err(p.invalid("num.partitions", "must be at least 1"));
         }
@@ -685,6 +696,14 @@ mod tests {
     fn bad_values_are_clear_errors() {
         let e = BrokerConfig::load(None, &["num.partitions=zero".into()]).unwrap_err();
         assert!(e.to_string().contains("num.partitions"), "{e}");
+        for key in [
+            "controller.quorum.election.timeout.ms",
+            "broker.session.timeout.ms",
+        ] {
+            let e = BrokerConfig::load(None, &[format!("{key}=86400001")]).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+            assert!(e.to_string().contains("at most 86400000"), "{e}");
+        }
         let e = BrokerConfig::load(None, &["listeners=nonsense".into()]).unwrap_err();
         assert!(e.to_string().contains("listeners"), "{e}");
         for (voters, why) in [

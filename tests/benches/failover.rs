@@ -36,6 +36,10 @@ impl rdkafka::ClientContext for Stamped {
 }
 
 fn summary(name: &str, mut ms: Vec<f64>) {
+    if ms.is_empty() {
+        println!("{name}: no rounds");
+        return;
+    }
     ms.sort_by(|a, b| a.total_cmp(b));
     println!(
         "{name}: n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",

@@ -54,7 +54,7 @@ use v1::controller_client::ControllerClient;
 use v1::controller_server::{Controller, ControllerServer};
 
 use super::image::{ClusterImage, Command, Reply};
-use super::store::{LogStore, NodeId, StateMachine, TypeConfig, METADATA_DIR};
+use super::store::{FenceTimes, LogStore, NodeId, StateMachine, TypeConfig, METADATA_DIR};
 use super::{codes, MetaError, TopicInfo};
 use crate::config::{BrokerConfig, Voter};
 use crate::shutdown::wait_for;
@@ -143,10 +143,10 @@ pub struct Metadata {
     /// Brokers whose ShutdownBroker proposal is in flight.
     shutdowns: Mutex<std::collections::HashSet<i32>>,
     /// On a voter: when it last heard from a Raft leader (an accepted AppendEntries or
-    /// InstallSnapshot), granted a vote, or campaigned. [`elections`] times campaigns from it.
+    /// InstallSnapshot) or granted a vote. [`elections`] times campaigns from it.
     raft_contact: Mutex<Instant>,
-    /// Brokers this node saw fenced while it ran, and when it saw that.
-    fenced_at: Mutex<HashMap<i32, Instant>>,
+    /// When this node applied each abrupt fence (see [`Metadata::fenced_within`]).
+    fence_times: FenceTimes,
 }
 
 impl Metadata {
@@ -166,13 +166,10 @@ impl Metadata {
         self.image.clone()
     }
 
-    /// Whether broker `id` was fenced without a controlled shutdown less than `within` ago, as
+    /// Whether partition leader `id` was fenced without a controlled shutdown less than `within` ago, as
     /// this node saw it (brokers already fenced when this node started count as long ago).
     pub fn fenced_within(&self, id: i32, within: Duration) -> bool {
-        self.fenced_at
-            .lock()
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < within)
+        self.fence_times.within(id, within)
     }
 
     pub fn cluster_id(&self) -> String {
@@ -478,12 +475,13 @@ pub async fn start(
     }
     let dir = log_dir.join(METADATA_DIR);
     let clients = Clients::default();
+    let fence_times = FenceTimes::default();
     let incarnation = Uuid::new_v4();
     let (raft, image_rx) = if voter {
         let log_store = LogStore::open(&dir)
             .map_err(|e| anyhow::anyhow!("opening the metadata log in {}: {e}", dir.display()))?;
         let fresh = log_store.is_empty();
-        let (sm, image_rx) = StateMachine::open(&dir).map_err(|e| {
+        let (sm, image_rx) = StateMachine::open(&dir, fence_times.clone()).map_err(|e| {
             anyhow::anyhow!("opening the metadata snapshot in {}: {e}", dir.display())
         })?;
         let (heartbeat, lease) = raft_timing(settings.election_timeout);
@@ -530,9 +528,8 @@ pub async fn start(
         sessions: Mutex::new(HashMap::new()),
         shutdowns: Mutex::new(Default::default()),
         raft_contact: Mutex::new(Instant::now()),
-        fenced_at: Mutex::new(HashMap::new()),
+        fence_times,
     });
-    tokio::spawn(note_fencing(metadata.clone(), shutdown.clone()));
     // Serve the controller RPCs first, so peers (and this node's own check) can reach us.
     if let Some(listener) = controller_listener {
         let service = ControllerService {
@@ -571,6 +568,8 @@ pub async fn start(
                     tracing::debug!("raft initialize: {e}");
                 }
             }
+            // The election clock starts now, not before the handshake (which may wait for peers).
+            *metadata.raft_contact.lock() = Instant::now();
             tokio::spawn(elections(metadata.clone(), raft.clone(), shutdown.clone()));
             tokio::spawn(controller_duties(
                 metadata.clone(),
@@ -916,7 +915,9 @@ async fn elections(
     let tick = (heartbeat / 4).max(Duration::from_millis(5));
     let draw = || election + election.mul_f64(0.5 + rand::random::<f64>() / 2.0);
     let mut deadline = draw();
-    let mut dead: Option<u64> = None;
+    // The leader found gone, and when.
+    let mut dead: Option<(u64, Instant)> = None;
+    let mut campaigned: Option<Instant> = None;
     let mut probed = Instant::now();
     loop {
         if *shutdown.borrow() {
@@ -936,15 +937,22 @@ async fn elections(
             dead = None;
             continue;
         }
-        let quiet = now.duration_since(*metadata.raft_contact.lock());
+        let heard = *metadata.raft_contact.lock();
+        let quiet = now.duration_since(campaigned.map_or(heard, |c| c.max(heard)));
         if voters.len() <= 1 {
             // The only voter: no one to wait for.
             if voters == [me] && state != ServerState::Candidate && quiet > heartbeat {
-                campaign(&metadata, &raft, "the only voter").await;
+                campaigned = Some(now);
+                campaign(&raft, "the only voter").await;
             }
             continue;
         }
         let leader = leader.filter(|l| *l != me);
+        // Word from a leader, or a vote granted, since the leader was found gone: another voter
+        // is taking over, and this one goes back to the full timeout.
+        if dead.is_some_and(|(l, found)| heard > found || leader.is_some_and(|now| now != l)) {
+            dead = None;
+        }
         if let (None, Some(l)) = (dead, leader) {
             if quiet >= heartbeat * 2 && now.duration_since(probed) >= heartbeat {
                 probed = now;
@@ -953,13 +961,13 @@ async fn elections(
                         tracing::info!(
                             "controller {l} is silent for {quiet:?} and its listener {addr} refuses connections"
                         );
-                        dead = Some(l);
+                        dead = Some((l, now));
                     }
                 }
             }
         }
         let due = match dead {
-            Some(l) => {
+            Some((l, _)) => {
                 voters.retain(|v| *v != l);
                 voters.sort_unstable();
                 let turn = voters.iter().position(|v| *v == me).unwrap_or(0) as u32;
@@ -969,19 +977,20 @@ async fn elections(
         };
         if quiet >= due {
             let why = match dead {
-                Some(l) => format!("controller {l} is gone"),
+                Some((l, _)) => format!("controller {l} is gone"),
                 None => format!("no word from a controller for {quiet:?}"),
             };
-            campaign(&metadata, &raft, &why).await;
+            // A campaign on a gone leader that does not win (a voter's lease ran a little
+            // longer) is tried again on the same schedule, in a higher term.
+            campaigned = Some(now);
+            campaign(&raft, &why).await;
             deadline = draw();
-            dead = None;
         }
     }
 }
 
-async fn campaign(metadata: &Metadata, raft: &Raft<TypeConfig>, why: &str) {
+async fn campaign(raft: &Raft<TypeConfig>, why: &str) {
     tracing::info!("campaigning for the metadata quorum's leadership: {why}");
-    *metadata.raft_contact.lock() = Instant::now();
     if let Err(e) = raft.trigger().elect().await {
         tracing::warn!("cannot campaign: {e}");
     }
@@ -996,40 +1005,6 @@ async fn refuses(addr: &str) -> bool {
     )
     .await;
     matches!(r, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused)
-}
-
-/// Records when brokers are fenced without a controlled shutdown (their process died or was cut
-/// off) in this node's image; see [`Metadata::fenced_within`].
-async fn note_fencing(metadata: Arc<Metadata>, shutdown: watch::Receiver<bool>) {
-    let mut rx = metadata.subscribe();
-    // Unfenced brokers, and whether each is in a controlled shutdown.
-    let unfenced = |image: &ClusterImage| -> BTreeMap<i32, bool> {
-        image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| (b.id, b.shutting_down))
-            .collect()
-    };
-    let mut before = unfenced(&rx.borrow_and_update());
-    let stop = wait_for(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = &mut stop => return,
-        }
-        let image = rx.borrow_and_update().clone();
-        let now = unfenced(&image);
-        let mut fenced_at = metadata.fenced_at.lock();
-        for (id, shutting_down) in &before {
-            if !now.contains_key(id) && !shutting_down {
-                fenced_at.insert(*id, Instant::now());
-            }
-        }
-        fenced_at.retain(|id, _| !now.contains_key(id));
-        before = now;
-    }
 }
 
 /// A non-voter follows the image from any voter.
@@ -1068,6 +1043,8 @@ async fn follow_image(
                 match msg {
                     Ok(Some(blob)) => match serde_json::from_slice::<ClusterImage>(&blob.data) {
                         Ok(image) => {
+                            let before = image_tx.borrow().clone();
+                            metadata.fence_times.observe(&before, &image);
                             image_tx.send_replace(Arc::new(image));
                         }
                         Err(e) => tracing::warn!("bad image from voter {}: {e}", v.id),
@@ -1257,6 +1234,9 @@ async fn remote_heartbeats(
         Ok(r) => r.into_inner(),
         Err(_) => return RemoteOutcome::Lost,
     };
+    // The controller this node's Raft named when the stream opened (an error answer may have
+    // sent it to another one, which is no reason to go back).
+    let named = metadata.controller_id();
     loop {
         // Up to a session timeout for the answer, but a voter that sees another controller
         // elected meanwhile goes to it at once: a paused controller keeps the stream open, and
@@ -1272,7 +1252,7 @@ async fn remote_heartbeats(
                 Ok(_) => return RemoteOutcome::Lost,
                 Err(_) => {
                     let now = metadata.controller_id();
-                    if metadata.raft.is_some() && now >= 0 && now != controller {
+                    if metadata.raft.is_some() && now >= 0 && now != controller && now != named {
                         return RemoteOutcome::Leader(now);
                     }
                     if Instant::now() >= deadline {

@@ -320,6 +320,45 @@ struct SmInner {
     snapshot: Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>,
     publish: watch::Sender<Arc<ClusterImage>>,
     snapshot_seq: u64,
+    fence_times: FenceTimes,
+}
+
+/// When this node saw each partition leader fenced without a controlled shutdown (a process that
+/// died or was cut off), recorded as the fence is applied, before the image is published. Not
+/// replicated: only this node's Metadata answers use it.
+#[derive(Clone, Default)]
+pub struct FenceTimes(Arc<Mutex<std::collections::HashMap<i32, std::time::Instant>>>);
+
+impl FenceTimes {
+    /// Records the brokers fenced between `before` and `after` that were not shutting down and
+    /// led a partition (whose leadership the fence moved).
+    pub fn observe(&self, before: &ClusterImage, after: &ClusterImage) {
+        let mut times = self.0.lock();
+        for b in after.brokers.values().filter(|b| b.fenced) {
+            let abrupt = before
+                .brokers
+                .get(&b.id)
+                .is_some_and(|was| !was.fenced && !was.shutting_down);
+            let led = || {
+                before
+                    .topics
+                    .values()
+                    .any(|t| t.assignment.iter().any(|p| p.leader == b.id))
+            };
+            if abrupt && led() {
+                times.insert(b.id, std::time::Instant::now());
+            }
+        }
+        times.retain(|id, _| after.brokers.get(id).is_some_and(|b| b.fenced));
+    }
+
+    /// Whether broker `id` was fenced abruptly less than `within` ago.
+    pub fn within(&self, id: i32, within: std::time::Duration) -> bool {
+        self.0
+            .lock()
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < within)
+    }
 }
 
 /// The state machine: the cluster image.
@@ -330,7 +369,10 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine from the last snapshot; returns it with a receiver of images.
-    pub fn open(dir: &Path) -> std::io::Result<(Self, watch::Receiver<Arc<ClusterImage>>)> {
+    pub fn open(
+        dir: &Path,
+        fence_times: FenceTimes,
+    ) -> std::io::Result<(Self, watch::Receiver<Arc<ClusterImage>>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("snapshot.json");
         let (image, last_applied, membership, snapshot) = match std::fs::read(&path) {
@@ -365,6 +407,7 @@ impl StateMachine {
                     snapshot,
                     publish,
                     snapshot_seq: 0,
+                    fence_times,
                 })),
             },
             rx,
@@ -433,6 +476,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             inner.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Blank => Reply::Done,
+                EntryPayload::Normal(ref command @ Command::FenceBroker { .. }) => {
+                    // Compared entry by entry: a controlled shutdown and its fence may be applied
+                    // in one batch.
+                    let before = image.clone();
+                    let reply = image.apply(entry.log_id.index, command);
+                    inner.fence_times.observe(&before, &image);
+                    reply
+                }
                 EntryPayload::Normal(ref command) => image.apply(entry.log_id.index, command),
                 EntryPayload::Membership(ref m) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());

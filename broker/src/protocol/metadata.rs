@@ -66,7 +66,8 @@ fn unfenced_brokers(image: &ClusterImage) -> impl Iterator<Item = &crate::metada
     image.brokers.values().filter(|b| !b.fenced)
 }
 
-/// How long Metadata still lists a broker after it was fenced (leading nothing by then).
+/// How long Metadata still lists a partition leader after it was fenced without a controlled
+/// shutdown (leading nothing by then).
 ///
 /// A dead broker is fenced and its partitions get new leaders in one metadata change. A
 /// librdkafka (2.10+) client that sees both in one Metadata response decommissions the broker
