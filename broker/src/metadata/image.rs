@@ -249,6 +249,13 @@ impl ClusterImage {
             .is_some_and(|b| !b.fenced && !b.shutting_down)
     }
 
+    /// Whether broker `id` leads a partition.
+    pub fn leads(&self, id: i32) -> bool {
+        self.topics
+            .values()
+            .any(|t| t.assignment.iter().any(|p| p.leader == id))
+    }
+
     /// Applies one committed command at Raft index `index`.
     pub fn apply(&mut self, index: u64, command: &Command) -> Reply {
         self.applied_index = index;

@@ -16,8 +16,9 @@
 //!   controlled shutdown and waits until it leads nothing.
 //!
 //! - Elections are timed here ([`elections`]), not by openraft's timer: a voter campaigns after
-//!   1.5-2 `controller.quorum.election.timeout.ms` (random) without hearing from a leader, or, when the leader's controller listener refuses connections (its process is gone),
-//!   as soon as the short leader lease has run out, the lowest surviving voter id first.
+//!   1.5-2 `controller.quorum.election.timeout.ms` (random) without hearing from a leader, or,
+//!   when the leader's controller listener refuses connections (its process is gone), as soon as
+//!   the short leader lease has run out, the lowest surviving voter id first.
 //!
 //! Start-up refuses, with one line, what would join the quorum with a wrong view: a node id
 //! missing from the voters, a voter address answered by another node id (or by another process
@@ -166,8 +167,9 @@ impl Metadata {
         self.image.clone()
     }
 
-    /// Whether partition leader `id` was fenced without a controlled shutdown less than `within` ago, as
-    /// this node saw it (brokers already fenced when this node started count as long ago).
+    /// Whether partition leader `id` was fenced without a controlled shutdown less than `within`
+    /// ago, as this node saw it (brokers already fenced when this node started count as long
+    /// ago).
     pub fn fenced_within(&self, id: i32, within: Duration) -> bool {
         self.fence_times.within(id, within)
     }
@@ -758,15 +760,11 @@ async fn controller_duties(
     let mut seeded = Instant::now();
     let mut grace_ends = None;
     loop {
-        if *shutdown.borrow() {
+        let Some((now, gap)) = pace(tick, &shutdown).await else {
             return;
-        }
-        let slept = Instant::now();
-        tokio::time::sleep(tick).await;
-        let now = Instant::now();
+        };
         // A sleep far longer than asked for means this process was paused (SIGSTOP, a stalled
         // machine): the heartbeats it holds are stale, and the brokers may have moved on.
-        let gap = now.duration_since(slept);
         let paused = gap > settings.session_timeout / 2;
         let term = metadata.controller_term();
         if term.is_none() {
@@ -872,6 +870,18 @@ async fn controller_duties(
     }
 }
 
+/// Sleeps `tick` unless shutting down (then `None`); the time after it and how long the sleep
+/// really took (far longer than `tick` when the process was paused).
+async fn pace(tick: Duration, shutdown: &watch::Receiver<bool>) -> Option<(Instant, Duration)> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    let slept = Instant::now();
+    tokio::time::sleep(tick).await;
+    let now = Instant::now();
+    Some((now, now.duration_since(slept)))
+}
+
 async fn fence(metadata: &Metadata, id: i32, epoch: i64) {
     let started = Instant::now();
     if let Err(e) = metadata.propose(Command::FenceBroker { id, epoch }).await {
@@ -920,19 +930,16 @@ async fn elections(
     let mut campaigned: Option<Instant> = None;
     let mut probed = Instant::now();
     loop {
-        if *shutdown.borrow() {
+        let Some((now, gap)) = pace(tick, &shutdown).await else {
             return;
-        }
-        let slept = Instant::now();
-        tokio::time::sleep(tick).await;
-        let now = Instant::now();
+        };
         let (state, leader, mut voters) = {
             let m = raft.metrics();
             let m = m.borrow();
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             (m.state, m.current_leader, voters)
         };
-        if state == ServerState::Leader || now.duration_since(slept) > election / 2 {
+        if state == ServerState::Leader || gap > election / 2 {
             *metadata.raft_contact.lock() = now;
             dead = None;
             continue;

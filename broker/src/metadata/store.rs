@@ -330,24 +330,28 @@ struct SmInner {
 pub struct FenceTimes(Arc<Mutex<std::collections::HashMap<i32, std::time::Instant>>>);
 
 impl FenceTimes {
-    /// Records the brokers fenced between `before` and `after` that were not shutting down and
-    /// led a partition (whose leadership the fence moved).
+    /// Whether fencing broker `id` of `image` is abrupt: it is live (not in a controlled
+    /// shutdown) and leads a partition, whose leadership the fence moves.
+    pub fn abrupt(image: &ClusterImage, id: i32) -> bool {
+        image.is_live(id) && image.leads(id)
+    }
+
+    /// Records the brokers fenced abruptly between `before` and `after`.
     pub fn observe(&self, before: &ClusterImage, after: &ClusterImage) {
+        let fenced: Vec<i32> = after
+            .brokers
+            .values()
+            .filter(|b| b.fenced && Self::abrupt(before, b.id))
+            .map(|b| b.id)
+            .collect();
+        self.record(&fenced, after);
+    }
+
+    /// Records `ids` as fenced now; forgets brokers no longer fenced in `after`.
+    fn record(&self, ids: &[i32], after: &ClusterImage) {
         let mut times = self.0.lock();
-        for b in after.brokers.values().filter(|b| b.fenced) {
-            let abrupt = before
-                .brokers
-                .get(&b.id)
-                .is_some_and(|was| !was.fenced && !was.shutting_down);
-            let led = || {
-                before
-                    .topics
-                    .values()
-                    .any(|t| t.assignment.iter().any(|p| p.leader == b.id))
-            };
-            if abrupt && led() {
-                times.insert(b.id, std::time::Instant::now());
-            }
+        for id in ids {
+            times.insert(*id, std::time::Instant::now());
         }
         times.retain(|id, _| after.brokers.get(id).is_some_and(|b| b.fenced));
     }
@@ -476,12 +480,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             inner.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Blank => Reply::Done,
-                EntryPayload::Normal(ref command @ Command::FenceBroker { .. }) => {
-                    // Compared entry by entry: a controlled shutdown and its fence may be applied
+                EntryPayload::Normal(ref command @ Command::FenceBroker { id, .. }) => {
+                    // Judged entry by entry: a controlled shutdown and its fence may be applied
                     // in one batch.
-                    let before = image.clone();
+                    let abrupt = FenceTimes::abrupt(&image, id);
                     let reply = image.apply(entry.log_id.index, command);
-                    inner.fence_times.observe(&before, &image);
+                    if abrupt && image.brokers.get(&id).is_some_and(|b| b.fenced) {
+                        inner.fence_times.record(&[id], &image);
+                    }
                     reply
                 }
                 EntryPayload::Normal(ref command) => image.apply(entry.log_id.index, command),
