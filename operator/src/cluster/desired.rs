@@ -79,12 +79,16 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "leader.replication.throttled.rate",
 ];
 
+fn is_live_config(key: &str) -> bool {
+    LIVE_BROKER_CONFIGS.contains(&key)
+}
+
 /// The live part of `spec.config` (see [`LIVE_BROKER_CONFIGS`]).
 pub fn live_config(kc: &KafkaCluster) -> BTreeMap<String, String> {
     kc.spec
         .config
         .iter()
-        .filter(|(k, _)| LIVE_BROKER_CONFIGS.contains(&k.as_str()))
+        .filter(|(k, _)| is_live_config(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -293,7 +297,7 @@ pub fn server_properties(kc: &KafkaCluster, voters: i32) -> String {
         props.insert("cluster.id".into(), uid.replace('-', ""));
     }
     for (k, v) in &spec.config {
-        if !LIVE_BROKER_CONFIGS.contains(&k.as_str()) {
+        if !is_live_config(k) {
             props.insert(k.clone(), v.clone());
         }
     }

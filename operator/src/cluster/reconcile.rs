@@ -564,16 +564,11 @@ async fn live_config(
     }
     let applied = async {
         let have = admin.broker_defaults().await?;
-        let set: BTreeMap<String, String> = want
-            .iter()
-            .filter(|(k, v)| have.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let delete: Vec<String> = status
-            .live_config
-            .keys()
-            .filter(|k| !want.contains_key(*k) && have.contains_key(*k))
-            .cloned()
+        // Of what the brokers hold and the spec no longer names, only the keys set here before.
+        let (set, delete) = crate::topic::config_diff(&have, &want);
+        let delete: Vec<String> = delete
+            .into_iter()
+            .filter(|k| status.live_config.contains_key(k))
             .collect();
         if !set.is_empty() || !delete.is_empty() {
             admin
