@@ -35,21 +35,6 @@ impl rdkafka::ClientContext for Stamped {
     }
 }
 
-fn summary(name: &str, mut ms: Vec<f64>) {
-    if ms.is_empty() {
-        println!("{name}: no rounds");
-        return;
-    }
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name}: n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",
-        ms.len(),
-        ms[0],
-        ms[ms.len() / 2],
-        ms[ms.len() - 1]
-    );
-}
-
 fn main() {
     let rounds: usize = std::env::var("FAILOVER_ROUNDS")
         .ok()
@@ -162,8 +147,8 @@ fn main() {
         c.node(victim).restart();
         wait_registered(&c);
     }
-    summary("partition leader killed", plain);
-    summary(
+    kairos_tests::print_summary("partition leader killed", plain);
+    kairos_tests::print_summary(
         "active controller (and partition leader) killed",
         controller_kills,
     );

@@ -48,17 +48,6 @@ fn wait_line(op: &Operator, needle: &str, n: usize) -> f64 {
     }
 }
 
-fn summary(name: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{name}: n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",
-        ms.len(),
-        ms[0],
-        ms[ms.len() / 2],
-        ms[ms.len() - 1]
-    );
-}
-
 fn main() {
     let mut api = KubeApiServer::start();
     api.start_controller_manager("garbagecollector");
@@ -82,7 +71,7 @@ fn main() {
         let t1 = wait_line(&op, &format!("created PodDisruptionBudget c{i}-broker"), 1);
         create.push((t1 - t0) * 1000.0);
     }
-    summary("KafkaCluster created -> all owned objects applied", create);
+    kairos_tests::print_summary("KafkaCluster created -> all owned objects applied", create);
 
     // 2. A spec change: the ConfigMap and then the StatefulSet (new config hash) applied.
     let mut change = Vec::new();
@@ -95,7 +84,7 @@ fn main() {
         let t1 = wait_line(&op, "updated StatefulSet c0-broker", i);
         change.push((t1 - t0) * 1000.0);
     }
-    summary(
+    kairos_tests::print_summary(
         "KafkaCluster spec changed -> ConfigMap and StatefulSet applied",
         change,
     );

@@ -183,16 +183,7 @@ spec:
     /// Starts kube-controller-manager with only `controllers` (e.g. `garbagecollector`, which
     /// deletes objects whose owner is gone); stopped with the API server.
     pub fn start_controller_manager(&mut self, controllers: &str) {
-        let bin = match std::env::var_os("KAIROS_K8S_BIN") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                let out = Command::new(workspace_root().join("tests/k8s/build.sh"))
-                    .output()
-                    .expect("running tests/k8s/build.sh");
-                assert!(out.status.success(), "tests/k8s/build.sh failed");
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-            }
-        };
+        let bin = built("KAIROS_K8S_BIN", "tests/k8s/build.sh");
         let log = std::fs::File::create(self.dir.path().join("controller-manager.log"))
             .expect("controller-manager log");
         let child = Command::new(bin.join("kube-controller-manager"))
@@ -290,7 +281,6 @@ spec:
     }
 }
 
-/// (status, reason, message) of condition `type_` in an object's status.
 /// Whether `obj`'s condition `type_` is True with `reason`, computed for its current generation.
 pub fn holds(obj: &serde_json::Value, type_: &str, reason: &str) -> bool {
     condition(obj, type_).is_some_and(|(s, r, _)| s == "True" && r == reason)
@@ -302,6 +292,7 @@ pub fn ready(obj: &serde_json::Value) -> bool {
     holds(obj, "Ready", "Ready")
 }
 
+/// (status, reason, message) of condition `type_` in an object's status.
 pub fn condition(obj: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
     obj["status"]["conditions"]
         .as_array()?
@@ -835,32 +826,36 @@ fn ordinal(pod: &str) -> Option<usize> {
 /// The Helm chart renderer (tests/helm/render.go): `KAIROS_HELM_RENDER`, else built by
 /// tests/helm/build.sh.
 pub fn helm_renderer() -> PathBuf {
-    if let Some(p) = std::env::var_os("KAIROS_HELM_RENDER") {
+    built("KAIROS_HELM_RENDER", "tests/helm/build.sh")
+}
+
+/// The path in `env`, else the one `script` (a build-and-cache script) prints.
+fn built(env: &str, script: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    let out = Command::new(workspace_root().join("tests/helm/build.sh"))
+    let out = stdout_ok(&mut Command::new(workspace_root().join(script)), script);
+    PathBuf::from(out.trim())
+}
+
+/// Runs `cmd`, which must exit 0; its standard output.
+fn stdout_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
         .output()
-        .expect("running tests/helm/build.sh");
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
     assert!(
         out.status.success(),
-        "tests/helm/build.sh: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// charts/kairos-operator rendered with the renderer's `args` (`-f`, `--namespace`, ...).
 pub fn render_chart(args: &[&str]) -> String {
     let chart = workspace_root().join("charts/kairos-operator");
-    let out = Command::new(helm_renderer())
-        .args(args)
-        .arg(&chart)
-        .output()
-        .expect("running the renderer");
-    assert!(
-        out.status.success(),
-        "render: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
+    stdout_ok(
+        Command::new(helm_renderer()).args(args).arg(&chart),
+        "the chart renderer",
+    )
 }

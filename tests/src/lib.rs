@@ -600,6 +600,22 @@ pub fn run_python(script: &str, bootstrap: &str, done: &str, context: impl Fn() 
     eprintln!("{stdout}");
 }
 
+/// Prints `name: n=.. min .. ms, median .. ms, max .. ms` for a benchmark's figures in ms.
+pub fn print_summary(name: &str, mut ms: Vec<f64>) {
+    if ms.is_empty() {
+        println!("{name}: no rounds");
+        return;
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: n={} min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        ms.len(),
+        ms[0],
+        ms[ms.len() / 2],
+        ms[ms.len() - 1]
+    );
+}
+
 /// GET a URL and return (status, body), e.g. a broker's `/metrics`.
 pub fn http_get(url: &str) -> (u16, String) {
     try_http_get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"))
