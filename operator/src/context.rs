@@ -2,7 +2,7 @@
 //! versions, the namespaces in scope, and per-object failure counts for exponential backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use kube::api::ApiResource;
@@ -81,9 +81,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// `policy/v1` PodDisruptionBudgets, or `policy/v1beta1` on API servers older than v1.21.
     pub pdb: ApiResource,
-    /// `monitoring.coreos.com/v1` ServiceMonitors, when the API server has that CRD (the
-    /// Prometheus Operator is installed) at the operator's start.
-    pub service_monitor: Option<ApiResource>,
+    /// `monitoring.coreos.com/v1` ServiceMonitors, when the API server serves them (the
+    /// Prometheus Operator is installed): looked up at start and again whenever that CRD changes.
+    service_monitor: RwLock<Option<ApiResource>>,
     pub scope: Scope,
     /// Out-of-cluster address mapping for the brokers.
     pub resolver: Resolver,
@@ -113,12 +113,33 @@ impl Context {
             recorder,
             metrics,
             pdb: s.pdb,
-            service_monitor: s.service_monitor,
+            service_monitor: RwLock::new(s.service_monitor),
             scope: s.scope,
             resolver: s.resolver,
             resync: s.resync,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The ServiceMonitor resource, when the API server serves it.
+    pub fn service_monitor(&self) -> Option<ApiResource> {
+        match self.service_monitor.read() {
+            Ok(sm) => sm.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks the API server again whether it serves ServiceMonitors; true when the answer
+    /// changed.
+    pub async fn rediscover_service_monitor(&self) -> kube::Result<bool> {
+        let found = service_monitor_resource(&self.client).await?;
+        let mut sm = match self.service_monitor.write() {
+            Ok(sm) => sm,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let changed = sm.is_some() != found.is_some();
+        *sm = found;
+        Ok(changed)
     }
 
     /// Counts and times one reconcile of `kind`; a success forgets the object's failures.
@@ -230,6 +251,30 @@ pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// The name of the Prometheus Operator's ServiceMonitor CRD.
+pub const SERVICE_MONITOR_CRD: &str = "servicemonitors.monitoring.coreos.com";
+
+/// ServiceMonitors, when the API server serves `monitoring.coreos.com/v1` `servicemonitors`.
+pub async fn service_monitor_resource(client: &Client) -> kube::Result<Option<ApiResource>> {
+    let served = serves(client, "monitoring.coreos.com/v1", "servicemonitors").await?;
+    Ok(served.then(|| {
+        ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+        ))
+    }))
+}
+
+/// Whether the API server serves `plural` in group/version `gv` (404: the group is unknown).
+pub async fn serves(client: &Client, gv: &str, plural: &str) -> kube::Result<bool> {
+    match client.list_api_group_resources(gv).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::context::{Context, Scope, Settings};
+use crate::context::{serves, service_monitor_resource, Context, Scope, Settings};
 use crate::kafka::Resolver;
 use crate::metrics::Metrics;
 
@@ -72,7 +72,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tokio::spawn(crate::http::serve(listener, metrics.clone()));
 
     let pdb = pdb_resource(&client).await?;
-    let service_monitor = service_monitor_resource(&client).await?;
+    let service_monitor = service_monitor_resource(&client)
+        .await
+        .context("discovering monitoring.coreos.com/v1")?;
     let identity = opts.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -178,36 +180,13 @@ async fn client(opts: &Options) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// Whether the API server serves `plural` in group/version `gv` (404: the group is unknown).
-async fn serves(client: &Client, gv: &str, plural: &str) -> anyhow::Result<bool> {
-    match client.list_api_group_resources(gv).await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("discovering {gv}")),
-    }
-}
-
-/// ServiceMonitors exist where the Prometheus Operator's CRD is installed (looked up once, at
-/// start: installing it later needs an operator restart for brokers to get one).
-async fn service_monitor_resource(client: &Client) -> anyhow::Result<Option<ApiResource>> {
-    let served = serves(client, "monitoring.coreos.com/v1", "servicemonitors").await?;
-    Ok(served.then(|| {
-        ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "monitoring.coreos.com",
-            "v1",
-            "ServiceMonitor",
-        ))
-    }))
-}
-
 /// PodDisruptionBudgets are `policy/v1` from Kubernetes 1.21; older servers only have v1beta1
 /// (same fields for what the operator sets).
 async fn pdb_resource(client: &Client) -> anyhow::Result<ApiResource> {
-    let version = if serves(client, "policy/v1", "poddisruptionbudgets").await? {
-        "v1"
-    } else {
-        "v1beta1"
-    };
+    let served = serves(client, "policy/v1", "poddisruptionbudgets")
+        .await
+        .context("discovering policy/v1")?;
+    let version = if served { "v1" } else { "v1beta1" };
     Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(
         "policy",
         version,

@@ -305,3 +305,77 @@ fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
         api.get_json(&["statefulset", "orders-broker"])
     });
 }
+
+#[test]
+fn a_service_monitor_follows_the_prometheus_operator_crd_and_spec_metrics() {
+    // The Prometheus Operator is installed after the operator started, and the operator runs
+    // with the chart's RBAC only (watching that CRD, deleting ServiceMonitors).
+    let api = KubeApiServer::start();
+    api.install_crds();
+    let sa = api.chart_service_account("kairos-system");
+    let op = Operator::start_as(&api, &sa, "kairos-system", "a", &[]);
+    api.apply(
+        "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
+    );
+    api.wait_for("the StatefulSet", WAIT, |api| {
+        api.get_json(&["statefulset", "orders-broker"])
+    });
+    assert_eq!(
+        op.sample(r#"kairos_operator_writes_total{kind="ServiceMonitor"}"#),
+        0.0
+    );
+
+    api.install_service_monitor_crd();
+    let sm = api.wait_for("the ServiceMonitor after the CRD appeared", WAIT, |api| {
+        api.get_json(&["servicemonitor", "orders-broker"])
+    });
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+
+    api.merge_patch(
+        &["kafkacluster", "orders"],
+        r#"{"spec":{"metrics":{"enabled":false}}}"#,
+    );
+    api.wait_for("the ServiceMonitor deleted", WAIT, |api| {
+        api.get_json(&["servicemonitor", "orders-broker"])
+            .is_none()
+            .then_some(())
+    });
+    let deleted = api.events("Deleted");
+    assert!(
+        deleted.iter().any(|e| e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("ServiceMonitor orders-broker"))),
+        "{deleted:?}"
+    );
+
+    // One of that name that the cluster does not own is left alone.
+    api.apply(
+        "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: orders-broker}\nspec: {endpoints: [{port: web}]}\n",
+    );
+    let reconciles = |op: &Operator| {
+        op.sample(r#"kairos_operator_reconcile_total{kind="KafkaCluster",result="ok"}"#)
+    };
+    let before = reconciles(&op);
+    api.merge_patch(
+        &["kafkacluster", "orders"],
+        r#"{"metadata":{"annotations":{"touched":"1"}}}"#,
+    );
+    api.wait_for("a reconcile after the annotation", WAIT, |_| {
+        (reconciles(&op) > before).then_some(())
+    });
+    let mine = api
+        .get_json(&["servicemonitor", "orders-broker"])
+        .expect("a ServiceMonitor the cluster does not own was deleted");
+    assert_eq!(mine["spec"]["endpoints"][0]["port"], "web");
+    api.kubectl_ok(&["delete", "servicemonitor", "orders-broker"]);
+
+    // Turned back on, it comes back.
+    api.merge_patch(
+        &["kafkacluster", "orders"],
+        r#"{"spec":{"metrics":{"enabled":true}}}"#,
+    );
+    let sm = api.wait_for("the ServiceMonitor back", WAIT, |api| {
+        api.get_json(&["servicemonitor", "orders-broker"])
+    });
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+}

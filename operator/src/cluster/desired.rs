@@ -741,6 +741,7 @@ mod tests {
                 rack: None,
                 redis: None,
                 metrics: Default::default(),
+                rebalance: Default::default(),
                 pod_template: None,
             },
         );

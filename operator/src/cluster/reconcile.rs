@@ -8,19 +8,22 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 
 use super::desired;
 use super::restart::{self, PartitionState, PodState, Step};
 use super::scale;
 use crate::apply::{apply, apply_status, contains, get_and_apply, Applied};
-use crate::context::{condition_event, key, now, Context, Error, Result};
+use crate::context::{condition_event, key, now, Context, Error, Result, SERVICE_MONITOR_CRD};
 use crate::crd::cluster::{
-    BrokerStatus, KafkaCluster, KafkaClusterStatus, RestartPlan, ScaleDownStatus,
+    BrokerStatus, KafkaCluster, KafkaClusterStatus, Rebalance, RebalanceStatus, RestartPlan,
+    ScaleDownStatus,
 };
 use crate::crd::status::{conditions, Condition, Phase};
 use crate::kafka::{Admin, KafkaError, RESOURCE_BROKER};
@@ -38,6 +41,34 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let scope = ctx.scope.clone();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kairos-operator");
+    // Installing (or removing) the Prometheus Operator's CRD reconciles every cluster, so their
+    // ServiceMonitors appear without an operator restart.
+    let crds: Api<PartialObjectMeta<CustomResourceDefinition>> = Api::all(client.clone());
+    let named = watcher::Config::default().fields(&format!("metadata.name={SERVICE_MONITOR_CRD}"));
+    let crd_ctx = ctx.clone();
+    let monitors_changed = watcher(crds, named)
+        .default_backoff()
+        .filter_map(move |event| {
+            let ctx = crd_ctx.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        match ctx.rediscover_service_monitor().await {
+                            Ok(changed) => changed.then_some(()),
+                            Err(e) => {
+                                tracing::warn!("discovering monitoring.coreos.com/v1: {e}");
+                                None
+                            }
+                        }
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::debug!("watching the ServiceMonitor CRD: {e}");
+                        None
+                    }
+                }
+            }
+        });
     Controller::new(
         scope.api::<KafkaCluster>(&client),
         watcher::Config::default().any_semantic(),
@@ -45,6 +76,7 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(scope.api::<StatefulSet>(&client), owned.clone())
     .owns(scope.api::<ConfigMap>(&client), owned.clone())
     .owns(scope.api::<Service>(&client), owned)
+    .reconcile_all_on(monitors_changed)
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
@@ -121,6 +153,26 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             scaling = Some(phase);
         }
     }
+    // A scale-up with `rebalance: OnScaleUp` stays in the status until the replicas are spread
+    // (so it outlives an operator restart); turning the option off or scaling down drops it.
+    let to = kc.spec.replicas;
+    status.rebalance = match (kc.spec.rebalance, current_replicas, status.rebalance.take()) {
+        (Rebalance::Never, _, _) => None,
+        (_, Some(cur), _) if cur > to => None,
+        (_, _, Some(rb)) if rb.to == to => Some(rb),
+        (Rebalance::OnScaleUp, Some(cur), earlier) if cur < to => {
+            let from = earlier.map_or(cur, |rb| rb.from.min(cur));
+            Some(RebalanceStatus {
+                from,
+                to,
+                brokers: (from..to).collect(),
+                partitions_to_move: 0,
+                reassigning: 0,
+                blocked_by: None,
+            })
+        }
+        (_, _, earlier) => earlier,
+    };
 
     let mut written = Vec::new();
     let mut note = |what: Applied, kind: &str, name: &str| {
@@ -180,14 +232,31 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         "PodDisruptionBudget",
         &n.stateful_set,
     );
-    if let (Some(sm), true) = (&ctx.service_monitor, kc.spec.metrics.enabled) {
-        let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, sm);
-        let monitor: DynamicObject = serde_json::from_value(desired::service_monitor(kc))?;
-        note(
-            get_and_apply(&monitors, monitor, ctx).await?,
-            "ServiceMonitor",
-            &n.stateful_set,
-        );
+    if let Some(sm) = ctx.service_monitor() {
+        let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &sm);
+        if kc.spec.metrics.enabled {
+            let monitor: DynamicObject = serde_json::from_value(desired::service_monitor(kc))?;
+            note(
+                get_and_apply(&monitors, monitor, ctx).await?,
+                "ServiceMonitor",
+                &n.stateful_set,
+            );
+        } else if delete_owned(kc, &monitors, &n.stateful_set).await? {
+            ctx.metrics
+                .writes
+                .with_label_values(&["ServiceMonitor"])
+                .inc();
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "Deleted",
+                format!(
+                    "Deleted ServiceMonitor {}: spec.metrics.enabled is false",
+                    n.stateful_set
+                ),
+            )
+            .await;
+        }
     }
     if !written.is_empty() {
         ctx.event(
@@ -226,9 +295,21 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         None => Racks::default(),
     };
     status.restart = rolling_restart(kc, ctx, &mut admin, &pods_api, &pods, &set).await?;
-    let (phase, requeue) = match (&status.restart, scaling, live) {
-        (_, Some(stalled @ Phase::Stalled { .. }), _) => (stalled, RECHECK),
-        (Some(plan), _, _) => (
+    // A rebalance starts once every broker runs, and never during a restart or a scale-down.
+    let rebalancing = match status.rebalance.take() {
+        Some(rb) if status.restart.is_none() && scaling.is_none() && ready >= kc.spec.replicas => {
+            let step = rebalance(kc, ctx, &mut admin, rb).await;
+            status.rebalance = step.as_ref().map(|(rb, _)| rb.clone());
+            step.map(|(_, phase)| phase)
+        }
+        waiting => {
+            status.rebalance = waiting;
+            None
+        }
+    };
+    let (phase, requeue) = match (&status.restart, scaling, rebalancing, live) {
+        (_, Some(stalled @ Phase::Stalled { .. }), _, _) => (stalled, RECHECK),
+        (Some(plan), _, _, _) => (
             Phase::Reconciling {
                 reason: "RollingRestart".into(),
                 message: match &plan.blocked_by {
@@ -238,9 +319,10 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             },
             RESTART_RECHECK,
         ),
-        (None, Some(scaling), _) => (scaling, RESTART_RECHECK),
-        (None, None, Some(live)) => (live, RECHECK),
-        (None, None, None) => match racks.missing {
+        (None, Some(scaling), _, _) => (scaling, RESTART_RECHECK),
+        (None, None, Some(rebalancing), _) => (rebalancing, RESTART_RECHECK),
+        (None, None, None, Some(live)) => (live, RECHECK),
+        (None, None, None, None) => match racks.missing {
             Some(missing) => (missing, RECHECK),
             None => (phase, RESYNC),
         },
@@ -408,12 +490,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i
             },
         )
     };
-    let asked = async {
-        let md = admin.metadata(None).await?;
-        let ongoing = admin.reassignments().await?;
-        Ok::<_, KafkaError>((md, ongoing))
-    };
-    let (md, ongoing) = match asked.await {
+    let (md, ongoing) = match placement(admin).await {
         Ok(asked) => asked,
         Err(e) => {
             sd.blocked_by = Some(e.to_string());
@@ -471,21 +548,15 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i
         match admin.reassign(&moves).await {
             Ok(()) => {
                 sd.reassigning += moves.len() as i32;
-                let shown: Vec<String> = moves
-                    .iter()
-                    .take(10)
-                    .map(|(t, p, r)| format!("{t}-{p} -> [{}]", scale::list(r)))
-                    .collect();
                 ctx.event(
                     kc,
                     EventType::Normal,
                     "ReassigningPartitions",
                     format!(
-                        "Moving {} partition(s) off broker(s) {} before scaling down from {from} to {to}: {}{}",
+                        "Moving {} partition(s) off broker(s) {} before scaling down from {from} to {to}: {}",
                         moves.len(),
                         scale::list(&removing),
-                        shown.join(", "),
-                        if moves.len() > shown.len() { ", ..." } else { "" }
+                        describe(&moves)
                     ),
                 )
                 .await;
@@ -494,6 +565,140 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i
         }
     }
     in_progress(sd)
+}
+
+/// Deletes `name` if this cluster owns it (never an object someone else made); true when it did.
+async fn delete_owned(kc: &KafkaCluster, api: &Api<DynamicObject>, name: &str) -> Result<bool> {
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let ours = obj
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == kc.metadata.uid.as_ref());
+    if !ours {
+        return Ok(false);
+    }
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where the partitions are (Metadata) and which are being reassigned.
+async fn placement(
+    admin: &mut Admin,
+) -> Result<(MetadataResponse, Vec<(String, i32)>), KafkaError> {
+    let md = admin.metadata(None).await?;
+    let ongoing = admin.reassignments().await?;
+    Ok((md, ongoing))
+}
+
+/// `t-0 -> [1, 3], ...` for an event (the first ten moves).
+fn describe(moves: &[(String, i32, Vec<i32>)]) -> String {
+    let shown: Vec<String> = moves
+        .iter()
+        .take(10)
+        .map(|(t, p, r)| format!("{t}-{p} -> [{}]", scale::list(r)))
+        .collect();
+    let more = if moves.len() > shown.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// One step of the rebalance after a scale-up: waits for reassignments under way, then submits
+/// the moves that even out the brokers' replica counts ([`scale::balance`]). None when they are
+/// even: the rebalance is over.
+async fn rebalance(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    admin: &mut Admin,
+    mut rb: RebalanceStatus,
+) -> Option<(RebalanceStatus, Phase)> {
+    let (from, to) = (rb.from, rb.to);
+    rb.blocked_by = None;
+    let in_progress = |rb: RebalanceStatus| {
+        let message = match &rb.blocked_by {
+            Some(why) => format!("rebalance after scaling up from {from} to {to} waits: {why}"),
+            None => format!(
+                "rebalancing after scaling up from {from} to {to}: {} partition(s) to move, {} being reassigned",
+                rb.partitions_to_move, rb.reassigning
+            ),
+        };
+        let phase = Phase::Reconciling {
+            reason: "Rebalancing".into(),
+            message,
+        };
+        Some((rb, phase))
+    };
+    let (md, ongoing) = match placement(admin).await {
+        Ok(asked) => asked,
+        Err(e) => {
+            rb.blocked_by = Some(e.to_string());
+            return in_progress(rb);
+        }
+    };
+    let mut brokers: Vec<i32> = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .filter(|id| (0..to).contains(id))
+        .collect();
+    brokers.sort_unstable();
+    if brokers.len() < to as usize {
+        let missing: Vec<i32> = (0..to).filter(|id| !brokers.contains(id)).collect();
+        rb.blocked_by = Some(format!(
+            "broker(s) {} not registered yet",
+            scale::list(&missing)
+        ));
+        return in_progress(rb);
+    }
+    // Replica lists are in flux while partitions move: plan again once the moves are done.
+    rb.reassigning = ongoing.len() as i32;
+    if !ongoing.is_empty() {
+        return in_progress(rb);
+    }
+    let moves: Vec<(String, i32, Vec<i32>)> = scale::balance(&partition_states(&md), &brokers)
+        .into_iter()
+        .map(|m| (m.topic, m.partition, m.replicas))
+        .collect();
+    rb.partitions_to_move = moves.len() as i32;
+    if moves.is_empty() {
+        ctx.event(
+            kc,
+            EventType::Normal,
+            "Rebalanced",
+            format!(
+                "Replicas are spread evenly over brokers {} after scaling up from {from} to {to}",
+                scale::list(&brokers)
+            ),
+        )
+        .await;
+        return None;
+    }
+    match admin.reassign(&moves).await {
+        Ok(()) => {
+            rb.reassigning = moves.len() as i32;
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "Rebalancing",
+                format!(
+                    "Moving {} partition(s) to spread replicas over brokers {} after scaling up from {from} to {to}: {}",
+                    moves.len(),
+                    scale::list(&brokers),
+                    describe(&moves)
+                ),
+            )
+            .await;
+        }
+        Err(e) => rb.blocked_by = Some(format!("reassigning partitions: {e}")),
+    }
+    in_progress(rb)
 }
 
 #[derive(Default)]

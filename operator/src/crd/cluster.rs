@@ -71,6 +71,13 @@ pub struct KafkaClusterSpec {
     /// Prometheus metrics (`/metrics` on the metrics port; a ServiceMonitor when that CRD exists).
     #[serde(default)]
     pub metrics: Metrics,
+    /// What happens to existing partitions when brokers are added: `Never` (the default: new
+    /// brokers take replicas of new topics and of reassignments started by hand) or `OnScaleUp`
+    /// (once the added brokers run, the operator reassigns existing partitions until every
+    /// broker holds as many replicas as the others, give or take one; progress in
+    /// `status.rebalance`).
+    #[serde(default)]
+    pub rebalance: Rebalance,
     /// Scheduling and metadata for the broker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
@@ -143,6 +150,14 @@ impl Default for Listeners {
             admin: default_admin_port(),
         }
     }
+}
+
+/// See `KafkaClusterSpec::rebalance`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Rebalance {
+    #[default]
+    Never,
+    OnScaleUp,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -229,6 +244,9 @@ pub struct KafkaClusterStatus {
     /// the StatefulSet shrinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScaleDownStatus>,
+    /// The rebalance after a scale-up in progress, if any (`spec.rebalance: OnScaleUp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
     /// Broker configs from `spec.config` that the brokers change while running, as last applied
     /// to the cluster-wide default with IncrementalAlterConfigs (no restart).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -249,6 +267,25 @@ pub struct ScaleDownStatus {
     /// Partitions whose reassignment the brokers report in progress.
     pub reassigning: i32,
     /// What holds the scale-down back (brokers unreachable, a reassignment refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
+}
+
+/// A rebalance after a scale-up from `from` to `to` brokers: existing partitions are
+/// reassigned until the brokers' replica counts differ by at most one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    pub from: i32,
+    pub to: i32,
+    /// Node ids of the added brokers.
+    pub brokers: Vec<i32>,
+    /// Partitions whose replicas were last found to need moving.
+    pub partitions_to_move: i32,
+    /// Partitions whose reassignment the brokers report in progress.
+    pub reassigning: i32,
+    /// What holds the rebalance back (brokers not running yet, unreachable, a reassignment
+    /// refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<String>,
 }
