@@ -5,20 +5,27 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/kairos_admin_v1_descriptor.bin"));
 }
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use v1::cancel_request::Target;
 use v1::cancel_response::Outcome;
+use v1::delay_admin_client::DelayAdminClient;
 use v1::delay_admin_server::{DelayAdmin, DelayAdminServer};
 
-use crate::metadata::{DELAY_TARGET, RETRY_TARGET};
+use crate::metadata::{DELAY_TARGET, NO_LEADER, RETRY_TARGET};
 use crate::server::Broker;
 use crate::time::delay::{CancelOutcome, DelayPartition};
 
 /// Largest page ListPending returns.
 const PAGE_SIZE_MAX: u32 = 1000;
 const PAGE_SIZE_DEFAULT: u32 = 100;
+/// Partitions answered by one broker: its admin address (None: this broker) and their numbers.
+type Group = (Option<String>, Vec<i32>);
+
+/// Connect and answer time of a request forwarded to another broker.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct AdminService {
     broker: Arc<Broker>,
@@ -89,14 +96,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Status::internal(format!("admin task failed: {e}")))
 }
 
-#[tonic::async_trait]
-impl DelayAdmin for AdminService {
-    async fn cancel(
-        &self,
-        request: Request<v1::CancelRequest>,
-    ) -> Result<Response<v1::CancelResponse>, Status> {
-        let req = request.into_inner();
-        let parts = self.delay_topic(&req.topic)?;
+impl AdminService {
+    /// Cancel on the partitions led here (`req.partitions`, or all of them).
+    async fn cancel_here(&self, req: v1::CancelRequest) -> Result<v1::CancelResponse, Status> {
+        let parts = self.delay_partitions(&req.topic, &req.partitions)?;
         let broker = self.broker.clone();
         let topic = req.topic.clone();
         let outcome = match req.target {
@@ -138,36 +141,16 @@ impl DelayAdmin for AdminService {
             }
         }
         .map_err(|e| Status::internal(format!("cancel failed: {e}")))?;
-        let resp = match outcome {
-            CancelOutcome::Cancelled(n) => v1::CancelResponse {
-                outcome: Outcome::Cancelled as i32,
-                cancelled: n as u32,
-                message: format!("cancelled {n} pending record(s)"),
-            },
-            CancelOutcome::AlreadyDelivered => v1::CancelResponse {
-                outcome: Outcome::AlreadyDelivered as i32,
-                cancelled: 0,
-                message: "already delivered: the record was forwarded to the target".into(),
-            },
-            CancelOutcome::NotFound => v1::CancelResponse {
-                outcome: Outcome::NotFound as i32,
-                cancelled: 0,
-                message: "nothing pending matched (never produced, already cancelled, or already delivered)".into(),
-            },
-        };
-        Ok(Response::new(resp))
+        Ok(cancel_response(outcome))
     }
 
-    async fn list_pending(
+    /// ListPending on the partitions led here (`req.partitions`, or all of them).
+    async fn list_here(
         &self,
-        request: Request<v1::ListPendingRequest>,
-    ) -> Result<Response<v1::ListPendingResponse>, Status> {
-        let req = request.into_inner();
-        let parts = self.delay_topic(&req.topic)?;
-        let page_size = match req.page_size {
-            0 => PAGE_SIZE_DEFAULT,
-            n => n.min(PAGE_SIZE_MAX),
-        } as usize;
+        req: v1::ListPendingRequest,
+    ) -> Result<v1::ListPendingResponse, Status> {
+        let parts = self.delay_partitions(&req.topic, &req.partitions)?;
+        let page_size = page_size(req.page_size);
         // Page token: "due:partition:offset" of the last record returned.
         let after = if req.page_token.is_empty() {
             None
@@ -254,17 +237,14 @@ impl DelayAdmin for AdminService {
                 key: key.map(|k| k.to_vec()),
             })
             .collect();
-        Ok(Response::new(v1::ListPendingResponse {
+        Ok(v1::ListPendingResponse {
             records,
             next_page_token,
-        }))
+        })
     }
 
-    async fn stats(
-        &self,
-        request: Request<v1::StatsRequest>,
-    ) -> Result<Response<v1::StatsResponse>, Status> {
-        let req = request.into_inner();
+    /// Stats of the partitions led here (`req.partitions`, or all of them).
+    async fn stats_here(&self, req: v1::StatsRequest) -> Result<v1::StatsResponse, Status> {
         let parts = self.delay_partitions(&req.topic, &req.partitions)?;
         let now = crate::partition::now_ms();
         let mut resp = v1::StatsResponse {
@@ -297,7 +277,259 @@ impl DelayAdmin for AdminService {
             resp.dead_lettered += r.dead_lettered;
         }
         resp.blocked_reason = blocked.join("; ");
-        Ok(Response::new(resp))
+        Ok(resp)
+    }
+
+    /// Where a request for `partitions` of `topic` (all when None) goes: None when this broker
+    /// leads them all and answers alone; else each group of partitions with the admin address of
+    /// the broker leading them (None: here).
+    fn fan_out(
+        &self,
+        topic: &str,
+        partitions: Option<Vec<i32>>,
+    ) -> Result<Option<Vec<Group>>, Status> {
+        let count = self.delay_partition_count(topic)?;
+        let wanted: Vec<i32> = match partitions {
+            Some(p) => p.into_iter().filter(|p| (0..count).contains(p)).collect(),
+            None => (0..count).collect(),
+        };
+        let hosted: Vec<i32> = self
+            .broker
+            .delays
+            .topic(topic)
+            .iter()
+            .map(|d| d.partition)
+            .collect();
+        if wanted.iter().all(|p| hosted.contains(p)) {
+            return Ok(None);
+        }
+        let image = self.broker.topics.image();
+        let me = self.broker.node_id();
+        let mut groups: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
+        for p in wanted {
+            if hosted.contains(&p) {
+                groups.entry(None).or_default().push(p);
+                continue;
+            }
+            let leader = image
+                .topics
+                .get(topic)
+                .and_then(|t| t.assignment.get(p as usize))
+                .map_or(NO_LEADER, |a| a.leader);
+            if leader == me {
+                return Err(Status::unavailable(format!(
+                    "delay partition {topic}-{p} is still loading; retry shortly"
+                )));
+            }
+            let Some(b) = image.brokers.get(&leader).filter(|b| !b.fenced) else {
+                return Err(Status::unavailable(format!(
+                    "partition {topic}-{p} has no leader now; retry shortly"
+                )));
+            };
+            let Some(port) = b.admin_port else {
+                return Err(Status::unavailable(format!(
+                    "broker {leader} leads {topic}-{p} but did not register its admin.listener port; ask it directly"
+                )));
+            };
+            let addr = format!("http://{}", crate::config::host_port(&b.host, port));
+            groups.entry(Some(addr)).or_default().push(p);
+        }
+        Ok(Some(groups.into_iter().collect()))
+    }
+}
+
+/// A client of the admin API at `addr` (another broker's), for forwarded requests.
+async fn peer(addr: &str) -> Result<DelayAdminClient<tonic::transport::Channel>, Status> {
+    let unreachable = |e: tonic::transport::Error| {
+        Status::unavailable(format!(
+            "forwarding to the partition leader's admin API at {addr}: {e}"
+        ))
+    };
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .map_err(unreachable)?
+        .connect_timeout(FORWARD_TIMEOUT)
+        .timeout(FORWARD_TIMEOUT)
+        .connect()
+        .await
+        .map_err(unreachable)?;
+    Ok(DelayAdminClient::new(channel))
+}
+
+fn page_size(asked: u32) -> usize {
+    let n = match asked {
+        0 => PAGE_SIZE_DEFAULT,
+        n => n.min(PAGE_SIZE_MAX),
+    };
+    n as usize
+}
+
+fn cancel_response(outcome: CancelOutcome) -> v1::CancelResponse {
+    match outcome {
+        CancelOutcome::Cancelled(n) => v1::CancelResponse {
+            outcome: Outcome::Cancelled as i32,
+            cancelled: n as u32,
+            message: format!("cancelled {n} pending record(s)"),
+        },
+        CancelOutcome::AlreadyDelivered => v1::CancelResponse {
+            outcome: Outcome::AlreadyDelivered as i32,
+            cancelled: 0,
+            message: "already delivered: the record was forwarded to the target".into(),
+        },
+        CancelOutcome::NotFound => v1::CancelResponse {
+            outcome: Outcome::NotFound as i32,
+            cancelled: 0,
+            message:
+                "nothing pending matched (never produced, already cancelled, or already delivered)"
+                    .into(),
+        },
+    }
+}
+
+/// The answer of the brokers asked, as one: cancelled counts add up.
+fn merge_cancel(answers: Vec<v1::CancelResponse>) -> v1::CancelResponse {
+    let n: u32 = answers.iter().map(|a| a.cancelled).sum();
+    let outcome = if n > 0 {
+        CancelOutcome::Cancelled(n as usize)
+    } else if answers
+        .iter()
+        .any(|a| a.outcome == Outcome::AlreadyDelivered as i32)
+    {
+        CancelOutcome::AlreadyDelivered
+    } else {
+        CancelOutcome::NotFound
+    };
+    cancel_response(outcome)
+}
+
+/// The first `page_size` records of all answers in due order; each answer holds the first
+/// records of its partitions after the same token, so the merged page is exact.
+fn merge_pending(
+    answers: Vec<v1::ListPendingResponse>,
+    page_size: usize,
+) -> v1::ListPendingResponse {
+    let mut more = answers.iter().any(|a| !a.next_page_token.is_empty());
+    let mut records: Vec<v1::PendingRecord> = answers.into_iter().flat_map(|a| a.records).collect();
+    records.sort_by_key(|r| (r.due_ms, r.partition, r.offset));
+    more |= records.len() > page_size;
+    records.truncate(page_size);
+    let next_page_token = match (records.last(), more) {
+        (Some(r), true) => format!("{}:{}:{}", r.due_ms, r.partition, r.offset),
+        _ => String::new(),
+    };
+    v1::ListPendingResponse {
+        records,
+        next_page_token,
+    }
+}
+
+fn merge_stats(topic: String, answers: Vec<v1::StatsResponse>) -> v1::StatsResponse {
+    let mut total = v1::StatsResponse {
+        topic,
+        ..Default::default()
+    };
+    let mut blocked = Vec::new();
+    for a in answers {
+        total.pending += a.pending;
+        total.overdue += a.overdue;
+        total.oldest_overdue_ms = total.oldest_overdue_ms.max(a.oldest_overdue_ms);
+        total.due_within_1m += a.due_within_1m;
+        total.due_within_1h += a.due_within_1h;
+        total.due_within_1d += a.due_within_1d;
+        total.due_later += a.due_later;
+        total.forwarded += a.forwarded;
+        total.cancelled += a.cancelled;
+        total.retry |= a.retry;
+        total.dead_lettered += a.dead_lettered;
+        if !a.blocked_reason.is_empty() {
+            blocked.push(a.blocked_reason);
+        }
+    }
+    total.blocked_reason = blocked.join("; ");
+    total
+}
+
+/// Requests without a partition list are answered for the whole topic: the partitions led here
+/// locally, the others by their leaders' admin APIs (forwarded with the partition list, so a
+/// forwarded request is never forwarded again).
+#[tonic::async_trait]
+impl DelayAdmin for AdminService {
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelResponse>, Status> {
+        let req = request.into_inner();
+        if req.partitions.is_empty() {
+            let only = match &req.target {
+                Some(Target::Record(r)) => Some(vec![r.partition]),
+                _ => None,
+            };
+            if let Some(groups) = self.fan_out(&req.topic, only)? {
+                let mut answers = Vec::new();
+                for (addr, partitions) in groups {
+                    let sub = v1::CancelRequest {
+                        partitions,
+                        ..req.clone()
+                    };
+                    answers.push(match addr {
+                        None => self.cancel_here(sub).await?,
+                        Some(addr) => peer(&addr).await?.cancel(sub).await?.into_inner(),
+                    });
+                }
+                return Ok(Response::new(merge_cancel(answers)));
+            }
+        }
+        Ok(Response::new(self.cancel_here(req).await?))
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<v1::ListPendingRequest>,
+    ) -> Result<Response<v1::ListPendingResponse>, Status> {
+        let req = request.into_inner();
+        if req.partitions.is_empty() {
+            if let Some(groups) = self.fan_out(&req.topic, None)? {
+                let mut answers = Vec::new();
+                for (addr, partitions) in groups {
+                    let sub = v1::ListPendingRequest {
+                        partitions,
+                        ..req.clone()
+                    };
+                    answers.push(match addr {
+                        None => self.list_here(sub).await?,
+                        Some(addr) => peer(&addr).await?.list_pending(sub).await?.into_inner(),
+                    });
+                }
+                return Ok(Response::new(merge_pending(
+                    answers,
+                    page_size(req.page_size),
+                )));
+            }
+        }
+        Ok(Response::new(self.list_here(req).await?))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
+        let req = request.into_inner();
+        if req.partitions.is_empty() {
+            if let Some(groups) = self.fan_out(&req.topic, None)? {
+                let mut answers = Vec::new();
+                for (addr, partitions) in groups {
+                    let sub = v1::StatsRequest {
+                        partitions,
+                        ..req.clone()
+                    };
+                    answers.push(match addr {
+                        None => self.stats_here(sub).await?,
+                        Some(addr) => peer(&addr).await?.stats(sub).await?.into_inner(),
+                    });
+                }
+                return Ok(Response::new(merge_stats(req.topic, answers)));
+            }
+        }
+        Ok(Response::new(self.stats_here(req).await?))
     }
 }
 
@@ -375,5 +607,68 @@ pub async fn serve(
         .await;
     if let Err(e) = result {
         tracing::warn!("admin listener stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(due_ms: i64, partition: i32, offset: i64) -> v1::PendingRecord {
+        v1::PendingRecord {
+            partition,
+            offset,
+            due_ms,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn forwarded_pages_merge_in_due_order_with_a_token_when_more_remain() {
+        // Two leaders answer the same page (size 3) for their partitions.
+        let a = v1::ListPendingResponse {
+            records: vec![rec(10, 0, 5), rec(30, 0, 6), rec(50, 0, 7)],
+            next_page_token: "50:0:7".into(),
+        };
+        let b = v1::ListPendingResponse {
+            records: vec![rec(20, 1, 1), rec(30, 1, 0)],
+            next_page_token: String::new(),
+        };
+        let page = merge_pending(vec![a, b], 3);
+        let got: Vec<(i64, i32, i64)> = page
+            .records
+            .iter()
+            .map(|r| (r.due_ms, r.partition, r.offset))
+            .collect();
+        assert_eq!(got, [(10, 0, 5), (20, 1, 1), (30, 0, 6)]);
+        assert_eq!(page.next_page_token, "30:0:6");
+        // Everything fits and nobody has more: no token.
+        let c = v1::ListPendingResponse {
+            records: vec![rec(1, 2, 0)],
+            next_page_token: String::new(),
+        };
+        assert_eq!(merge_pending(vec![c], 3).next_page_token, "");
+    }
+
+    #[test]
+    fn forwarded_cancels_add_up() {
+        let not_found = cancel_response(CancelOutcome::NotFound);
+        let two = cancel_response(CancelOutcome::Cancelled(2));
+        let merged = merge_cancel(vec![
+            not_found.clone(),
+            two,
+            cancel_response(CancelOutcome::Cancelled(1)),
+        ]);
+        assert_eq!(merged.outcome, Outcome::Cancelled as i32);
+        assert_eq!(merged.cancelled, 3);
+        let late = merge_cancel(vec![
+            not_found.clone(),
+            cancel_response(CancelOutcome::AlreadyDelivered),
+        ]);
+        assert_eq!(late.outcome, Outcome::AlreadyDelivered as i32);
+        assert_eq!(
+            merge_cancel(vec![not_found]).outcome,
+            Outcome::NotFound as i32
+        );
     }
 }

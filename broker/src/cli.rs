@@ -632,7 +632,8 @@ enum GroupCmd {
 
 /// Entry point of the binary; returns the exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.admin.default_from(&cli.conn.bootstrap);
     let result = match cli.command {
         Command::Serve { config, overrides } => serve(config, overrides),
         Command::Topic(cmd) => block_on(topic(cmd, &cli.conn)),

@@ -291,6 +291,11 @@ fn registration(config: &BrokerConfig, metadata: &Metadata) -> Command {
         host: config.advertised_host.clone(),
         port: config.advertised_port,
         rack: config.broker_rack.clone(),
+        admin_port: config
+            .admin_listener
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .filter(|port| *port != 0),
     }
 }
 

@@ -674,7 +674,7 @@ impl KubeletLoop {
                     }
                 }
                 if !pods.contains_key(&name) {
-                    if let Some(child) = self.launch(&name) {
+                    if let Some(child) = self.launch(&name, pod) {
                         pods.insert(
                             name.clone(),
                             RunningPod {
@@ -737,8 +737,41 @@ impl KubeletLoop {
         }
     }
 
-    /// Starts pod `name`'s broker through the ConfigMap's start.sh, rewritten for loopback.
-    fn launch(&self, name: &str) -> Option<Child> {
+    /// The broker container's environment: plain values and Secret keys, as a kubelet resolves
+    /// them. None while a Secret or key it needs is missing (a kubelet does not start the
+    /// container then).
+    fn container_env(&self, pod: &serde_json::Value) -> Option<Vec<(String, String)>> {
+        let mut env = Vec::new();
+        let vars = pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for var in vars {
+            let name = var["name"].as_str()?.to_string();
+            if let Some(value) = var["value"].as_str() {
+                env.push((name, value.to_string()));
+                continue;
+            }
+            let secret = &var["valueFrom"]["secretKeyRef"];
+            let (Some(secret), Some(key)) = (secret["name"].as_str(), secret["key"].as_str())
+            else {
+                continue;
+            };
+            let template = format!(r#"--template={{{{index .data "{key}" | base64decode}}}}"#);
+            let value = self.kubectl(&["get", "secret", secret, "-o", "go-template", &template])?;
+            let value = String::from_utf8(value).ok()?;
+            if value == "<no value>" {
+                return None;
+            }
+            env.push((name, value));
+        }
+        Some(env)
+    }
+
+    /// Starts pod `name`'s broker through the ConfigMap's start.sh, rewritten for loopback, with
+    /// the container's environment.
+    fn launch(&self, name: &str, pod: &serde_json::Value) -> Option<Child> {
+        let env = self.container_env(pod)?;
         let ordinal = ordinal(name)?;
         let me = *self.ports.get(ordinal)?;
         let cm = self.kubectl(&[
@@ -809,6 +842,7 @@ impl KubeletLoop {
             .ok()?;
         Command::new("/bin/sh")
             .arg(&script_path)
+            .envs(env)
             .env("HOSTNAME", name)
             .env("KAIROS", crate::kairos_bin())
             .stdin(Stdio::null())

@@ -12,15 +12,34 @@ use crate::admin::v1::{self, delay_admin_client::DelayAdminClient};
 
 #[derive(Args, Clone)]
 pub struct AdminConn {
-    /// The broker's admin.listener (gRPC).
-    #[arg(
-        long = "admin-server",
-        global = true,
-        default_value = "127.0.0.1:9095",
-        env = "KAIROS_ADMIN"
-    )]
-    admin: String,
+    /// A broker's admin.listener (gRPC; any broker: it asks the partitions' leaders). Default:
+    /// the first bootstrap server's host on port 9095 (in Kubernetes, the bootstrap Service's
+    /// admin port).
+    #[arg(long = "admin-server", global = true, env = "KAIROS_ADMIN")]
+    admin: Option<String>,
 }
+
+impl AdminConn {
+    /// Fills in the default from `bootstrap` when no admin address was given.
+    pub fn default_from(&mut self, bootstrap: &str) {
+        if self.admin.is_none() {
+            let first = bootstrap.split(',').next().unwrap_or_default().trim();
+            let host = match first.rsplit_once(':') {
+                Some((host, _)) => host,
+                None => first,
+            };
+            let host = if host.is_empty() { "127.0.0.1" } else { host };
+            self.admin = Some(format!("{host}:{DEFAULT_ADMIN_PORT}"));
+        }
+    }
+
+    fn addr(&self) -> &str {
+        self.admin.as_deref().unwrap_or("127.0.0.1:9095")
+    }
+}
+
+/// The default `admin.listener` port.
+const DEFAULT_ADMIN_PORT: u16 = 9095;
 
 #[derive(Subcommand)]
 pub enum DelayCmd {
@@ -95,14 +114,14 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 }
 
 pub async fn client_channel(admin: &AdminConn) -> Result<tonic::transport::Channel, String> {
-    let endpoint = format!("http://{}", admin.admin);
+    let endpoint = format!("http://{}", admin.addr());
     tonic::transport::Endpoint::from_shared(endpoint)
-        .map_err(|e| format!("invalid --admin-server {}: {e}", admin.admin))?
+        .map_err(|e| format!("invalid --admin-server {}: {e}", admin.addr()))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(120))
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.admin))
+        .map_err(|e| format!("cannot reach the admin API at {}: {e}", admin.addr()))
 }
 
 async fn client(admin: &AdminConn) -> Result<DelayAdminClient<tonic::transport::Channel>, String> {
@@ -187,6 +206,7 @@ pub async fn run(cmd: DelayCmd, conn: &Conn, admin: &AdminConn) -> Result<(), St
                 .cancel(v1::CancelRequest {
                     topic,
                     target: Some(target),
+                    partitions: vec![],
                 })
                 .await
                 .map_err(status)?
@@ -222,6 +242,7 @@ pub async fn run(cmd: DelayCmd, conn: &Conn, admin: &AdminConn) -> Result<(), St
                         due_to_ms: due_to,
                         page_size: (limit - shown).min(1000) as u32,
                         page_token: token.clone(),
+                        partitions: vec![],
                     })
                     .await
                     .map_err(status)?
@@ -288,6 +309,23 @@ pub(super) fn print_due_stats(s: &v1::StatsResponse) {
 
 #[cfg(test)]
 mod tests {
+    use super::AdminConn;
+
+    #[test]
+    fn the_admin_address_defaults_to_the_first_bootstrap_host() {
+        let mut a = AdminConn { admin: None };
+        a.default_from("kairos-bootstrap:9092,other:9092");
+        assert_eq!(a.addr(), "kairos-bootstrap:9095");
+        let mut a = AdminConn { admin: None };
+        a.default_from("[::1]:19092");
+        assert_eq!(a.addr(), "[::1]:9095");
+        let mut a = AdminConn {
+            admin: Some("10.0.0.1:7000".into()),
+        };
+        a.default_from("kairos-bootstrap:9092");
+        assert_eq!(a.addr(), "10.0.0.1:7000");
+    }
+
     #[test]
     fn durations_parse_with_units() {
         use super::parse_duration_ms as p;

@@ -48,6 +48,10 @@ pub struct BrokerInfo {
     /// Set by a controlled shutdown: never chosen as leader or added to an ISR again until the
     /// broker registers anew.
     pub shutting_down: bool,
+    /// Port of the broker's gRPC admin API (`admin.listener`) on `host`; brokers forward admin
+    /// calls for partitions they do not lead there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
 }
 
 impl BrokerInfo {
@@ -106,6 +110,9 @@ pub enum Command {
         host: String,
         port: u16,
         rack: Option<String>,
+        /// `admin.listener`'s port (absent in entries written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admin_port: Option<u16>,
     },
     /// The broker's session ended (no heartbeat in `broker.session.timeout.ms`, or its
     /// connection to the controller closed): leaders move away, it leaves every ISR.
@@ -272,7 +279,21 @@ impl ClusterImage {
                 host,
                 port,
                 rack,
-            } => Ok(self.register(index, *id, *incarnation, host, *port, rack)),
+                admin_port,
+            } => Ok(self.register(
+                index,
+                BrokerInfo {
+                    id: *id,
+                    incarnation: *incarnation,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    epoch: index as i64,
+                    fenced: false,
+                    shutting_down: false,
+                    admin_port: *admin_port,
+                },
+            )),
             Command::FenceBroker { id, epoch } => self.fence(*id, *epoch, false),
             Command::ShutdownBroker { id, epoch } => self.fence(*id, *epoch, true),
             Command::CreateTopic {
@@ -358,29 +379,9 @@ impl ClusterImage {
         result.unwrap_or_else(Reply::from)
     }
 
-    fn register(
-        &mut self,
-        index: u64,
-        id: i32,
-        incarnation: Uuid,
-        host: &str,
-        port: u16,
-        rack: &Option<String>,
-    ) -> Reply {
-        let epoch = index as i64;
-        self.brokers.insert(
-            id,
-            BrokerInfo {
-                id,
-                incarnation,
-                host: host.to_string(),
-                port,
-                rack: rack.clone(),
-                epoch,
-                fenced: false,
-                shutting_down: false,
-            },
-        );
+    fn register(&mut self, index: u64, info: BrokerInfo) -> Reply {
+        let (id, epoch) = (info.id, index as i64);
+        self.brokers.insert(id, info);
         // Partitions left without a leader whose ISR names this broker get it back.
         self.update_partitions(|topic, p| {
             if p.leader == NO_LEADER && p.isr.contains(&id) {
@@ -1070,6 +1071,7 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 9000 + *id as u16,
                     rack: rack.map(String::from),
+                    admin_port: None,
                 },
             );
         }
@@ -1245,6 +1247,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                admin_port: None,
             },
         );
         let single = image.topic("single").unwrap();
