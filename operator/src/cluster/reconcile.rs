@@ -33,6 +33,9 @@ use kafka_protocol::messages::MetadataResponse;
 const RESYNC: Duration = Duration::from_secs(300);
 /// How often a rolling restart in progress is looked at again (besides StatefulSet events).
 const RESTART_RECHECK: Duration = Duration::from_secs(2);
+/// How long API discovery may lag a ServiceMonitor CRD change (tries x retry).
+const DISCOVERY_TRIES: u32 = 40;
+const DISCOVERY_RETRY: Duration = Duration::from_millis(250);
 /// How often a cluster waiting on something outside its spec (a Secret) is looked at again.
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -51,22 +54,28 @@ pub async fn run(ctx: Arc<Context>) {
         .filter_map(move |event| {
             let ctx = crd_ctx.clone();
             async move {
-                match event {
-                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                        match ctx.rediscover_service_monitor().await {
-                            Ok(changed) => changed.then_some(()),
-                            Err(e) => {
-                                tracing::warn!("discovering monitoring.coreos.com/v1: {e}");
-                                None
-                            }
-                        }
-                    }
-                    Ok(_) => None,
+                let served = match event {
+                    Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => true,
+                    Ok(watcher::Event::Delete(_)) => false,
+                    Ok(_) => return None,
                     Err(e) => {
                         tracing::debug!("watching the ServiceMonitor CRD: {e}");
-                        None
+                        return None;
                     }
+                };
+                // API discovery follows a CRD change a moment later: ask until it agrees.
+                let mut changed = false;
+                for _ in 0..DISCOVERY_TRIES {
+                    match ctx.rediscover_service_monitor().await {
+                        Ok(c) => changed |= c,
+                        Err(e) => tracing::warn!("discovering monitoring.coreos.com/v1: {e}"),
+                    }
+                    if ctx.service_monitor().is_some() == served {
+                        break;
+                    }
+                    tokio::time::sleep(DISCOVERY_RETRY).await;
                 }
+                changed.then_some(())
             }
         });
     Controller::new(
