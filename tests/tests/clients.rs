@@ -638,7 +638,15 @@ fn sigkill_during_acks1_produce_keeps_every_acknowledged_record() {
         if i % 256 == 0 {
             p.poll(Duration::ZERO);
         }
-        if !killed && p.context().acked.lock().unwrap().len() >= 40_000 {
+        // Killed once 40 000 are acknowledged; a producer far ahead of the broker waits for
+        // them at 60 000 sent, so the kill always lands with records still in flight.
+        if !killed && (i >= 60_000 || p.context().acked.lock().unwrap().len() >= 40_000) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while p.context().acked.lock().unwrap().len() < 40_000
+                && std::time::Instant::now() < deadline
+            {
+                p.poll(Duration::from_millis(10));
+            }
             b.kill9();
             killed = true;
         }
