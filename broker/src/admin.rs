@@ -45,27 +45,12 @@ impl AdminService {
         Ok(info.partitions)
     }
 
-    /// The delay partitions of a delay topic, or a clear status.
-    fn delay_topic(&self, topic: &str) -> Result<Vec<Arc<DelayPartition>>, Status> {
-        let count = self.delay_partition_count(topic)?;
-        let parts = self.broker.delays.topic(topic);
-        if parts.len() < count as usize {
-            return Err(Status::unavailable(format!(
-                "delay topic {topic} is still loading; retry shortly"
-            )));
-        }
-        Ok(parts)
-    }
-
-    /// The delay partitions `only` of `topic` (all when empty), each hosted here.
+    /// The delay partitions `only` of `topic`, each hosted here.
     fn delay_partitions(
         &self,
         topic: &str,
         only: &[i32],
     ) -> Result<Vec<Arc<DelayPartition>>, Status> {
-        if only.is_empty() {
-            return self.delay_topic(topic);
-        }
         let count = self.delay_partition_count(topic)?;
         let hosted = self.broker.delays.topic(topic);
         let mut parts = Vec::with_capacity(only.len());
@@ -97,17 +82,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl AdminService {
-    /// Cancel on the partitions led here (`req.partitions`, or all of them).
+    /// Cancel on the partitions `req.partitions`, led here.
     async fn cancel_here(&self, req: v1::CancelRequest) -> Result<v1::CancelResponse, Status> {
         let parts = self.delay_partitions(&req.topic, &req.partitions)?;
         let broker = self.broker.clone();
         let topic = req.topic.clone();
         let outcome = match req.target {
-            None => {
-                return Err(Status::invalid_argument(
-                    "give a key or a record (partition, offset) to cancel",
-                ))
-            }
+            None => return Err(no_target()),
             Some(Target::Record(r)) => {
                 let Some(part) = parts.into_iter().find(|p| p.partition == r.partition) else {
                     return Err(Status::not_found(format!(
@@ -144,7 +125,7 @@ impl AdminService {
         Ok(cancel_response(outcome))
     }
 
-    /// ListPending on the partitions led here (`req.partitions`, or all of them).
+    /// ListPending on the partitions `req.partitions`, led here.
     async fn list_here(
         &self,
         req: v1::ListPendingRequest,
@@ -243,7 +224,7 @@ impl AdminService {
         })
     }
 
-    /// Stats of the partitions led here (`req.partitions`, or all of them).
+    /// Stats of the partitions `req.partitions`, led here.
     async fn stats_here(&self, req: v1::StatsRequest) -> Result<v1::StatsResponse, Status> {
         let parts = self.delay_partitions(&req.topic, &req.partitions)?;
         let now = crate::partition::now_ms();
@@ -280,19 +261,16 @@ impl AdminService {
         Ok(resp)
     }
 
-    /// Where a request for `partitions` of `topic` (all when None) goes: None when this broker
-    /// leads them all and answers alone; else each group of partitions with the admin address of
-    /// the broker leading them (None: here).
-    fn fan_out(
-        &self,
-        topic: &str,
-        partitions: Option<Vec<i32>>,
-    ) -> Result<Option<Vec<Group>>, Status> {
+    /// Who answers for `partitions` of `topic` (all when None): each group of partitions with
+    /// the admin address of the broker leading them (None: this broker).
+    fn fan_out(&self, topic: &str, partitions: Option<Vec<i32>>) -> Result<Vec<Group>, Status> {
         let count = self.delay_partition_count(topic)?;
-        let wanted: Vec<i32> = match partitions {
-            Some(p) => p.into_iter().filter(|p| (0..count).contains(p)).collect(),
-            None => (0..count).collect(),
-        };
+        let wanted = partitions.unwrap_or_else(|| (0..count).collect());
+        if let Some(p) = wanted.iter().find(|p| !(0..count).contains(*p)) {
+            return Err(Status::not_found(format!(
+                "topic {topic} has no partition {p}"
+            )));
+        }
         let hosted: Vec<i32> = self
             .broker
             .delays
@@ -300,9 +278,6 @@ impl AdminService {
             .iter()
             .map(|d| d.partition)
             .collect();
-        if wanted.iter().all(|p| hosted.contains(p)) {
-            return Ok(None);
-        }
         let image = self.broker.topics.image();
         let me = self.broker.node_id();
         let mut groups: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
@@ -334,7 +309,33 @@ impl AdminService {
             let addr = format!("http://{}", crate::config::host_port(&b.host, port));
             groups.entry(Some(addr)).or_default().push(p);
         }
-        Ok(Some(groups.into_iter().collect()))
+        Ok(groups.into_iter().collect())
+    }
+
+    /// The answers to `req` for every group of partitions: asked here (`here`) or of the
+    /// group's leader (`there`), each with the group's partition list, so a forwarded request is
+    /// never forwarded again.
+    async fn gather<R, A, HF, PF>(
+        &self,
+        groups: Vec<Group>,
+        req: &R,
+        with_partitions: impl Fn(&R, Vec<i32>) -> R,
+        here: impl Fn(R) -> HF,
+        there: impl Fn(DelayAdminClient<tonic::transport::Channel>, R) -> PF,
+    ) -> Result<Vec<A>, Status>
+    where
+        HF: std::future::Future<Output = Result<A, Status>>,
+        PF: std::future::Future<Output = Result<Response<A>, Status>>,
+    {
+        let mut answers = Vec::with_capacity(groups.len());
+        for (addr, partitions) in groups {
+            let sub = with_partitions(req, partitions);
+            answers.push(match addr {
+                None => here(sub).await?,
+                Some(addr) => there(peer(&addr).await?, sub).await?.into_inner(),
+            });
+        }
+        Ok(answers)
     }
 }
 
@@ -353,6 +354,10 @@ async fn peer(addr: &str) -> Result<DelayAdminClient<tonic::transport::Channel>,
         .await
         .map_err(unreachable)?;
     Ok(DelayAdminClient::new(channel))
+}
+
+fn no_target() -> Status {
+    Status::invalid_argument("give a key or a record (partition, offset) to cancel")
 }
 
 fn page_size(asked: u32) -> usize {
@@ -449,8 +454,7 @@ fn merge_stats(topic: String, answers: Vec<v1::StatsResponse>) -> v1::StatsRespo
 }
 
 /// Requests without a partition list are answered for the whole topic: the partitions led here
-/// locally, the others by their leaders' admin APIs (forwarded with the partition list, so a
-/// forwarded request is never forwarded again).
+/// locally, the others by their leaders' admin APIs ([`AdminService::gather`]).
 #[tonic::async_trait]
 impl DelayAdmin for AdminService {
     async fn cancel(
@@ -458,27 +462,28 @@ impl DelayAdmin for AdminService {
         request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::CancelResponse>, Status> {
         let req = request.into_inner();
-        if req.partitions.is_empty() {
-            let only = match &req.target {
-                Some(Target::Record(r)) => Some(vec![r.partition]),
-                _ => None,
-            };
-            if let Some(groups) = self.fan_out(&req.topic, only)? {
-                let mut answers = Vec::new();
-                for (addr, partitions) in groups {
-                    let sub = v1::CancelRequest {
-                        partitions,
-                        ..req.clone()
-                    };
-                    answers.push(match addr {
-                        None => self.cancel_here(sub).await?,
-                        Some(addr) => peer(&addr).await?.cancel(sub).await?.into_inner(),
-                    });
-                }
-                return Ok(Response::new(merge_cancel(answers)));
-            }
+        if !req.partitions.is_empty() {
+            return Ok(Response::new(self.cancel_here(req).await?));
         }
-        Ok(Response::new(self.cancel_here(req).await?))
+        let only = match &req.target {
+            None => return Err(no_target()),
+            Some(Target::Record(r)) => Some(vec![r.partition]),
+            Some(Target::Key(_)) => None,
+        };
+        let groups = self.fan_out(&req.topic, only)?;
+        let answers = self
+            .gather(
+                groups,
+                &req,
+                |r, partitions| v1::CancelRequest {
+                    partitions,
+                    ..r.clone()
+                },
+                |sub| self.cancel_here(sub),
+                |mut c, sub| async move { c.cancel(sub).await },
+            )
+            .await?;
+        Ok(Response::new(merge_cancel(answers)))
     }
 
     async fn list_pending(
@@ -486,26 +491,26 @@ impl DelayAdmin for AdminService {
         request: Request<v1::ListPendingRequest>,
     ) -> Result<Response<v1::ListPendingResponse>, Status> {
         let req = request.into_inner();
-        if req.partitions.is_empty() {
-            if let Some(groups) = self.fan_out(&req.topic, None)? {
-                let mut answers = Vec::new();
-                for (addr, partitions) in groups {
-                    let sub = v1::ListPendingRequest {
-                        partitions,
-                        ..req.clone()
-                    };
-                    answers.push(match addr {
-                        None => self.list_here(sub).await?,
-                        Some(addr) => peer(&addr).await?.list_pending(sub).await?.into_inner(),
-                    });
-                }
-                return Ok(Response::new(merge_pending(
-                    answers,
-                    page_size(req.page_size),
-                )));
-            }
+        if !req.partitions.is_empty() {
+            return Ok(Response::new(self.list_here(req).await?));
         }
-        Ok(Response::new(self.list_here(req).await?))
+        let groups = self.fan_out(&req.topic, None)?;
+        let answers = self
+            .gather(
+                groups,
+                &req,
+                |r, partitions| v1::ListPendingRequest {
+                    partitions,
+                    ..r.clone()
+                },
+                |sub| self.list_here(sub),
+                |mut c, sub| async move { c.list_pending(sub).await },
+            )
+            .await?;
+        Ok(Response::new(merge_pending(
+            answers,
+            page_size(req.page_size),
+        )))
     }
 
     async fn stats(
@@ -513,23 +518,23 @@ impl DelayAdmin for AdminService {
         request: Request<v1::StatsRequest>,
     ) -> Result<Response<v1::StatsResponse>, Status> {
         let req = request.into_inner();
-        if req.partitions.is_empty() {
-            if let Some(groups) = self.fan_out(&req.topic, None)? {
-                let mut answers = Vec::new();
-                for (addr, partitions) in groups {
-                    let sub = v1::StatsRequest {
-                        partitions,
-                        ..req.clone()
-                    };
-                    answers.push(match addr {
-                        None => self.stats_here(sub).await?,
-                        Some(addr) => peer(&addr).await?.stats(sub).await?.into_inner(),
-                    });
-                }
-                return Ok(Response::new(merge_stats(req.topic, answers)));
-            }
+        if !req.partitions.is_empty() {
+            return Ok(Response::new(self.stats_here(req).await?));
         }
-        Ok(Response::new(self.stats_here(req).await?))
+        let groups = self.fan_out(&req.topic, None)?;
+        let answers = self
+            .gather(
+                groups,
+                &req,
+                |r, partitions| v1::StatsRequest {
+                    partitions,
+                    ..r.clone()
+                },
+                |sub| self.stats_here(sub),
+                |mut c, sub| async move { c.stats(sub).await },
+            )
+            .await?;
+        Ok(Response::new(merge_stats(req.topic, answers)))
     }
 }
 

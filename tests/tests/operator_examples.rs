@@ -161,7 +161,8 @@ fn the_examples_walkthrough_runs_end_to_end() {
         &MetadataRequest::default().with_topics(None),
     )
     .expect("metadata");
-    let leaders: Vec<i32> = md
+    // The delay topic's partition leaders, by partition.
+    let leaders: std::collections::BTreeMap<i32, i32> = md
         .topics
         .iter()
         .filter(|t| {
@@ -169,11 +170,15 @@ fn the_examples_walkthrough_runs_end_to_end() {
                 .as_ref()
                 .is_some_and(|n| n.0.as_str() == "order-cancel.delay")
         })
-        .flat_map(|t| t.partitions.iter().map(|p| p.leader_id.0))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+        })
         .collect();
     assert_eq!(leaders.len(), 3);
     assert!(
-        leaders.iter().any(|l| *l != 1),
+        leaders.values().any(|l| *l != 1),
         "broker 1 leads every delay partition: {leaders:?}"
     );
     kairos(
@@ -238,6 +243,63 @@ fn the_examples_walkthrough_runs_end_to_end() {
     );
     let pending = kairos(&b, &["delay", "ls", "order-cancel.delay", &admin], "");
     assert!(!pending.contains("o-3"), "{pending}");
+    // A cancel by record, asked of the leader of the record's partition, which does not lead
+    // every partition of the topic.
+    kairos(
+        &b,
+        &[
+            "delay",
+            "send",
+            "order-cancel.delay",
+            "cancel o-4 if unpaid",
+            "--key",
+            "o-4",
+            "--delay",
+            "30m",
+            &admin,
+        ],
+        "",
+    );
+    let listed = kairos(
+        &b,
+        &["delay", "ls", "order-cancel.delay", "--key", "o-4", &admin],
+        "",
+    );
+    let (partition, offset) = listed
+        .lines()
+        .find(|l| l.contains("o-4"))
+        .and_then(|l| {
+            let mut fields = l.split_whitespace();
+            Some((
+                fields.next()?.parse::<i32>().ok()?,
+                fields.next()?.to_string(),
+            ))
+        })
+        .unwrap_or_else(|| panic!("o-4 not listed: {listed}"));
+    let leader = leaders[&partition];
+    assert!(
+        leaders.values().any(|l| *l != leader),
+        "broker {leader} leads every partition: {leaders:?}"
+    );
+    let at_leader = format!(
+        "--admin-server=127.0.0.1:{}",
+        kubelet.ports[leader as usize].admin
+    );
+    let cancelled = kairos(
+        &b,
+        &[
+            "delay",
+            "cancel",
+            "order-cancel.delay",
+            "--partition",
+            &partition.to_string(),
+            "--offset",
+            &offset,
+            &at_leader,
+        ],
+        "",
+    );
+    assert!(cancelled.contains("cancelled 1"), "{cancelled}");
     api.wait_for("the delay queue counting none pending", WAIT, |api| {
         let dq = api.get_json(&["delayqueue", "order-cancel"])?;
         (dq["status"]["pending"] == 0).then_some(())
