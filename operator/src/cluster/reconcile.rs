@@ -22,8 +22,7 @@ use super::scale;
 use crate::apply::{apply, apply_status, contains, get_and_apply, Applied};
 use crate::context::{condition_event, key, now, Context, Error, Result, SERVICE_MONITOR_CRD};
 use crate::crd::cluster::{
-    BrokerStatus, KafkaCluster, KafkaClusterStatus, Rebalance, RebalanceStatus, RestartPlan,
-    ScaleDownStatus,
+    BrokerStatus, KafkaCluster, KafkaClusterStatus, Rebalance, RestartPlan, ScaleStatus,
 };
 use crate::crd::status::{conditions, Condition, Phase};
 use crate::kafka::{Admin, KafkaError, RESOURCE_BROKER};
@@ -171,7 +170,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         (_, _, Some(rb)) if rb.to == to => Some(rb),
         (Rebalance::OnScaleUp, Some(cur), earlier) if cur < to => {
             let from = earlier.map_or(cur, |rb| rb.from.min(cur));
-            Some(RebalanceStatus {
+            Some(ScaleStatus {
                 from,
                 to,
                 brokers: (from..to).collect(),
@@ -464,7 +463,7 @@ enum ScaleDown {
     /// No partition is left on the brokers being removed: the StatefulSet may shrink.
     Done,
     /// Partitions are moving (or cannot): the StatefulSet keeps its size.
-    InProgress(ScaleDownStatus, Phase),
+    InProgress(ScaleStatus, Phase),
 }
 
 /// One step of a scale-down from `from` brokers to `spec.replicas`: reads where the partitions
@@ -473,7 +472,7 @@ enum ScaleDown {
 async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i32) -> ScaleDown {
     let to = kc.spec.replicas;
     let removing: Vec<i32> = (to..from).collect();
-    let mut sd = ScaleDownStatus {
+    let mut sd = ScaleStatus {
         from,
         to,
         brokers: removing.clone(),
@@ -481,7 +480,7 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i
         reassigning: 0,
         blocked_by: None,
     };
-    let in_progress = |sd: ScaleDownStatus| {
+    let in_progress = |sd: ScaleStatus| {
         let message = match &sd.blocked_by {
             Some(why) => format!("scale-down from {from} to {to} waits: {why}"),
             None => format!(
@@ -518,21 +517,16 @@ async fn scale_down(kc: &KafkaCluster, ctx: &Context, admin: &mut Admin, from: i
         .iter()
         .filter(|p| moving(&p.topic, p.partition))
         .count() as i32;
-    let mut remaining: Vec<i32> = md
-        .brokers
-        .iter()
-        .map(|b| b.node_id.0)
-        .filter(|id| (0..to).contains(id))
-        .collect();
-    remaining.sort_unstable();
-    if remaining.len() < to as usize {
-        let missing: Vec<i32> = (0..to).filter(|id| !remaining.contains(id)).collect();
-        sd.blocked_by = Some(format!(
-            "broker(s) {} that would remain are not registered (not running?)",
-            scale::list(&missing)
-        ));
-        return in_progress(sd);
-    }
+    let remaining = match registered(&md, to) {
+        Ok(ids) => ids,
+        Err(missing) => {
+            sd.blocked_by = Some(format!(
+                "broker(s) {} that would remain are not registered (not running?)",
+                scale::list(&missing)
+            ));
+            return in_progress(sd);
+        }
+    };
     let moves = match scale::plan(&partitions, &remaining, &removing) {
         Ok(moves) => moves,
         Err(why) => {
@@ -595,6 +589,23 @@ async fn delete_owned(kc: &KafkaCluster, api: &Api<DynamicObject>, name: &str) -
     }
 }
 
+/// Brokers `0..count` as the metadata lists them, sorted; Err: the ids it does not list.
+fn registered(md: &MetadataResponse, count: i32) -> Result<Vec<i32>, Vec<i32>> {
+    let mut ids: Vec<i32> = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .filter(|id| (0..count).contains(id))
+        .collect();
+    ids.sort_unstable();
+    let missing: Vec<i32> = (0..count).filter(|id| !ids.contains(id)).collect();
+    if missing.is_empty() {
+        Ok(ids)
+    } else {
+        Err(missing)
+    }
+}
+
 /// Where the partitions are (Metadata) and which are being reassigned.
 async fn placement(
     admin: &mut Admin,
@@ -626,11 +637,11 @@ async fn rebalance(
     kc: &KafkaCluster,
     ctx: &Context,
     admin: &mut Admin,
-    mut rb: RebalanceStatus,
-) -> Option<(RebalanceStatus, Phase)> {
+    mut rb: ScaleStatus,
+) -> Option<(ScaleStatus, Phase)> {
     let (from, to) = (rb.from, rb.to);
     rb.blocked_by = None;
-    let in_progress = |rb: RebalanceStatus| {
+    let in_progress = |rb: ScaleStatus| {
         let message = match &rb.blocked_by {
             Some(why) => format!("rebalance after scaling up from {from} to {to} waits: {why}"),
             None => format!(
@@ -651,21 +662,16 @@ async fn rebalance(
             return in_progress(rb);
         }
     };
-    let mut brokers: Vec<i32> = md
-        .brokers
-        .iter()
-        .map(|b| b.node_id.0)
-        .filter(|id| (0..to).contains(id))
-        .collect();
-    brokers.sort_unstable();
-    if brokers.len() < to as usize {
-        let missing: Vec<i32> = (0..to).filter(|id| !brokers.contains(id)).collect();
-        rb.blocked_by = Some(format!(
-            "broker(s) {} not registered yet",
-            scale::list(&missing)
-        ));
-        return in_progress(rb);
-    }
+    let brokers = match registered(&md, to) {
+        Ok(ids) => ids,
+        Err(missing) => {
+            rb.blocked_by = Some(format!(
+                "broker(s) {} not registered yet",
+                scale::list(&missing)
+            ));
+            return in_progress(rb);
+        }
+    };
     // Replica lists are in flux while partitions move: plan again once the moves are done.
     rb.reassigning = ongoing.len() as i32;
     if !ongoing.is_empty() {

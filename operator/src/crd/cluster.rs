@@ -243,49 +243,31 @@ pub struct KafkaClusterStatus {
     /// The scale-down in progress, if any: partitions move off the brokers being removed before
     /// the StatefulSet shrinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_down: Option<ScaleDownStatus>,
+    pub scale_down: Option<ScaleStatus>,
     /// The rebalance after a scale-up in progress, if any (`spec.rebalance: OnScaleUp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rebalance: Option<RebalanceStatus>,
+    pub rebalance: Option<ScaleStatus>,
     /// Broker configs from `spec.config` that the brokers change while running, as last applied
     /// to the cluster-wide default with IncrementalAlterConfigs (no restart).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub live_config: BTreeMap<String, String>,
 }
 
-/// A scale-down: the StatefulSet keeps `from` pods until no partition has a replica on the
-/// brokers being removed.
+/// Partitions moving because of a scale: a scale-down from `from` to `to` brokers (the
+/// StatefulSet keeps `from` pods until no partition has a replica on the brokers being removed),
+/// or the rebalance after a scale-up (until the brokers' replica counts differ by at most one).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ScaleDownStatus {
+pub struct ScaleStatus {
     pub from: i32,
     pub to: i32,
-    /// Node ids of the brokers being removed.
+    /// Node ids of the brokers being removed (scale-down) or added (rebalance).
     pub brokers: Vec<i32>,
-    /// Partitions that still have a replica on those brokers.
+    /// Partitions last found to need moving.
     pub partitions_to_move: i32,
     /// Partitions whose reassignment the brokers report in progress.
     pub reassigning: i32,
-    /// What holds the scale-down back (brokers unreachable, a reassignment refused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocked_by: Option<String>,
-}
-
-/// A rebalance after a scale-up from `from` to `to` brokers: existing partitions are
-/// reassigned until the brokers' replica counts differ by at most one.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RebalanceStatus {
-    pub from: i32,
-    pub to: i32,
-    /// Node ids of the added brokers.
-    pub brokers: Vec<i32>,
-    /// Partitions whose replicas were last found to need moving.
-    pub partitions_to_move: i32,
-    /// Partitions whose reassignment the brokers report in progress.
-    pub reassigning: i32,
-    /// What holds the rebalance back (brokers not running yet, unreachable, a reassignment
-    /// refused).
+    /// What holds the moves back (brokers not running or unreachable, a reassignment refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<String>,
 }
