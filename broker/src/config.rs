@@ -619,14 +619,16 @@ impl BrokerConfig {
         }
         // A day at most: the timers built from these must not overflow.
         const DAY_MS: u64 = 86_400_000;
-        if cfg.broker_session_timeout_ms > DAY_MS {
-            return Err(p.invalid("broker.session.timeout.ms", "must be at most 86400000"));
-        }
-        if cfg.controller_quorum_election_timeout_ms > DAY_MS {
-            return Err(p.invalid(
+        for (key, ms) in [
+            ("broker.session.timeout.ms", cfg.broker_session_timeout_ms),
+            (
                 "controller.quorum.election.timeout.ms",
-                "must be at most 86400000",
-            ));
+                cfg.controller_quorum_election_timeout_ms,
+            ),
+        ] {
+            if ms > DAY_MS {
+                return Err(p.invalid(key, &format!("must be at most {DAY_MS}")));
+            }
         }
         if cfg.num_partitions < 1 {
             return Err(p.invalid("num.partitions", "must be at least 1"));
