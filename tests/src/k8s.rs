@@ -343,6 +343,28 @@ impl Operator {
         Operator::start_as(api, &api.kubeconfig(), "default", name, extra)
     }
 
+    /// The operator as the Helm chart installs it: with the chart's ServiceAccount and RBAC only
+    /// (release namespace `kairos-system`, where its Lease is too) and `extra` flags. Also
+    /// returns that ServiceAccount's kubeconfig.
+    pub fn start_with_chart_rbac(api: &KubeApiServer, extra: &[&str]) -> (Operator, PathBuf) {
+        let sa = api.chart_service_account("kairos-system");
+        let op = Operator::start_as(api, &sa, "kairos-system", "a", extra);
+        (op, sa)
+    }
+
+    /// As [`Operator::start_with_chart_rbac`], for cluster `name` whose pods `kubelet` plays:
+    /// its `--resolve` flags, and topics re-checked every second.
+    pub fn start_for_kubelet(
+        api: &KubeApiServer,
+        kubelet: &Kubelet,
+        name: &str,
+    ) -> (Operator, PathBuf) {
+        let mut flags = kubelet.resolve_args(name);
+        flags.push("--resync-seconds=1".into());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Operator::start_with_chart_rbac(api, &flags)
+    }
+
     /// Starts the operator with the credentials of `kubeconfig` (e.g. from
     /// [`KubeApiServer::chart_service_account`]) and its Lease in `lease_namespace`.
     pub fn start_as(

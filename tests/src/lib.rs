@@ -46,6 +46,112 @@ pub fn kairos_bin() -> PathBuf {
     .clone()
 }
 
+/// Exit status and output of one CLI run.
+pub struct CliOut {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl CliOut {
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    pub fn ok(self, what: &str) -> CliOut {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// A failure as the CLI promises it: non-zero exit, exactly one stderr line, starting with
+    /// `kairos:` and containing `needle` (case-insensitive).
+    pub fn fails_with(&self, what: &str, needle: &str) {
+        assert!(
+            matches!(self.code, Some(c) if c != 0),
+            "{what}: expected a non-zero exit, got {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: expected one stderr line, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with("kairos: "),
+            "{what}: stderr does not start with 'kairos: ': {}",
+            lines[0]
+        );
+        assert!(
+            lines[0].to_lowercase().contains(&needle.to_lowercase()),
+            "{what}: stderr does not mention {needle:?}: {}",
+            lines[0]
+        );
+    }
+}
+
+/// Runs `kairos <args>` with `stdin` piped in; killed (and the test failed) after `limit`.
+pub fn run_kairos(args: &[&str], stdin: &str, limit: Duration) -> CliOut {
+    let start = Instant::now();
+    let mut child = Command::new(kairos_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kairos");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(data.as_bytes());
+    });
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "kairos {args:?} did not finish in {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    CliOut {
+        code: status.code(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
 /// A port free now, below Linux's ephemeral range (32768-60999): a broker restarted on its old
 /// port must not find it taken by some client's outgoing connection meanwhile, which an
 /// OS-chosen (ephemeral) port invites. Picked at random per process and then in sequence, so
@@ -287,15 +393,11 @@ impl Broker {
 
     /// SIGTERM and wait for exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let pid = self.child.as_ref()?.id();
-        // SAFETY: as in kill9.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        match self.wait_child(Duration::from_secs(30)) {
+        let status = terminate(self.child.as_mut()?, Duration::from_secs(30));
+        self.child = None;
+        match status {
             Some(status) => status.code(),
-            None => {
-                self.kill9();
-                panic!("kairos did not stop within 30 s of SIGTERM");
-            }
+            None => panic!("kairos did not stop within 30 s of SIGTERM"),
         }
     }
 

@@ -1,132 +1,24 @@
 //! The admin CLI (`kairos topic|produce|consume|group|perf`) run as a subprocess against a real
 //! broker: what it prints, what it changes, and how it fails (one `kairos: ...` line, exit 1).
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kairos_tests::{free_port, kairos_bin, Broker};
-
-/// Exit status and output of one CLI run.
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Out {
-    fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-
-    fn ok(self, what: &str) -> Out {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// A failure as the CLI promises it: non-zero exit, exactly one stderr line, starting with
-    /// `kairos:` and containing `needle` (case-insensitive).
-    fn fails_with(&self, what: &str, needle: &str) {
-        assert!(
-            matches!(self.code, Some(c) if c != 0),
-            "{what}: expected a non-zero exit, got {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "{what}: expected one stderr line, got:\n{}",
-            self.stderr
-        );
-        assert!(
-            lines[0].starts_with("kairos: "),
-            "{what}: stderr does not start with 'kairos: ': {}",
-            lines[0]
-        );
-        assert!(
-            lines[0].to_lowercase().contains(&needle.to_lowercase()),
-            "{what}: stderr does not mention {needle:?}: {}",
-            lines[0]
-        );
-    }
-}
-
-/// Runs `kairos <args>` with `stdin` piped in; killed (and the test failed) after `limit`.
-fn run_with(args: &[&str], stdin: &str, limit: Duration) -> Out {
-    let start = Instant::now();
-    let mut child = Command::new(kairos_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning kairos");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(data.as_bytes());
-    });
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = out_reader.join().unwrap_or_default();
-            let stderr = err_reader.join().unwrap_or_default();
-            panic!(
-                "kairos {args:?} did not finish in {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    Out {
-        code: status.code(),
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-        elapsed: start.elapsed(),
-    }
-}
+use kairos_tests::{free_port, run_kairos, Broker, CliOut};
 
 /// `kairos -b <broker> <args>` with empty stdin and a 60 s bound.
-fn kairos(b: &Broker, args: &[&str]) -> Out {
+fn kairos(b: &Broker, args: &[&str]) -> CliOut {
     let bootstrap = b.bootstrap();
     let mut all = vec!["-b", bootstrap.as_str()];
     all.extend_from_slice(args);
-    run_with(&all, "", Duration::from_secs(60))
+    run_kairos(&all, "", Duration::from_secs(60))
 }
 
 /// `kairos -b <broker> produce <args>` with `lines` on stdin.
-fn produce(b: &Broker, args: &[&str], lines: &str) -> Out {
+fn produce(b: &Broker, args: &[&str], lines: &str) -> CliOut {
     let bootstrap = b.bootstrap();
     let mut all = vec!["-b", bootstrap.as_str(), "produce"];
     all.extend_from_slice(args);
-    run_with(&all, lines, Duration::from_secs(60))
+    run_kairos(&all, lines, Duration::from_secs(60))
 }
 
 /// The `topic describe` output parsed: partition count, config overrides, per-partition rows
@@ -283,7 +175,7 @@ fn connection_options_work_after_the_subcommand_too() {
     // Proves -b and -X are global: accepted after the subcommand as well as before it.
     let b = Broker::start(&[]);
     let bootstrap = b.bootstrap();
-    run_with(
+    run_kairos(
         &[
             "topic",
             "create",
@@ -623,7 +515,7 @@ fn errors_are_one_clear_line_and_a_non_zero_exit() {
         let mut args = vec!["-b", dead.as_str()];
         args.extend_from_slice(&fast);
         args.extend_from_slice(cmd);
-        let out = run_with(&args, "x\n", Duration::from_secs(30));
+        let out = run_kairos(&args, "x\n", Duration::from_secs(30));
         out.fails_with(&format!("{cmd:?} against {dead}"), "cannot reach");
         assert!(
             out.stderr.contains(&dead),

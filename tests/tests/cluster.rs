@@ -164,6 +164,13 @@ fn a_killed_broker_is_fenced_at_once_and_leads_its_partitions_again_after_restar
 fn sigterm_is_a_controlled_shutdown() {
     let mut c = Cluster::start(3, LONG_SESSIONS);
     wait_registered(&c);
+    // Broker 3 leads a partition, so its shutdown has leadership to move.
+    assert_eq!(create_topic(&c.brokers[0], "led", 3, 3), 0);
+    wait_until(
+        Duration::from_secs(5),
+        "broker 3 leading a partition",
+        || leaders(&c.brokers[0], "led")?.contains(&3).then_some(()),
+    );
     assert_eq!(c.node(3).stop(), Some(0), "exit code after SIGTERM");
     wait_until(
         Duration::from_secs(5),

@@ -26,12 +26,8 @@ fn operator_run_brokers_become_ready_and_serve_a_declared_topic() {
     api.start_controller_manager("statefulset,garbagecollector");
     api.install_crds();
     let kubelet = Kubelet::start(&api, "orders", 3);
-    let mut flags = kubelet.resolve_args("orders");
-    flags.push("--resync-seconds=1".into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     // The operator runs with the chart's ServiceAccount and RBAC only.
-    let sa = api.chart_service_account("kairos-system");
-    let _op = Operator::start_as(&api, &sa, "kairos-system", "a", &flags);
+    let (_op, sa) = Operator::start_for_kubelet(&api, &kubelet, "orders");
     // ... and that is all it has: what the chart does not grant is refused.
     let can_i = |verb: &str, what: &str| {
         let out = std::process::Command::new("kubectl")

@@ -10,14 +10,13 @@
 //! RBAC is what the operator runs with) and the Grafana step (no Grafana here; the dashboards are
 //! checked by the chart and metrics tests).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kafka_protocol::messages::MetadataRequest;
 
 use kairos_tests::k8s::{ready, workspace_root, KubeApiServer, Kubelet, Operator};
-use kairos_tests::{http_get, kafka_call, kairos_bin, sample, Redis};
+use kairos_tests::{http_get, kafka_call, run_kairos, sample, Redis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -26,28 +25,14 @@ fn example(file: &str) -> String {
         .unwrap_or_else(|e| panic!("examples/{file}: {e}"))
 }
 
-/// Runs `kairos -b <bootstrap> args...` with `stdin`; returns stdout, panicking on failure.
+/// Runs `kairos -b <bootstrap> args...` with `stdin`; returns stdout, failing the test unless it
+/// exits 0 within a minute.
 fn kairos(bootstrap: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(kairos_bin())
-        .args(["-b", bootstrap])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kairos");
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes()).expect("stdin");
-    }
-    let out = child.wait_with_output().expect("kairos output");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "kairos {args:?}: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut all = vec!["-b", bootstrap];
+    all.extend_from_slice(args);
+    run_kairos(&all, stdin, Duration::from_secs(60))
+        .ok(&format!("kairos {args:?}"))
+        .stdout
 }
 
 fn topics(kubelet: &Kubelet) -> Vec<String> {
@@ -79,11 +64,8 @@ fn the_examples_walkthrough_runs_end_to_end() {
     // 1. The operator: the chart's CRDs, RBAC and ServiceAccount.
     api.install_crds();
     let kubelet = Kubelet::start(&api, "kairos", 3);
-    let mut flags = kubelet.resolve_args("kairos");
-    flags.push("--resync-seconds=1".into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let sa = api.chart_service_account("kairos-system");
-    let _op = Operator::start_as(&api, &sa, "kairos-system", "a", &flags);
+    // The operator runs with the chart's ServiceAccount and RBAC only.
+    let (_op, _) = Operator::start_for_kubelet(&api, &kubelet, "kairos");
 
     // 2. A cluster: the Redis Secret (host edited), then cluster.yaml as it is.
     let secret = example("redis-secret.yaml");

@@ -312,8 +312,7 @@ fn a_service_monitor_follows_the_prometheus_operator_crd_and_spec_metrics() {
     // with the chart's RBAC only (watching that CRD, deleting ServiceMonitors).
     let api = KubeApiServer::start();
     api.install_crds();
-    let sa = api.chart_service_account("kairos-system");
-    let op = Operator::start_as(&api, &sa, "kairos-system", "a", &[]);
+    let (op, _) = Operator::start_with_chart_rbac(&api, &[]);
     api.apply(
         "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 1}\n",
     );

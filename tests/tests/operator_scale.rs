@@ -108,12 +108,8 @@ fn operator_applies_live_config_and_scales_brokers_up_and_down() {
         ));
     }
     let kubelet = Kubelet::start_on_nodes(&api, "orders", 4, &["node-0", "node-1", "node-2"]);
-    let mut flags = kubelet.resolve_args("orders");
-    flags.push("--resync-seconds=1".into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     // The operator runs with the chart's ServiceAccount and RBAC only.
-    let sa = api.chart_service_account("kairos-system");
-    let _op = Operator::start_as(&api, &sa, "kairos-system", "a", &flags);
+    let (_op, _) = Operator::start_for_kubelet(&api, &kubelet, "orders");
 
     api.apply(
         "apiVersion: kairos.dev/v1alpha1\nkind: KafkaCluster\nmetadata: {name: orders}\nspec: {replicas: 3, rack: {topologyKey: topology.kubernetes.io/zone}}\n",
