@@ -4,7 +4,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 need=()
-command -v go >/dev/null || need+=(golang-go)
+# Debian's Go libraries below are GOPATH-mode sources tested with Debian's Go 1.19: pin it.
+go119=/usr/lib/go-1.19/bin
+[[ -x $go119/go ]] || need+=(golang-1.19-go)
 [[ -d /usr/share/gocode/src/github.com/Masterminds/sprig ]] || need+=(golang-github-masterminds-sprig-dev)
 [[ -d /usr/share/gocode/src/sigs.k8s.io/yaml ]] || need+=(golang-k8s-sigs-yaml-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,6 +19,6 @@ out="${CARGO_TARGET_DIR:-$here/../../target}/helm-render"
 if [ ! -x "$out" ] || [ "$here/render.go" -nt "$out" ]; then
   mkdir -p "$(dirname "$out")"
   GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${TMPDIR:-/tmp}/kairos-go-cache" \
-    go build -o "$out" "$here/render.go" >&2
+    "$go119/go" build -o "$out" "$here/render.go" >&2
 fi
 echo "$out"

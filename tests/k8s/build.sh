@@ -15,7 +15,10 @@ fi
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 need=()
-command -v go >/dev/null || need+=(golang-go)
+# Kubernetes 1.20 builds with Go 1.19 (Debian's golang-1.19-go), not whatever `go` is on PATH
+# (machines may carry a much newer Go whose toolchain rejects this tree).
+go119=/usr/lib/go-1.19/bin
+[[ -x $go119/go ]] || need+=(golang-1.19-go)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v rsync >/dev/null || need+=(rsync)
 command -v dpkg-source >/dev/null || need+=(dpkg-dev)
@@ -57,7 +60,7 @@ done
 (
   cd "$src"
   unset GOFLAGS GO111MODULE
-  export GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0
+  export GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 PATH="$go119:$PATH"
   make WHAT=cmd/kube-apiserver >&2
   make WHAT=cmd/kube-controller-manager >&2
 )
