@@ -837,3 +837,68 @@ fn compaction_keeps_the_latest_value_per_key() {
     let failed = p2.context().failed.lock().unwrap().clone();
     assert_eq!(failed.len(), 1, "keyless record rejected: {failed:?}");
 }
+
+#[test]
+fn fetch_max_bytes_bounds_the_response_across_partitions() {
+    // Proves Fetch fills a response up to its max_bytes in partition order (KIP-74): a
+    // librdkafka consumer whose receive buffer is fetch.max.bytes + 512 reads three partitions
+    // of 900 KiB records, which only works if no response holds two of them (the first batch
+    // of a response may exceed max_bytes alone; later partitions get nothing that does not fit).
+    let b = Broker::start(&[]);
+    create_topic(&b, "big", 3, &[]);
+    let p = producer(&b, &[("acks", "all"), ("compression.type", "none")]);
+    let per_partition = 10;
+    let payload = |part: i32, i: usize| -> Vec<u8> {
+        let mut v = vec![(part as u8) ^ (i as u8); 900 * 1024];
+        v[..8].copy_from_slice(&((part as u64) << 32 | i as u64).to_be_bytes());
+        v
+    };
+    for i in 0..per_partition {
+        for part in 0..3 {
+            let value = payload(part, i);
+            send_blocking(
+                &p,
+                BaseRecord::to("big").partition(part).payload(&value[..]),
+            );
+        }
+    }
+    p.flush(WAIT).expect("flush");
+    let ctx = p.context();
+    assert!(ctx.failed.lock().unwrap().is_empty(), "{:?}", ctx.failed);
+    assert_eq!(ctx.acked.lock().unwrap().len(), 3 * per_partition);
+
+    let consumer: BaseConsumer = client(&b)
+        .set("group.id", "big-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "1000000")
+        .set("max.partition.fetch.bytes", "20000000")
+        .set("receive.message.max.bytes", "1000512")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..3 {
+        tpl.add_partition_offset("big", part, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut next = [0usize; 3];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next.iter().sum::<usize>() < 3 * per_partition {
+        assert!(
+            Instant::now() < deadline,
+            "consumer stalled at {next:?} records per partition"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("consume");
+        let part = m.partition();
+        let i = next[part as usize];
+        assert_eq!(m.offset(), i as i64, "partition {part}");
+        assert!(
+            m.payload() == Some(&payload(part, i)[..]),
+            "partition {part} record {i}"
+        );
+        next[part as usize] += 1;
+    }
+}

@@ -609,6 +609,20 @@ impl Log {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, LogError> {
+        self.read_batches(offset, max_bytes, max_offset_exclusive, true)
+    }
+
+    /// [`read`](Self::read), where `min_one_batch` says whether a first batch larger than
+    /// `max_bytes` is returned whole (Kafka's `minOneMessage`, KIP-74: true for the first
+    /// partition of a fetch response that returns data, so a consumer always progresses) or
+    /// not at all (every later partition: the response stays within the fetch's `max_bytes`).
+    pub fn read_batches(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset() {
             return Err(self.out_of_range(offset));
         }
@@ -633,8 +647,8 @@ impl Log {
             let Some(region) = segment.read(start, remaining, limit)? else {
                 continue;
             };
-            if !result.regions.is_empty() && region.len > remaining {
-                break; // only the very first batch may exceed max_bytes
+            if (!result.regions.is_empty() || !min_one_batch) && region.len > remaining {
+                break; // only the very first batch may exceed max_bytes, if allowed to
             }
             let reached_end = region.position + region.len == segment.size_bytes();
             remaining = remaining.saturating_sub(region.len);

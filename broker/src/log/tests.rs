@@ -108,6 +108,16 @@ fn append_and_read_round_trip_across_segments() {
     let one = log.read(0, 1, i64::MAX).unwrap().total_bytes();
     let r = log.read(0, (one * 2 + 1) as usize, i64::MAX).unwrap();
     assert_eq!(r.total_bytes(), one * 2);
+    // Without min_one_batch a first batch larger than max_bytes is not returned at all
+    // (a fetch's later partitions), and max_bytes still bounds what is.
+    let none = log
+        .read_batches(0, (one - 1) as usize, i64::MAX, false)
+        .unwrap();
+    assert!(none.regions.is_empty());
+    let r = log
+        .read_batches(0, (one * 2 + 1) as usize, i64::MAX, false)
+        .unwrap();
+    assert_eq!(r.total_bytes(), one * 2);
 }
 
 #[test]

@@ -70,6 +70,17 @@ struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// The max timestamp of the producer's last batch (Kafka's `lastTimestamp`).
+    last_timestamp: i64,
+}
+
+/// One producer's state on a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// What an idempotence check decided for one batch.
@@ -160,6 +171,23 @@ impl ProducerStates {
         Ok(SeqCheck::Append)
     }
 
+    fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(id, e)| {
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    producer_epoch: e.epoch,
+                    last_sequence: e.batches.back()?.last_seq,
+                    last_timestamp: e.last_timestamp,
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     fn record(&mut self, h: &BatchHeader, first_offset: i64) {
         if h.producer_id < 0 {
             return;
@@ -174,6 +202,7 @@ impl ProducerStates {
             last_seq: h.last_sequence(),
             first_offset,
         });
+        entry.last_timestamp = h.max_timestamp;
         while entry.batches.len() > PRODUCER_BATCHES_MAX {
             entry.batches.pop_front();
         }
@@ -252,6 +281,15 @@ pub struct AppendResult {
     pub records: u64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+}
+
+/// How far a fetch may read (Kafka's `FetchIsolation`; READ_COMMITTED comes with transactions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchIsolation {
+    /// Followers: up to the log end offset.
+    LogEnd,
+    /// Consumers: committed records only, below the high watermark.
+    HighWatermark,
 }
 
 pub struct ReadResult {
@@ -945,7 +983,23 @@ impl Partition {
     /// Reads up to `max_bytes` of committed records (below the HW) from `offset` (whole
     /// batches, at least one).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
-        self.read_below(offset, max_bytes, self.high_watermark())
+        self.read_below(offset, max_bytes, self.high_watermark(), true)
+    }
+
+    /// A Fetch's read: up to the HW for consumers, the log end for followers (Kafka's
+    /// `FetchIsolation`); `min_one_batch` as in [`Log::read_batches`].
+    pub fn fetch_records(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: FetchIsolation,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, PartitionError> {
+        let limit = match isolation {
+            FetchIsolation::HighWatermark => self.high_watermark(),
+            FetchIsolation::LogEnd => i64::MAX,
+        };
+        self.read_below(offset, max_bytes, limit, min_one_batch)
     }
 
     /// Reads up to the log end offset: for followers' fetches and for loading state this
@@ -955,7 +1009,7 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadResult, PartitionError> {
-        self.read_below(offset, max_bytes, i64::MAX)
+        self.read_below(offset, max_bytes, i64::MAX, true)
     }
 
     fn read_below(
@@ -963,10 +1017,13 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
         limit: i64,
+        min_one_batch: bool,
     ) -> Result<ReadResult, PartitionError> {
         let state = self.state.lock();
         let hw = self.high_watermark();
-        let r = state.log.read(offset, max_bytes, limit)?;
+        let r = state
+            .log
+            .read_batches(offset, max_bytes, limit, min_one_batch)?;
         let bytes = r.regions.iter().map(|r| r.len).sum();
         Ok(ReadResult {
             regions: r.regions,
@@ -1002,6 +1059,11 @@ impl Partition {
 
     pub fn size_bytes(&self) -> u64 {
         self.state.lock().log.size_bytes()
+    }
+
+    /// The idempotent producers this partition keeps sequence state for (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.state.lock().producers.active()
     }
 
     pub fn update_config(&self, topic: &TopicInfo, broker: &BrokerConfig) {

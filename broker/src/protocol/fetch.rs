@@ -13,7 +13,7 @@ use kafka_protocol::messages::fetch_request::FetchRequest;
 
 use super::fetch_encode::{encode, FetchResponseData, PartitionData, TopicData};
 use super::{Reply, RequestContext};
-use crate::partition::{codes, Partition};
+use crate::partition::{codes, FetchIsolation, Partition};
 use crate::replication::quota::Quota;
 use crate::server::Broker;
 
@@ -209,14 +209,19 @@ fn read_all(
             data.high_watermark = p.high_watermark();
             data.last_stable_offset = data.high_watermark;
             data.log_start_offset = p.log_start_offset();
-            // Once the response budget is spent, later partitions get no data (Kafka: only the
-            // first partition with data may exceed max_bytes, by one batch).
-            if (budget > 0 || total == 0) && !(w.throttled && hold_throttled) {
-                let read = if follower {
-                    p.read_uncommitted(w.fetch_offset, budget.max(1))
+            // KIP-74: partitions are filled in request order up to the response's max_bytes.
+            // Until some partition has returned data, its first batch comes whole even when it
+            // alone exceeds the budget (so a consumer always progresses); after that, a batch
+            // that does not fit is left for a later fetch. A client sizes its receive buffer
+            // from max_bytes (librdkafka drops the connection on a larger response).
+            let min_one_batch = total == 0;
+            if (budget > 0 || min_one_batch) && !(w.throttled && hold_throttled) {
+                let isolation = if follower {
+                    FetchIsolation::LogEnd
                 } else {
-                    p.read(w.fetch_offset, budget.max(1))
+                    FetchIsolation::HighWatermark
                 };
+                let read = p.fetch_records(w.fetch_offset, budget, isolation, min_one_batch);
                 match read {
                     Ok(r) => {
                         total += r.bytes;
