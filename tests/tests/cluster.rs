@@ -266,6 +266,50 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
 }
 
 #[test]
+fn security_settings_kairos_cannot_honour_stop_start_up() {
+    // Proves a broker asked for TLS, SASL or ACLs fails closed with one line naming the
+    // setting, and never serves that port in plaintext.
+    let port = kairos_tests::free_port();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "listeners=SASL_SSL://127.0.0.1:PORT",
+                "ssl.keystore.location=/etc/kafka/broker.jks",
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            ],
+            "uses security protocol SASL_SSL",
+        ),
+        (
+            &[
+                "listeners=EXTERNAL://127.0.0.1:PORT",
+                "listener.security.protocol.map=EXTERNAL:SSL,CONTROLLER:PLAINTEXT",
+            ],
+            "listener EXTERNAL uses security protocol SSL",
+        ),
+        (
+            &[
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:admin",
+            ],
+            "invalid value \"org.apache.kafka.metadata.authorizer.StandardAuthorizer\" for authorizer.class.name",
+        ),
+    ];
+    for (overrides, needle) in cases {
+        let overrides: Vec<String> = overrides
+            .iter()
+            .map(|o| o.replace("PORT", &port.to_string()))
+            .collect();
+        let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        let mut b = Broker::prepare(&overrides, None);
+        expect_startup_failure(&mut b, Duration::from_secs(10), needle);
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing may listen on the refused port"
+        );
+    }
+}
+
+#[test]
 fn controller_only_and_broker_only_nodes_form_one_cluster() {
     // KRaft's split layout: voters 1-3 run only the quorum, 4 and 5 only serve clients.
     let mut c = Cluster::prepare_split(3, 2, LONG_SESSIONS).start_prepared();

@@ -3,6 +3,8 @@
 //! `kairos serve [--config FILE] [--override key=value ...]`. Unknown keys are kept (so topic
 //! defaults such as `log.cleaner.*` can be read later) and warned about once at start-up.
 
+mod security;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +70,7 @@ const KNOWN_KEYS: &[&str] = &[
     "controller.quorum.voters",
     "controller.listener.names",
     "process.roles",
+    "listener.security.protocol.map",
     "cluster.id",
     "metrics.listener",
     "admin.listener",
@@ -434,6 +437,7 @@ impl BrokerConfig {
             p.0.get("controller.listener.names")
                 .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
                 .unwrap_or_else(|| "CONTROLLER".to_string());
+        security::refuse_unsupported(&p.0, &controller_name)?;
         let process_roles = match p.0.get("process.roles") {
             None => Roles {
                 broker: true,
