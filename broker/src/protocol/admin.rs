@@ -388,6 +388,7 @@ fn describe_broker(
     cfg: &BrokerConfig,
     image: &ClusterImage,
     keys: &Option<Vec<StrBytes>>,
+    synonyms: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
     let mut entries: BTreeMap<String, (String, i8, bool)> = BTreeMap::new();
     for broker_key in topic_config_names().filter_map(|(_, b)| b) {
@@ -455,11 +456,35 @@ fn describe_broker(
         .into_iter()
         .filter(|(name, _)| asked(keys, name))
         .map(|(name, (value, source, read_only))| {
-            DescribeConfigsResourceResult::default()
-                .with_name(s(name))
-                .with_value(Some(s(value)))
+            let mut r = DescribeConfigsResourceResult::default()
+                .with_name(s(name.clone()))
+                .with_value(Some(s(value.clone())))
                 .with_config_source(source)
-                .with_read_only(read_only)
+                .with_read_only(read_only);
+            if synonyms {
+                // Every level that sets the key, in precedence order (as Kafka lists them).
+                let levels = [
+                    (own.and_then(|c| c.get(&name)), SOURCE_DYNAMIC_BROKER),
+                    (
+                        default.and_then(|c| c.get(&name)),
+                        SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    ),
+                    (cfg.raw.get(&name), SOURCE_STATIC_BROKER),
+                    ((source == SOURCE_DEFAULT).then_some(&value), SOURCE_DEFAULT),
+                ];
+                r.synonyms = levels
+                    .into_iter()
+                    .filter_map(|(v, level)| {
+                        Some(
+                            DescribeConfigsSynonym::default()
+                                .with_name(s(name.clone()))
+                                .with_value(Some(s(v?.clone())))
+                                .with_source(level),
+                        )
+                    })
+                    .collect();
+            }
+            r
         })
         .collect()
 }
@@ -527,6 +552,7 @@ pub fn describe_configs(
                             &broker.config,
                             &broker.topics.image(),
                             &r.configuration_keys,
+                            req.include_synonyms,
                         ))
                     } else {
                         result

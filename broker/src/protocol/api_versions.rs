@@ -4,8 +4,9 @@ use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsRes
 use kafka_protocol::messages::ApiKey;
 
 /// (min, max) version this broker answers for each API, or None when it does not serve it.
-/// Ranges follow Apache Kafka 3.7–3.9 for the APIs implemented here (Produce advertised from v0,
-/// see kafka-compat.md: librdkafka derives features from the advertised minimum).
+/// Minimum versions are Apache Kafka 4.4's (KIP-896 removed old versions). Produce is advertised
+/// from v0 as Kafka 4 does (KAFKA-18659: librdkafka turns compression off unless v0 is listed),
+/// but v0–v2 requests are answered UNSUPPORTED_VERSION; maxima are those implemented here.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
     use ApiKey::*;
     Some(match key {
@@ -38,6 +39,9 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         ElectLeaders => (0, 2),
         AlterPartitionReassignments => (0, 1),
         ListPartitionReassignments => (0, 0),
+        DescribeLogDirs => (1, 4),
+        DescribeProducers => (0, 0),
+        DescribeTopicPartitions => (0, 0),
         _ => return None,
     })
 }

@@ -79,6 +79,19 @@ pub fn for_each_error(resp: &ResponseKind, mut f: impl FnMut(i16)) {
             .iter()
             .flat_map(|t| &t.partitions)
             .for_each(|p| e(p.error_code)),
+        R::DescribeProducers(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| e(p.error_code)),
+        R::DescribeTopicPartitions(r) => r.topics.iter().for_each(|t| {
+            e(t.error_code);
+            t.partitions.iter().for_each(|p| e(p.error_code));
+        }),
+        R::DescribeLogDirs(r) => {
+            e(r.error_code);
+            r.results.iter().for_each(|d| e(d.error_code));
+        }
         R::InitProducerId(r) => e(r.error_code),
         R::DescribeCluster(r) => e(r.error_code),
         R::ApiVersions(r) => e(r.error_code),

@@ -21,7 +21,7 @@ use crate::server::Broker;
 /// A topic as the cluster image has it: leaders, replicas, ISR and leader epochs. A partition
 /// without a leader answers LEADER_NOT_AVAILABLE (retriable); replicas on fenced brokers are
 /// listed as offline.
-fn topic_entry(image: &ClusterImage, info: &TopicInfo) -> MetadataResponseTopic {
+pub(super) fn topic_entry(image: &ClusterImage, info: &TopicInfo) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let partitions = info
         .assignment

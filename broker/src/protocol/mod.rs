@@ -6,6 +6,9 @@
 
 mod admin;
 mod api_versions;
+mod describe_log_dirs;
+mod describe_producers;
+mod describe_topic_partitions;
 mod errors;
 mod fetch;
 pub mod fetch_encode;
@@ -320,6 +323,15 @@ async fn handle_request(broker: &Broker, ctx: &RequestContext<'_>, request: Requ
         )),
         R::ListPartitionReassignments(req) => Reply::msg(S::ListPartitionReassignments(
             reassign::list_partition_reassignments(broker, req, v),
+        )),
+        R::DescribeLogDirs(req) => Reply::msg(S::DescribeLogDirs(
+            describe_log_dirs::describe_log_dirs(broker, req),
+        )),
+        R::DescribeTopicPartitions(req) => Reply::msg(S::DescribeTopicPartitions(
+            describe_topic_partitions::describe_topic_partitions(broker, req),
+        )),
+        R::DescribeProducers(req) => Reply::msg(S::DescribeProducers(
+            describe_producers::describe_producers(broker, req),
         )),
         R::DescribeConfigs(req) => {
             Reply::msg(S::DescribeConfigs(admin::describe_configs(broker, req, v)))
