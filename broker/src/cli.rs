@@ -669,6 +669,8 @@ fn serve(config: Option<PathBuf>, overrides: Vec<String>) -> Result<(), String> 
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = crate::config::BrokerConfig::load(config.as_deref(), &overrides)
         .map_err(|e| e.to_string())?;

@@ -266,6 +266,18 @@ fn misconfigured_nodes_fail_fast_with_one_clear_line() {
 }
 
 #[test]
+fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
+    // Proves the broker writes plain text when its stderr is a file (as under a supervisor or
+    // in a container): no ANSI escape sequences, and the usual level words.
+    let mut b = Broker::start(&[]);
+    assert_eq!(create_topic(&b, "plain", 1, 1), 0);
+    assert_eq!(b.stop(), Some(0));
+    let log = b.log();
+    assert!(log.contains(" INFO "), "an INFO line is logged:\n{log}");
+    assert!(!log.contains('\x1b'), "colour codes in the log:\n{log:?}");
+}
+
+#[test]
 fn security_settings_kairos_cannot_honour_stop_start_up() {
     // Proves a broker asked for TLS, SASL or ACLs fails closed with one line naming the
     // setting, and never serves that port in plaintext.
