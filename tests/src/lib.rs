@@ -2,6 +2,7 @@
 //! with its own data directory, stopped by PID (SIGTERM or SIGKILL); [`k8s`]: a real
 //! kube-apiserver for the operator's tests.
 
+pub mod differential;
 pub mod k8s;
 
 use std::io::{Read, Write};
@@ -1439,5 +1440,61 @@ pub mod cluster {
             }
         });
         got
+    }
+}
+
+/// A real Apache Kafka 4.4 (scripts/kafka-reference.sh), one node, stopped by PID on drop.
+pub struct KafkaReference {
+    pub bootstrap: String,
+    dir: PathBuf,
+    _temp: tempfile::TempDir,
+}
+
+impl KafkaReference {
+    pub fn start() -> KafkaReference {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().join("kafka");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-reference.sh");
+        let out = Command::new(&script)
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/kafka-reference.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kafka-reference.sh start failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("BOOTSTRAP="))
+            .expect("BOOTSTRAP= line")
+            .trim()
+            .to_string();
+        KafkaReference {
+            bootstrap,
+            dir,
+            _temp: temp,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        let first = self.bootstrap.split(',').next().unwrap_or_default();
+        first.parse().expect("bootstrap is ip:port")
+    }
+}
+
+impl Drop for KafkaReference {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-reference.sh");
+        let _ = Command::new(script)
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }

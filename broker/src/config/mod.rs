@@ -51,6 +51,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.flush.scheduler.interval.ms",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "log.cleanup.policy",
     "log.cleaner.delete.retention.ms",
     "log.cleaner.min.cleanable.ratio",
@@ -215,6 +217,10 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: u64,
     pub log_flush_interval_ms: i64,
     pub log_flush_scheduler_interval_ms: u64,
+    /// How far a CreateTime record may be older / newer than the broker's clock (Kafka 4:
+    /// unlimited and one hour).
+    pub log_message_timestamp_before_max_ms: i64,
+    pub log_message_timestamp_after_max_ms: i64,
     pub log_cleanup_policy: String,
     pub log_cleaner_delete_retention_ms: i64,
     pub log_cleaner_min_cleanable_ratio: f64,
@@ -559,6 +565,10 @@ impl BrokerConfig {
             log_flush_interval_messages: p.get("log.flush.interval.messages", u64::MAX)?,
             log_flush_interval_ms: p.get("log.flush.interval.ms", i64::MAX)?,
             log_flush_scheduler_interval_ms: p.get("log.flush.scheduler.interval.ms", 1000)?,
+            log_message_timestamp_before_max_ms: p
+                .get("log.message.timestamp.before.max.ms", i64::MAX)?,
+            log_message_timestamp_after_max_ms: p
+                .get("log.message.timestamp.after.max.ms", 3_600_000)?,
             log_cleanup_policy: p.get("log.cleanup.policy", "delete".to_string())?,
             log_cleaner_delete_retention_ms: p
                 .get("log.cleaner.delete.retention.ms", 86_400_000)?,

@@ -636,6 +636,18 @@ impl ClusterImage {
                 format!("Topic '{name}' already exists."),
             );
         }
+        // Kafka: '.' and '_' map to the same metric name, so names differing only there collide.
+        let metric_name = |n: &str| n.replace('.', "_");
+        if let Some(other) = self
+            .topics
+            .keys()
+            .find(|other| metric_name(other) == metric_name(name))
+        {
+            return err(
+                codes::INVALID_TOPIC_EXCEPTION,
+                format!("Topic '{name}' collides with existing topic: {other}"),
+            );
+        }
         validate_delay_configs(&self.topics, name, configs)
     }
 

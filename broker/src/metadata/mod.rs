@@ -217,10 +217,11 @@ const TOPIC_CONFIGS: &[(&str, Option<&str>, Kind)] = &[
         Kind::Int { min: 1 },
     ),
     ("preallocate", Some("log.preallocate"), Kind::Bool),
+    // Any negative size means no limit (Kafka has no lower bound here).
     (
         "retention.bytes",
         Some("log.retention.bytes"),
-        Kind::Long { min: -1 },
+        Kind::Long { min: i64::MIN },
     ),
     (
         "retention.ms",

@@ -28,6 +28,7 @@ pub mod codes {
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -310,6 +311,45 @@ struct PartitionState {
     scheduled: bool,
     compacted: bool,
     max_message_bytes: usize,
+    timestamps: TimestampBounds,
+}
+
+/// How far a CreateTime record's timestamp may be from the broker's clock
+/// (`message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`).
+#[derive(Debug, Clone, Copy)]
+struct TimestampBounds {
+    before_max_ms: i64,
+    after_max_ms: i64,
+}
+
+impl TimestampBounds {
+    fn of(topic: &TopicInfo, broker: &BrokerConfig) -> Self {
+        let num = |k: &str, default: i64| {
+            topic
+                .configs
+                .get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(default)
+        };
+        TimestampBounds {
+            before_max_ms: num(
+                "message.timestamp.before.max.ms",
+                broker.log_message_timestamp_before_max_ms,
+            ),
+            after_max_ms: num(
+                "message.timestamp.after.max.ms",
+                broker.log_message_timestamp_after_max_ms,
+            ),
+        }
+    }
+
+    /// The accepted range at `now_ms`, inclusive.
+    fn window(&self, now_ms: i64) -> (i64, i64) {
+        (
+            now_ms.saturating_sub(self.before_max_ms),
+            now_ms.saturating_add(self.after_max_ms),
+        )
+    }
 }
 
 /// What a leader knows of one follower (Kafka's `Replica` state).
@@ -466,6 +506,7 @@ impl Partition {
                 scheduled: is_scheduled(topic),
                 compacted,
                 max_message_bytes,
+                timestamps: TimestampBounds::of(topic, broker),
             }),
             leo: AtomicI64::new(leo),
             log_start: AtomicI64::new(start),
@@ -888,9 +929,15 @@ impl Partition {
     }
 
     fn append_inner(&self, records: Bytes, internal: bool) -> Result<AppendResult, PartitionError> {
-        let (max_message_bytes, compacted, delay) = {
+        let (max_message_bytes, compacted, delay, log_append_time, timestamps) = {
             let state = self.state.lock();
-            (state.max_message_bytes, state.compacted, state.delay)
+            (
+                state.max_message_bytes,
+                state.compacted,
+                state.delay,
+                state.log_append_time,
+                state.timestamps,
+            )
         };
         let headers = validate_batches(&records, max_message_bytes)
             .map_err(|e| PartitionError::new(e.kafka_error_code(), e.to_string()))?;
@@ -907,6 +954,9 @@ impl Partition {
             ));
         }
         // Record-level checks decode the batches: done before taking the partition lock.
+        if !log_append_time && !internal {
+            check_timestamps(&records, &headers, timestamps.window(now_ms()))?;
+        }
         if compacted {
             check_keys(&records)?;
         }
@@ -1070,6 +1120,7 @@ impl Partition {
         let config = log_config(topic, broker);
         let mut state = self.state.lock();
         state.max_message_bytes = config.max_message_bytes;
+        state.timestamps = TimestampBounds::of(topic, broker);
         state.compacted = config.cleanup_policy_compact;
         state.log_append_time = stamps_append_time(topic);
         state.delay = topic.configs.contains_key(crate::metadata::DELAY_TARGET);
@@ -1154,6 +1205,42 @@ fn decode_record_sets(
             format!("cannot decode records: {e}"),
         )
     })
+}
+
+/// CreateTime records must lie within the topic's timestamp window (Kafka's LogValidator):
+/// otherwise the batch is refused with INVALID_TIMESTAMP, each record outside listed. The batch
+/// headers' first and max timestamps decide without decoding when every batch is inside.
+fn check_timestamps(
+    records: &Bytes,
+    headers: &[BatchHeader],
+    (earliest, latest): (i64, i64),
+) -> Result<(), PartitionError> {
+    let inside = |ts: i64| ts >= earliest && ts <= latest;
+    if headers
+        .iter()
+        .all(|h| inside(h.base_timestamp) && inside(h.max_timestamp))
+    {
+        return Ok(());
+    }
+    let sets = decode_record_sets(records)?;
+    let mut bad = Vec::new();
+    for (index, record) in sets.iter().flat_map(|s| &s.records).enumerate() {
+        if !inside(record.timestamp) {
+            bad.push((
+                index as i32,
+                format!(
+                    "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{earliest}, {latest}]",
+                    record.timestamp, record.offset
+                ),
+            ));
+        }
+    }
+    let Some((_, first)) = bad.first().cloned() else {
+        return Ok(());
+    };
+    let mut err = PartitionError::new(codes::INVALID_TIMESTAMP, first);
+    err.record_errors = bad;
+    Err(err)
 }
 
 /// Compacted topics need a key on every record (Kafka: InvalidRecordException).

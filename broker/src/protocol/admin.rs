@@ -84,7 +84,10 @@ fn broker_value(cfg: &BrokerConfig, broker_key: &str) -> String {
         "log.roll.jitter.ms" => "0".into(),
         "log.roll.ms" => cfg.log_roll_ms.to_string(),
         "unclean.leader.election.enable" => "false".into(),
-        "log.message.timestamp.before.max.ms" | "log.message.timestamp.after.max.ms" => long_max,
+        "log.message.timestamp.before.max.ms" => {
+            cfg.log_message_timestamp_before_max_ms.to_string()
+        }
+        "log.message.timestamp.after.max.ms" => cfg.log_message_timestamp_after_max_ms.to_string(),
         _ => String::new(),
     }
 }
@@ -367,7 +370,20 @@ fn describe_topic(
                             .with_source(source),
                     );
                 }
-                if let Some(broker_key) = broker_key {
+                // Kafka leaves out a broker synonym whose own default is null (the value then
+                // comes from another key, as log.retention.ms from log.retention.hours).
+                let null_default = matches!(
+                    broker_key,
+                    Some(
+                        "log.retention.ms"
+                            | "log.roll.ms"
+                            | "log.roll.jitter.ms"
+                            | "log.flush.interval.ms"
+                    )
+                );
+                if let Some(broker_key) =
+                    broker_key.filter(|_| broker_source != SOURCE_DEFAULT || !null_default)
+                {
                     list.push(
                         DescribeConfigsSynonym::default()
                             .with_name(s(broker_key))
@@ -694,6 +710,14 @@ pub async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// Kafka's default of a list config (what APPEND and SUBTRACT start from when it is unset).
+fn list_default(name: &str) -> &'static str {
+    match name {
+        "cleanup.policy" | "log.cleanup.policy" => "delete",
+        _ => "",
+    }
+}
+
 /// Kafka's operations: 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT (the last two for list configs).
 fn incremental(
     mut configs: BTreeMap<String, String>,
@@ -724,7 +748,11 @@ fn incremental(
                         format!("Config value append is not allowed for config key: {name}"),
                     ));
                 }
-                let current = configs.get(&name).cloned().unwrap_or_default();
+                // Kafka appends to (and subtracts from) the default when the key is unset.
+                let current = configs
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| list_default(&name).to_string());
                 let mut items: Vec<String> = current
                     .split(',')
                     .map(str::trim)

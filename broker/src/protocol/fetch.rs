@@ -231,7 +231,11 @@ fn read_all(
                         data.records = r.regions;
                     }
                     Err(e) => {
+                        // Kafka answers a failed partition read without offsets.
                         data.error_code = e.code;
+                        data.high_watermark = -1;
+                        data.last_stable_offset = -1;
+                        data.log_start_offset = -1;
                     }
                 }
             }

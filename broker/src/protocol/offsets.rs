@@ -16,6 +16,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use crate::partition::codes;
 use crate::server::Broker;
 
+const UNSUPPORTED_VERSION: i16 = 35;
+
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
@@ -45,6 +47,10 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                     } else {
                         -1
                     };
+                    // Kafka: a negative spec it does not know is UNSUPPORTED_VERSION.
+                    if p.timestamp < -5 {
+                        return resp.with_error_code(UNSUPPORTED_VERSION);
+                    }
                     let found = match p.timestamp {
                         // -1 latest (high watermark; LSO = HW without transactions)
                         -1 => Ok(Some((part.high_watermark(), -1))),

@@ -134,7 +134,10 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     }
                     Err(e) => {
                         tracing::debug!("produce to {name}-{}: {}", pd.index, e.message);
-                        partition_error(pd.index, e.code, Some(e.message), e.record_errors, version)
+                        let invalid_record = e.code == codes::INVALID_RECORD || e.code == codes::INVALID_TIMESTAMP;
+                        let r = partition_error(pd.index, e.code, Some(e.message), e.record_errors, version);
+                        // Kafka's RecordValidationException answers carry the log start offset.
+                        if invalid_record { r.with_log_start_offset(p.log_start_offset()) } else { r }
                     }
                 },
             };
