@@ -12,6 +12,11 @@
 #       SIGTERM to one node after the other, each SIGKILLed if still up after 10 s (the last
 #       of 3 nodes, left without a quorum, at once); removes DIR only with --clean.
 #       Without --dir, stops the last cluster started with this KAIROS_CACHE.
+#   scripts/kafka-reference.sh restart --dir DIR [--no-wait]
+#       Starts again each node of DIR that is not running (stopped, or SIGKILLed to test
+#       recovery) on the data it left, with the node's own properties (same ports; no format),
+#       then waits and prints as start does. --no-wait returns as soon as the nodes are launched
+#       (new PIDs in DIR/node-N.pid), for a caller that times the start itself.
 #
 # Environment: JAVA_HOME (default: java on PATH; Kafka 4.4 needs Java 17+), KAFKA_HEAP (default
 # 512m per node), KAFKA_OPTS (more JVM options for the nodes, split on spaces),
@@ -27,15 +32,16 @@ java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 cache="${KAIROS_CACHE:-$HOME/.cache/kairos}"
 last="$cache/kafka-reference-last-dir"
 
-usage() { sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 (($# >= 1)) || usage
 cmd="$1"; shift
-nodes=1 dir="" clean=0
+nodes=1 dir="" clean=0 wait=1
 while (($#)); do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
     --dir) dir="$2"; shift 2 ;;
     --clean) clean=1; shift ;;
+    --no-wait) wait=0; shift ;;
     *) usage ;;
   esac
 done
@@ -55,7 +61,7 @@ reap() {
 # One node at a time, node 1 first: a broker's controlled shutdown needs a controller quorum, so
 # while a majority is up each node exits cleanly in a second or two. The last node of a 3-node
 # cluster has no quorum left and would wait 5 minutes (Kafka's fixed limit) for a controlled
-# shutdown that cannot happen: it gets SIGKILL at once (its data is never reused: see start).
+# shutdown that cannot happen: it gets SIGKILL at once (a restart recovers its log).
 stop() {
   local d="$1" f p pids=() n=0 i killed=0
   for f in "$d"/node-*.pid; do
@@ -96,18 +102,36 @@ case "$cmd" in
     if ((clean)) && [[ -f "$dir/node-1.properties" ]]; then rm -rf "$dir"; fi
     exit 0 ;;
   start) ;;
+  restart)
+    [[ -n "$dir" && -f "$dir/node-1.properties" ]] || { echo "kafka-reference: restart needs --dir of a started cluster" >&2; exit 2; }
+    ;;
   *) usage ;;
 esac
 
-[[ "$nodes" == 1 || "$nodes" == 3 ]] || { echo "kafka-reference: --nodes must be 1 or 3" >&2; exit 2; }
 t0=$(date +%s.%N)
 since() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 cp="$("$root/scripts/kafka-classpath.sh")"
 if [[ -z "$dir" ]]; then dir="$(mktemp -d -t kairos-kafka.XXXXXX)"; fi
 mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
-# Ports and the cluster id are new at every start, so a DIR cannot be started twice.
+mkdir -p "$cache"
+
+if [[ "$cmd" == restart ]]; then
+  # The node count and each node's ports, as start wrote them into its properties.
+  nodes=$(find "$dir" -maxdepth 1 -name 'node-*.properties' | wc -l)
+  port=()
+  for ((i = 1; i <= nodes; i++)); do
+    l="$(sed -n 's/^listeners=//p' "$dir/node-$i.properties")"
+    p="${l#PLAINTEXT://127.0.0.1:}"
+    port[2*i-2]="${p%%,*}" port[2*i-1]="${l##*CONTROLLER://127.0.0.1:}"
+  done
+fi
+[[ "$nodes" == 1 || "$nodes" == 3 ]] || { echo "kafka-reference: --nodes must be 1 or 3" >&2; exit 2; }
+echo "$dir" >"$last"
+
+if [[ "$cmd" == start ]]; then
+# Ports and the cluster id are new at every start, so a DIR cannot be started twice (restart
+# reuses them).
 [[ ! -e "$dir/node-1.properties" ]] || { echo "kafka-reference: $dir already holds a cluster" >&2; exit 1; }
-mkdir -p "$cache"; echo "$dir" >"$last"
 
 # Two free ports per node (client, controller), all held open together so none repeats; and a
 # random cluster id (what `kafka-storage random-uuid` prints: 16 random bytes, base64url), made
@@ -121,6 +145,7 @@ while cid.startswith("-"):
     cid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 print(cid, *(s.getsockname()[1] for s in socks))' "$nodes")
 read -r -a port <<<"$ports"
+fi
 voters="" bootstrap=""
 for ((i = 1; i <= nodes; i++)); do
   voters+="${voters:+,}$i@127.0.0.1:${port[2*i-1]}"
@@ -145,8 +170,10 @@ fi
 tool=("$java" "${jvm[@]}" "${cds[@]+"${cds[@]}"}" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$cp")
 pids=()
 # A start that fails half-way leaves no node running (the logs stay in DIR).
-trap 'rc=$?; if ((rc)); then stop "$dir"; echo "kafka-reference: start failed, logs in $dir" >&2; fi' EXIT
+trap 'rc=$?; if ((rc)); then stop "$dir"; echo "kafka-reference: $cmd failed, logs in $dir" >&2; fi' EXIT
 
+t_format=-
+if [[ "$cmd" == start ]]; then
 for ((i = 1; i <= nodes; i++)); do
   cat >"$dir/node-$i.properties" <<EOF
 node.id=$i
@@ -178,17 +205,25 @@ for ((i = 1; i <= nodes; i++)); do
   wait "${pids[i-1]}" || { cat "$dir/node-$i.format.log" >&2; exit 1; }
 done
 t_format=$(since)
+fi
 
 for ((i = 1; i <= nodes; i++)); do
+  # restart: a node still running is left alone.
+  if [[ "$cmd" == restart ]] && is_node "$(cat "$dir/node-$i.pid" 2>/dev/null)" "$dir"; then continue; fi
   if ((i == 1)); then node_cds=("${node1_cds[@]}"); else node_cds=("${cds[@]+"${cds[@]}"}"); fi
   # nohup and every fd redirected: the node outlives this script and holds no pipe of the caller
   # (a caller reading our stdout would otherwise wait for Kafka to exit). GC flags as
   # kafka-server-start.sh uses them, so benchmarks compare with Kafka as shipped.
   nohup "$java" "-Xmx${KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "${jvm[@]}" \
-    "${node_cds[@]+"${node_cds[@]}"}" ${KAFKA_OPTS:-} -cp "$cp" kafka.Kafka "$dir/node-$i.properties" </dev/null >"$dir/node-$i.log" 2>&1 &
+    "${node_cds[@]+"${node_cds[@]}"}" ${KAFKA_OPTS:-} -cp "$cp" kafka.Kafka "$dir/node-$i.properties" </dev/null >>"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
 done
+if ((!wait)); then
+  echo "BOOTSTRAP=$bootstrap"
+  echo "DIR=$dir"
+  exit 0
+fi
 
 # Ready = each node's client port is open (cheap, checked first) and then one tool run in which
 # every broker answers ApiVersions: BrokerApiVersionsCommand asks the metadata for the live
@@ -212,6 +247,7 @@ until [[ $("${tool[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
   alive; (($(date +%s) < deadline)) || { echo "kafka-reference: timed out, see $dir/ready.log" >&2; exit 1; }
   sleep 0.5
 done
-echo "kafka-reference: $nodes node(s) ready in $(since) s (formatted at $t_format s, ports open at $t_ports s)" >&2
+if [[ "$cmd" == start ]]; then how="formatted at $t_format s"; else how="restarted, no format"; fi
+echo "kafka-reference: $nodes node(s) ready in $(since) s ($how, ports open at $t_ports s)" >&2
 echo "BOOTSTRAP=$bootstrap"
 echo "DIR=$dir"
