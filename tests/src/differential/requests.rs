@@ -345,6 +345,52 @@ impl Ctx {
         }
     }
 
+    /// One Fetch of several partitions from offset 0 with a response `max_bytes` (and a large
+    /// per-partition limit): how many records each partition returned (KIP-74's fill order).
+    pub fn fetch_partitions(&mut self, topic: &str, partitions: &[i32], max_bytes: i32) {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(tn(topic))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            fetch_request::FetchPartition::default()
+                                .with_partition(*p)
+                                .with_fetch_offset(0)
+                                .with_current_leader_epoch(-1)
+                                .with_partition_max_bytes(20_000_000)
+                        })
+                        .collect(),
+                )]);
+        if let Some(r) = self.call(12, &req) {
+            let mut counts = Vec::new();
+            for t in r.responses {
+                for p in t.partitions {
+                    let mut n = 0;
+                    if let Some(mut bytes) = p.records.clone() {
+                        while !bytes.is_empty() {
+                            match RecordBatchDecoder::decode(&mut bytes) {
+                                Ok(set) => n += set.records.len(),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    counts.push(format!("{}:{}={n}", p.partition_index, e(p.error_code)));
+                }
+            }
+            self.note(format!(
+                "Fetch {topic} max_bytes={max_bytes}: records per partition [{}]",
+                counts.join(" ")
+            ));
+        }
+    }
+
     /// ListOffsets for one timestamp spec (-1 latest, -2 earliest, -3 max timestamp, or a time).
     pub fn list_offsets(&mut self, topic: &str, partition: i32, timestamp: i64) {
         let req = ListOffsetsRequest::default()

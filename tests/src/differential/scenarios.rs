@@ -255,6 +255,22 @@ scenarios! {
         three(c, "f1");
         c.fetch("f1", 0, 0, 1);
     };
+    "fetch_max_bytes_fills_partitions_in_order", false, |c| {
+        // Three partitions of three 3000-byte records, one batch each: a 4000-byte response
+        // holds the first partition's first batch (it may exceed max_bytes alone) and nothing
+        // that does not fit after it.
+        c.create_topic("fmb", 3, 1, &[]);
+        c.await_leader("fmb");
+        let value = "v".repeat(3000);
+        for p in 0..3 {
+            for i in 0..3 {
+                c.produce("fmb", p, batch(&[("k", &value, T0 + i)]), -1);
+            }
+        }
+        c.fetch_partitions("fmb", &[0, 1, 2], 4000);
+        c.fetch_partitions("fmb", &[0, 1, 2], 10_000);
+        c.fetch_partitions("fmb", &[2, 0, 1], 100);
+    };
     "produce_two_batches_and_fetch_both", false, |c| {
         topic_with_records(c, "p2");
         c.produce("p2", 0, batch(&[("d", "4", T0 + 4000)]), 1);
