@@ -33,6 +33,9 @@ pub struct Ctx {
     correlation_id: i32,
     /// Groups whose coordinator was found ready (awaited once per scenario).
     coordinators_ready: std::collections::HashSet<String>,
+    /// Connections that carried acks=0 produces: kept open for the scenario (a broker may drop
+    /// what a closed connection sent before it is processed).
+    unanswered: Vec<RawConn>,
     pub observations: Vec<String>,
 }
 
@@ -43,6 +46,7 @@ impl Ctx {
             conn: None,
             correlation_id: 0,
             coordinators_ready: Default::default(),
+            unanswered: Vec::new(),
             observations: Vec::new(),
         }
     }

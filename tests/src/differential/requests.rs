@@ -227,6 +227,7 @@ impl Ctx {
             let conn_addr = self.addr_for_acks0();
             let mut conn = crate::RawConn::connect(conn_addr);
             conn.send(&buf);
+            self.unanswered.push(conn);
             self.note(format!("Produce {topic}-{partition} acks=0: sent"));
             return;
         }
@@ -949,6 +950,83 @@ impl Ctx {
                 e(r.error_code),
                 r.topics.len()
             ));
+        }
+    }
+
+    /// Waits (bounded, unobserved) until Metadata no longer knows `topic` (a deletion is
+    /// asynchronous on both brokers).
+    pub fn await_gone(&mut self, topic: &str) {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(tn(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        for _ in 0..100 {
+            let gone = self
+                .call(12, &req)
+                .is_some_and(|r| r.topics.iter().all(|t| t.error_code == 3));
+            if gone {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded, unobserved) until Metadata shows `count` partitions of `topic`, each
+    /// with a leader.
+    pub fn await_partitions(&mut self, topic: &str, count: usize) {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(tn(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        for _ in 0..100 {
+            let ready = self.call(12, &req).is_some_and(|r| {
+                r.topics.iter().all(|t| {
+                    t.partitions.len() == count && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+                })
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded, unobserved) until no partition reassignment is in progress.
+    pub fn await_no_reassignment(&mut self) {
+        let req = ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000);
+        for _ in 0..100 {
+            if self.call(0, &req).is_some_and(|r| r.topics.is_empty()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded, unobserved) until the partition's log end offset reaches `offset`.
+    pub fn await_end_offset(&mut self, topic: &str, partition: i32, offset: i64) {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn(topic))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-1)
+                        .with_current_leader_epoch(-1),
+                ])]);
+        for _ in 0..100 {
+            let reached = self.call(7, &req).is_some_and(|r| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .all(|p| p.offset >= offset)
+            });
+            if reached {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 

@@ -76,14 +76,14 @@ scenarios! {
         c.create_topic("dt", 1, 1, &[]);
         c.await_leader("dt");
         c.delete_topic("dt");
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        c.await_gone("dt");
         c.metadata(&["dt"], false);
     };
     "create_partitions_grow", false, |c| {
         c.create_topic("cpg", 2, 1, &[]);
         c.await_leader("cpg");
         c.create_partitions("cpg", 4, false);
-        c.await_leader("cpg");
+        c.await_partitions("cpg", 4);
         c.metadata(&["cpg"], false);
     };
     "create_partitions_validate_only", false, |c| {
@@ -304,7 +304,7 @@ scenarios! {
         c.create_topic("pa0", 1, 1, &[]);
         c.await_leader("pa0");
         c.produce("pa0", 0, batch(&[("k", "v", T0)]), 0);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.await_end_offset("pa0", 0, 1);
         c.fetch("pa0", 0, 0, 1 << 20);
     };
     "list_offsets_latest_earliest_max_timestamp", false, |c| {
@@ -559,7 +559,7 @@ scenarios! {
         c.create_topic("rsr", 1, 1, &[]);
         c.await_leader("rsr");
         c.reassign("rsr", 0, Some(vec![1]));
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.await_no_reassignment();
         c.list_reassignments();
     };
     "elect_leader_unknown_topic", true, |c| { c.elect_preferred("never-created", 0); };
