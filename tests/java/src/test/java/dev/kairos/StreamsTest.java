@@ -59,8 +59,9 @@ class StreamsTest {
                 Map<String, String> repartition = describe(broker.bootstrap(), APP + "-by-word-repartition");
                 assertEquals("-1", repartition.get("retention.ms"), "repartition topic config");
 
-                // Let Streams commit, then restart the broker under the running application.
-                Thread.sleep(1500);
+                // Wait until Streams has committed everything it read (so at-least-once has
+                // nothing to replay), then restart the broker under the running application.
+                awaitCommitted(broker.bootstrap());
                 broker.restart();
                 produceLines(broker.bootstrap(), "round two", 200, expected);
                 awaitCounts(broker.bootstrap(), expected, seen);
@@ -127,6 +128,32 @@ class StreamsTest {
                     seen.put(word, count);
                 }
             }
+        }
+    }
+
+    /** Waits until the application's committed offsets reach the end of every input topic. */
+    private static void awaitCommitted(String bootstrap) throws Exception {
+        try (Admin admin = Clients.admin(bootstrap)) {
+            Clients.waitUntil("Streams committed its input", () -> {
+                try {
+                    var committed = admin.listConsumerGroupOffsets(APP).partitionsToOffsetAndMetadata().get();
+                    var inputs = new HashMap<org.apache.kafka.common.TopicPartition,
+                            org.apache.kafka.clients.admin.OffsetSpec>();
+                    for (String t : List.of("lines", APP + "-by-word-repartition")) {
+                        for (int p = 0; p < 2; p++) {
+                            inputs.put(new org.apache.kafka.common.TopicPartition(t, p),
+                                    org.apache.kafka.clients.admin.OffsetSpec.latest());
+                        }
+                    }
+                    var ends = admin.listOffsets(inputs).all().get();
+                    return ends.entrySet().stream().allMatch(e -> {
+                        var c = committed.get(e.getKey());
+                        return e.getValue().offset() == 0 || (c != null && c.offset() >= e.getValue().offset());
+                    });
+                } catch (Exception e) {
+                    return false;
+                }
+            });
         }
     }
 
