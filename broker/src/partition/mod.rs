@@ -29,6 +29,7 @@ pub mod codes {
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_TIMESTAMP: i16 = 32;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -229,13 +230,18 @@ fn stamps_append_time(topic: &TopicInfo) -> bool {
 }
 
 /// The effective log config of a topic: topic overrides over broker defaults.
+/// A topic's numeric config, or `default` when unset (values were validated when set).
+fn topic_num(topic: &TopicInfo, key: &str, default: i64) -> i64 {
+    topic
+        .configs
+        .get(key)
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(default)
+}
+
 pub fn log_config(topic: &TopicInfo, broker: &BrokerConfig) -> LogConfig {
     let get = |k: &str| topic.configs.get(k).map(String::as_str);
-    let num = |k: &str, default: i64| {
-        get(k)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(default)
-    };
+    let num = |k: &str, default: i64| topic_num(topic, k, default);
     let policy = get("cleanup.policy").unwrap_or(&broker.log_cleanup_policy);
     LogConfig {
         segment_bytes: num("segment.bytes", broker.log_segment_bytes as i64).max(14) as u64,
@@ -324,19 +330,14 @@ struct TimestampBounds {
 
 impl TimestampBounds {
     fn of(topic: &TopicInfo, broker: &BrokerConfig) -> Self {
-        let num = |k: &str, default: i64| {
-            topic
-                .configs
-                .get(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(default)
-        };
         TimestampBounds {
-            before_max_ms: num(
+            before_max_ms: topic_num(
+                topic,
                 "message.timestamp.before.max.ms",
                 broker.log_message_timestamp_before_max_ms,
             ),
-            after_max_ms: num(
+            after_max_ms: topic_num(
+                topic,
                 "message.timestamp.after.max.ms",
                 broker.log_message_timestamp_after_max_ms,
             ),

@@ -16,8 +16,6 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use crate::partition::codes;
 use crate::server::Broker;
 
-const UNSUPPORTED_VERSION: i16 = 35;
-
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
@@ -49,7 +47,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> L
                     };
                     // Kafka: a negative spec it does not know is UNSUPPORTED_VERSION.
                     if p.timestamp < -5 {
-                        return resp.with_error_code(UNSUPPORTED_VERSION);
+                        return resp.with_error_code(codes::UNSUPPORTED_VERSION);
                     }
                     let found = match p.timestamp {
                         // -1 latest (high watermark; LSO = HW without transactions)

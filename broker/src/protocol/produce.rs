@@ -16,7 +16,6 @@ use crate::partition::codes;
 use crate::server::Broker;
 
 const INVALID_REQUIRED_ACKS: i16 = 21;
-const UNSUPPORTED_VERSION: i16 = 35;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 fn partition_error(
@@ -134,10 +133,13 @@ pub async fn produce(broker: &Broker, req: ProduceRequest, version: i16) -> Repl
                     }
                     Err(e) => {
                         tracing::debug!("produce to {name}-{}: {}", pd.index, e.message);
-                        let invalid_record = e.code == codes::INVALID_RECORD || e.code == codes::INVALID_TIMESTAMP;
-                        let r = partition_error(pd.index, e.code, Some(e.message), e.record_errors, version);
                         // Kafka's RecordValidationException answers carry the log start offset.
-                        if invalid_record { r.with_log_start_offset(p.log_start_offset()) } else { r }
+                        let validation = matches!(e.code, codes::INVALID_RECORD | codes::INVALID_TIMESTAMP);
+                        let mut r = partition_error(pd.index, e.code, Some(e.message), e.record_errors, version);
+                        if validation {
+                            r.log_start_offset = p.log_start_offset();
+                        }
+                        r
                     }
                 },
             };
@@ -263,7 +265,7 @@ pub fn legacy_unsupported(frame: Bytes, version: i16, correlation_id: i32) -> Ou
         out.put_i32(parts.len() as i32);
         for p in parts {
             out.put_i32(p);
-            out.put_i16(UNSUPPORTED_VERSION);
+            out.put_i16(codes::UNSUPPORTED_VERSION);
             out.put_i64(-1);
             if version >= 2 {
                 out.put_i64(-1);
