@@ -33,8 +33,7 @@ pub struct Ctx {
     correlation_id: i32,
     /// Groups whose coordinator was found ready (awaited once per scenario).
     coordinators_ready: std::collections::HashSet<String>,
-    /// Connections that carried acks=0 produces: kept open for the scenario (a broker may drop
-    /// what a closed connection sent before it is processed).
+    /// Connections that carried acks=0 produces (see [`Ctx::send_unanswered`]).
     unanswered: Vec<RawConn>,
     pub observations: Vec<String>,
 }
@@ -64,17 +63,7 @@ impl Ctx {
     /// Kafka does on a request it cannot parse or serve) is an observation, and None.
     pub fn call<R: Request>(&mut self, version: i16, req: &R) -> Option<R::Response> {
         let key = ApiKey::try_from(R::KEY).expect("known api key");
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("differential")));
-        let mut buf = bytes::BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .expect("encode header");
-        req.encode(&mut buf, version).expect("encode request");
+        let buf = self.frame(version, req);
         let started = std::time::Instant::now();
         let frame = self.roundtrip(&buf);
         if started.elapsed() > std::time::Duration::from_secs(2) {
@@ -98,6 +87,45 @@ impl Ctx {
                 None
             }
         }
+    }
+
+    /// Header and body of one request, with the next correlation id.
+    fn frame<R: Request>(&mut self, version: i16, req: &R) -> bytes::BytesMut {
+        let key = ApiKey::try_from(R::KEY).expect("known api key");
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("differential")));
+        let mut buf = bytes::BytesMut::new();
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .expect("encode header");
+        req.encode(&mut buf, version).expect("encode request");
+        buf
+    }
+
+    /// Sends a request that gets no answer (Produce with acks=0) on a connection of its own,
+    /// kept open for the scenario: a broker may drop what a closed connection sent before it is
+    /// processed.
+    pub fn send_unanswered<R: Request>(&mut self, version: i16, req: &R) {
+        let buf = self.frame(version, req);
+        let mut conn = RawConn::connect(self.addr);
+        conn.send(&buf);
+        self.unanswered.push(conn);
+    }
+
+    /// Asks `ready` every 50 ms, at most 100 times, without recording anything: for state a
+    /// scenario must see settled before it observes (a leader, a deletion, a commit).
+    pub fn wait_for(&mut self, mut ready: impl FnMut(&mut Ctx) -> bool) -> bool {
+        for _ in 0..100 {
+            if ready(self) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
     }
 
     /// Sends a raw request body (header included) and returns the raw response frame.

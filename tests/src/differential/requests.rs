@@ -67,6 +67,21 @@ pub fn batch_with(
     buf.freeze()
 }
 
+/// The records of a fetched record set, and why decoding stopped early if it did.
+fn decode(records: Option<Bytes>) -> (Vec<Record>, Option<String>) {
+    let mut out = Vec::new();
+    let Some(mut bytes) = records else {
+        return (out, None);
+    };
+    while !bytes.is_empty() {
+        match RecordBatchDecoder::decode(&mut bytes) {
+            Ok(set) => out.extend(set.records),
+            Err(err) => return (out, Some(err.to_string())),
+        }
+    }
+    (out, None)
+}
+
 impl Ctx {
     pub fn create_topic(&mut self, name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) {
         self.create_topic_as(name, partitions, rf, configs, false);
@@ -190,17 +205,7 @@ impl Ctx {
     /// Produces one batch; observes the partition's error, base offset, log start offset and
     /// per-record errors (indexes).
     pub fn produce(&mut self, topic: &str, partition: i32, records: Bytes, acks: i16) {
-        self.produce_v(topic, partition, records, acks, 9)
-    }
-
-    pub fn produce_v(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        records: Bytes,
-        acks: i16,
-        version: i16,
-    ) {
+        let version = 9;
         let req = ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(10_000)
@@ -212,22 +217,7 @@ impl Ctx {
                         .with_records(Some(records)),
                 ])]);
         if acks == 0 {
-            // No answer comes: send and observe the next request's answer instead.
-            let mut buf = BytesMut::new();
-            use kafka_protocol::protocol::Encodable;
-            let header = RequestHeader::default()
-                .with_request_api_key(0)
-                .with_request_api_version(version)
-                .with_correlation_id(999)
-                .with_client_id(Some(s("differential")));
-            header
-                .encode(&mut buf, ApiKey::Produce.request_header_version(version))
-                .expect("header");
-            req.encode(&mut buf, version).expect("produce");
-            let conn_addr = self.addr_for_acks0();
-            let mut conn = crate::RawConn::connect(conn_addr);
-            conn.send(&buf);
-            self.unanswered.push(conn);
+            self.send_unanswered(version, &req);
             self.note(format!("Produce {topic}-{partition} acks=0: sent"));
             return;
         }
@@ -302,36 +292,25 @@ impl Ctx {
             }
             for t in r.responses {
                 for p in t.partitions {
-                    let mut recs = Vec::new();
-                    if let Some(mut bytes) = p.records.clone() {
-                        while !bytes.is_empty() {
-                            match RecordBatchDecoder::decode(&mut bytes) {
-                                Ok(set) => {
-                                    for r in set.records {
-                                        if r.offset >= offset {
-                                            recs.push(format!(
-                                                "{}:{}={}@{}",
-                                                r.offset,
-                                                r.key
-                                                    .map(|k| String::from_utf8_lossy(&k)
-                                                        .into_owned())
-                                                    .unwrap_or_default(),
-                                                r.value
-                                                    .map(|v| String::from_utf8_lossy(&v)
-                                                        .into_owned())
-                                                    .unwrap_or_default(),
-                                                r.timestamp
-                                            ));
-                                        }
-                                    }
-                                }
-                                Err(err) => {
-                                    recs.push(format!("undecodable: {err}"));
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    let (records, undecodable) = decode(p.records.clone());
+                    let text = |b: Option<Bytes>| {
+                        b.map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default()
+                    };
+                    let mut recs: Vec<String> = records
+                        .into_iter()
+                        .filter(|r| r.offset >= offset)
+                        .map(|r| {
+                            format!(
+                                "{}:{}={}@{}",
+                                r.offset,
+                                text(r.key),
+                                text(r.value),
+                                r.timestamp
+                            )
+                        })
+                        .collect();
+                    recs.extend(undecodable.map(|err| format!("undecodable: {err}")));
                     self.note(format!(
                         "Fetch {}-{} @{offset}: {} hw={} log_start={} records=[{}]",
                         t.topic.0,
@@ -373,15 +352,7 @@ impl Ctx {
             let mut counts = Vec::new();
             for t in r.responses {
                 for p in t.partitions {
-                    let mut n = 0;
-                    if let Some(mut bytes) = p.records.clone() {
-                        while !bytes.is_empty() {
-                            match RecordBatchDecoder::decode(&mut bytes) {
-                                Ok(set) => n += set.records.len(),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    let n = decode(p.records.clone()).0.len();
                     counts.push(format!("{}:{}={n}", p.partition_index, e(p.error_code)));
                 }
             }
@@ -578,17 +549,14 @@ impl Ctx {
         let req = FindCoordinatorRequest::default()
             .with_key_type(0)
             .with_coordinator_keys(vec![s(group)]);
-        for _ in 0..100 {
-            let ready = self
-                .call(4, &req)
-                .is_some_and(|r| r.coordinators.iter().all(|c| c.error_code == 0));
-            if ready {
-                // A coordinator that just loaded the offsets partition may still answer
-                // NOT_COORDINATOR to group requests for a moment.
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let ready = self.wait_for(|c| {
+            c.call(4, &req)
+                .is_some_and(|r| r.coordinators.iter().all(|c| c.error_code == 0))
+        });
+        if ready {
+            // A coordinator that just loaded the offsets partition may still answer
+            // NOT_COORDINATOR to group requests for a moment.
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
 
@@ -953,58 +921,50 @@ impl Ctx {
         }
     }
 
-    /// Waits (bounded, unobserved) until Metadata no longer knows `topic` (a deletion is
-    /// asynchronous on both brokers).
+    /// Metadata of one topic (no auto-creation), unobserved: for the waits below.
+    fn topic_metadata(&mut self, topic: &str) -> Option<metadata_response::MetadataResponseTopic> {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(tn(topic)))]))
+            .with_allow_auto_topic_creation(false);
+        self.call(12, &req)?.topics.into_iter().next()
+    }
+
+    /// Waits until Metadata no longer knows `topic` (deletion is asynchronous on both brokers).
     pub fn await_gone(&mut self, topic: &str) {
-        let req = MetadataRequest::default()
-            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-            )
-            .with_name(Some(tn(topic)))]))
-            .with_allow_auto_topic_creation(false);
-        for _ in 0..100 {
-            let gone = self
-                .call(12, &req)
-                .is_some_and(|r| r.topics.iter().all(|t| t.error_code == 3));
-            if gone {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        self.wait_for(|c| c.topic_metadata(topic).is_some_and(|t| t.error_code == 3));
     }
 
-    /// Waits (bounded, unobserved) until Metadata shows `count` partitions of `topic`, each
-    /// with a leader.
+    /// Waits until Metadata shows `count` partitions of `topic`, each with a leader.
     pub fn await_partitions(&mut self, topic: &str, count: usize) {
-        let req = MetadataRequest::default()
-            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-            )
-            .with_name(Some(tn(topic)))]))
-            .with_allow_auto_topic_creation(false);
-        for _ in 0..100 {
-            let ready = self.call(12, &req).is_some_and(|r| {
-                r.topics.iter().all(|t| {
-                    t.partitions.len() == count && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
-                })
-            });
-            if ready {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        self.wait_for(|c| {
+            c.topic_metadata(topic).is_some_and(|t| {
+                t.partitions.len() == count && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+            })
+        });
+    }
+
+    /// Waits until every partition of `topic` has a leader, so a scenario does not race the
+    /// creation; noted when it never happens.
+    pub fn await_leader(&mut self, topic: &str) {
+        let led = self.wait_for(|c| {
+            c.topic_metadata(topic).is_some_and(|t| {
+                t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+            })
+        });
+        if !led {
+            self.note(format!("{topic}: no leader after 5 s"));
         }
     }
 
-    /// Waits (bounded, unobserved) until no partition reassignment is in progress.
+    /// Waits until no partition reassignment is in progress.
     pub fn await_no_reassignment(&mut self) {
         let req = ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000);
-        for _ in 0..100 {
-            if self.call(0, &req).is_some_and(|r| r.topics.is_empty()) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        self.wait_for(|c| c.call(0, &req).is_some_and(|r| r.topics.is_empty()));
     }
 
-    /// Waits (bounded, unobserved) until the partition's log end offset reaches `offset`.
+    /// Waits until the partition's log end offset reaches `offset`.
     pub fn await_end_offset(&mut self, topic: &str, partition: i32, offset: i64) {
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -1016,44 +976,13 @@ impl Ctx {
                         .with_timestamp(-1)
                         .with_current_leader_epoch(-1),
                 ])]);
-        for _ in 0..100 {
-            let reached = self.call(7, &req).is_some_and(|r| {
+        self.wait_for(|c| {
+            c.call(7, &req).is_some_and(|r| {
                 r.topics
                     .iter()
                     .flat_map(|t| &t.partitions)
                     .all(|p| p.offset >= offset)
-            });
-            if reached {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// Waits (bounded) until `topic` has a leader for partition 0, so a scenario does not race
-    /// the creation.
-    pub fn await_leader(&mut self, topic: &str) {
-        for _ in 0..100 {
-            let req = MetadataRequest::default()
-                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
-                )
-                .with_name(Some(tn(topic)))]))
-                .with_allow_auto_topic_creation(false);
-            let ready = self.call(12, &req).is_some_and(|r| {
-                r.topics
-                    .iter()
-                    .all(|t| t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id.0 >= 0))
-            });
-            if ready {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        self.note(format!("{topic}: no leader after 5 s"));
-    }
-
-    /// The address scenarios talk to (acks=0 produces go on their own connection).
-    fn addr_for_acks0(&self) -> std::net::SocketAddr {
-        self.addr
+            })
+        });
     }
 }
