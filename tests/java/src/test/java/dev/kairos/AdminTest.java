@@ -49,20 +49,17 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** The Java AdminClient 4.4 against Kairos: every method whose API Kairos serves. */
-class AdminTest {
-    static KairosBroker broker;
+class AdminTest extends OneBrokerTest {
     static Admin admin;
 
     @BeforeAll
-    static void start() throws Exception {
-        broker = KairosBroker.start();
+    static void connect() {
         admin = Clients.admin(broker.bootstrap());
     }
 
     @AfterAll
-    static void stop() throws Exception {
+    static void disconnect() {
         admin.close();
-        broker.close();
     }
 
     private static <T> Throwable failure(KafkaFuture<T> f) {

@@ -112,6 +112,10 @@ final class Clients {
         }
     }
 
+    static byte[] bytes(String s) {
+        return s.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+    }
+
     static Set<TopicPartition> partitions(String topic, int n) {
         Set<TopicPartition> s = new java.util.HashSet<>();
         for (int i = 0; i < n; i++) {

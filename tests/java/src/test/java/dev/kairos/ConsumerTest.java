@@ -30,29 +30,12 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.UnsupportedVersionException;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /** The Java consumer 4.4 (classic group protocol) against Kairos. */
-class ConsumerTest {
-    static KairosBroker broker;
-
-    @BeforeAll
-    static void start() throws Exception {
-        broker = KairosBroker.start();
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        broker.close();
-    }
-
-    private static byte[] b(String s) {
-        return s.getBytes(StandardCharsets.UTF_8);
-    }
+class ConsumerTest extends OneBrokerTest {
 
     /** Produces {@code perPartition} records to each partition, timestamps 1000 * (index + 1). */
     private static void fill(String topic, int partitions, int perPartition) throws Exception {
@@ -60,7 +43,7 @@ class ConsumerTest {
         try (KafkaProducer<byte[], byte[]> p = Clients.producer(broker.bootstrap())) {
             for (int i = 0; i < perPartition; i++) {
                 for (int part = 0; part < partitions; part++) {
-                    p.send(new ProducerRecord<>(topic, part, 1000L * (i + 1), b("k" + i), b(part + ":" + i)));
+                    p.send(new ProducerRecord<>(topic, part, 1000L * (i + 1), Clients.bytes("k" + i), Clients.bytes(part + ":" + i)));
                 }
             }
             p.flush();

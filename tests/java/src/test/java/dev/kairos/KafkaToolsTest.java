@@ -10,24 +10,16 @@ import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
 
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** Kafka's own CLI tools from kafka-tools 4.4 (the classes behind bin/kafka-*.sh) against Kairos. */
-class KafkaToolsTest {
-    static KairosBroker broker;
+class KafkaToolsTest extends OneBrokerTest {
     static String bs;
 
     @BeforeAll
-    static void start() throws Exception {
-        broker = KairosBroker.start();
+    static void address() {
         bs = broker.bootstrap();
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        broker.close();
     }
 
     private static KafkaTools.Run tool(String cls, String... args) throws Exception {
